@@ -1,0 +1,46 @@
+# pipeline: PyTorch <-> Keras through ONNX.  `make help` lists the targets.
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+PY     := $(BIN)/python
+STAMP  := $(VENV)/.installed
+export TF_CPP_MIN_LOG_LEVEL := 3
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: help setup convert batch explain test test-slow fuzz bench clean
+
+help:
+	@echo "make setup                          create .venv (Python 3.11) with the pinned stack"
+	@echo "make convert MODEL=name [TO=torch|keras] [ARGS='--layout target ...']"
+	@echo "make batch CONFIG=configs/seeds.yaml"
+	@echo "make test                           fast test suite (what CI runs)"
+	@echo "make test-slow                      slow tests: model zoos"
+	@echo "make bench                          timing and comparison benchmarks"
+
+setup: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if v == (3, 11) else "pipeline needs Python 3.11 (CPU torch 2.13 wheels exist only for it); found %d.%d" % v)'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+	@echo "setup done: $(VENV) ready"
+
+convert: setup
+	@test -n "$(MODEL)" || { echo "usage: make convert MODEL=name [TO=torch|keras] [ARGS=...]" >&2; exit 2; }
+	$(PY) -m pipeline convert $(MODEL) $(if $(TO),--to $(TO)) $(ARGS)
+
+batch: setup
+	@test -n "$(CONFIG)" || { echo "usage: make batch CONFIG=configs/seeds.yaml" >&2; exit 2; }
+	$(PY) -m pipeline batch $(CONFIG) $(ARGS)
+
+test: setup
+	$(PY) -m pytest -q $(ARGS)
+
+test-slow: setup
+	$(PY) -m pytest -q -m slow $(ARGS)
+
+clean:
+	rm -rf build .pytest_cache

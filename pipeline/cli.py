@@ -1,0 +1,122 @@
+"""Command line: ``python -m pipeline {convert,batch,models} ...``.
+
+Exit codes: 0 converted and parity within tolerance; 1 converted but parity
+failed; 2 bad input or usage; 3 unsupported ops; 4 internal error (a bug).  Expected failures print one
+line on stderr; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+
+from . import quiet
+from .errors import EXIT_BAD_INPUT, EXIT_INTERNAL, PipelineError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2
+        print(f"pipeline: error: {message} (see --help)", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+
+
+def _add_convert_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="MODEL",
+                   help="registered name (models/NAME.py), FILE.py:factory, package.module:factory, "
+                        "or a .onnx/.keras/.pt2 file or SavedModel folder")
+    p.add_argument("--to", choices=["keras", "torch"], help="target framework (default: the other one)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: build/NAME)")
+    p.add_argument("--input", dest="inputs", action="append", default=[], metavar="NAME=D0,D1,...[:DTYPE]",
+                   help="input name and static shape; repeat per input")
+    p.add_argument("--atol", type=float, default=1e-4, help="absolute tolerance (default 1e-4)")
+    p.add_argument("--rtol", type=float, default=1e-4, help="relative tolerance (default 1e-4)")
+    p.add_argument("--opset", type=int, help="ONNX opset for the export (default: the exporter's)")
+    p.add_argument("--layout", choices=["source", "target"], default="source",
+                   help="interface layout: the source model's (default) or the target framework's idiom")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random parity inputs")
+    p.add_argument("--no-check-passes", dest="check_passes", action="store_false",
+                   help="skip running onnxruntime after every normalize pass")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m pipeline", description="Convert models between PyTorch and Keras through ONNX.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and framework logs")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    conv = sub.add_parser("convert", help="convert one model and check parity")
+    _add_convert_args(conv)
+    conv.add_argument("--quiet", action="store_true", help="no progress lines")
+    conv.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
+    batch = sub.add_parser("batch", help="convert every model listed in a YAML file")
+    batch.add_argument("config", metavar="FILE.yaml")
+    batch.add_argument("--force", action="store_true", help="convert even entries that are up to date")
+    batch.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
+    models = sub.add_parser("models", help="list the registered example models")
+    models.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
+    return parser
+
+
+def _print_result(result) -> None:
+    rep = result.report
+    par = rep["parity"]
+    status = "PASS" if par["passed"] else "FAIL"
+    print(f"{rep['source']} -> {rep['target']}: {status}  (atol={par['atol']:g}, rtol={par['rtol']:g})")
+    for label, comps in par["stages"].items():
+        for c in comps:
+            mark = "ok " if c["passed"] else "BAD"
+            print(f"  {mark} {label:<20} {c['name']:<24} max_abs={c['max_abs_err']:.3g}  max_rel={c['max_rel_err']:.3g}")
+    t = rep["timings_s"]
+    print("  time: " + ", ".join(f"{k} {t[k]:.2f}s" for k in ("export", "normalize", "import", "parity", "total") if k in t))
+    for note in rep.get("notes", []):
+        print(f"  note: {note}")
+    print(f"  wrote {result.out_dir}/ ({', '.join(rep['artifacts'])})")
+    if result.out_dir.name.endswith(".failed"):
+        print(f"  kept the earlier passing conversion in {str(result.out_dir)[:-len('.failed')]}/")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    debug = bool(getattr(args, "debug", False))
+    quiet.set_debug(debug)
+    try:
+        if args.command == "convert":
+            from .convert import Options, Progress, convert
+            from .spec import parse_input
+
+            opts = Options(model=args.model, to=args.to, out=args.out,
+                           inputs=[parse_input(s) for s in args.inputs], atol=args.atol, rtol=args.rtol,
+                           opset=args.opset, layout=args.layout, seed=args.seed, check_passes=args.check_passes)
+            result = convert(opts, Progress(not args.quiet))
+            _print_result(result)
+            return result.exit_code
+        if args.command == "batch":
+            from .batch import run_batch
+
+            return run_batch(args.config, force=args.force)
+        if args.command == "models":
+            from .sources import list_registered
+
+            for name in list_registered():
+                print(name)
+            return 0
+    except PipelineError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"pipeline: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except Exception as exc:  # a bug in pipeline or a framework: still one line unless --debug
+        if debug:
+            traceback.print_exc()
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        print(f"pipeline: internal error: {type(exc).__name__}: {first} (rerun with --debug for the traceback)",
+              file=sys.stderr)
+        return EXIT_INTERNAL
+    except KeyboardInterrupt:
+        print("pipeline: interrupted; no partial output was left behind", file=sys.stderr)
+        return 130
+    return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,188 @@
+"""One conversion, end to end: resolve -> export -> normalize -> import -> parity.
+
+Output is assembled in a temporary folder beside ``out`` and moved into place
+only when every stage has run, so an interrupted or failed run never leaves a
+half-written folder and never destroys an earlier good one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import __version__
+from .errors import EXIT_OK, EXIT_PARITY, BadInput
+from .spec import InputSpec, make_inputs
+
+LAYOUTS = ("source", "target")
+TARGETS = ("torch", "keras")
+
+
+@dataclass
+class Options:
+    model: str
+    to: str | None = None
+    out: str | None = None
+    inputs: list[InputSpec] = field(default_factory=list)
+    atol: float = 1e-4
+    rtol: float = 1e-4
+    opset: int | None = None
+    layout: str = "source"
+    seed: int = 0
+    check_passes: bool = True
+
+
+@dataclass
+class Result:
+    exit_code: int
+    report: dict
+    out_dir: Path
+
+
+class Progress:
+    """Stage lines on stderr: what runs now and how long the last step took."""
+
+    def __init__(self, enabled: bool = True, stream=None):
+        self.enabled = enabled
+        self.stream = stream or sys.stderr
+
+    def __call__(self, message: str) -> None:
+        if self.enabled:
+            print(f"  {message}", file=self.stream, flush=True)
+
+
+def _validate(opts: Options) -> None:
+    if opts.to is not None and opts.to not in TARGETS:
+        raise BadInput(f"--to must be one of {', '.join(TARGETS)}, not {opts.to!r}")
+    if opts.layout not in LAYOUTS:
+        raise BadInput(f"--layout must be 'source' or 'target', not {opts.layout!r}")
+    for name in ("atol", "rtol"):
+        value = getattr(opts, name)
+        if not isinstance(value, (int, float)) or value < 0 or value != value:
+            raise BadInput(f"--{name} must be a non-negative number, not {value!r}")
+    if opts.opset is not None and not (7 <= int(opts.opset) <= 23):
+        raise BadInput(f"--opset must be between 7 and 23, not {opts.opset}")
+
+
+def _previous_good(out: Path) -> bool:
+    try:
+        return bool(json.loads((out / "report.json").read_text())["parity"]["passed"])
+    except Exception:
+        return False
+
+
+def _install(tmp: Path, out: Path, passed: bool) -> Path:
+    """Move ``tmp`` to ``out``; a failing result never replaces a passing one."""
+    if out.exists() and not passed and _previous_good(out):
+        failed = out.with_name(out.name + ".failed")
+        if failed.exists():
+            shutil.rmtree(failed)
+        tmp.rename(failed)
+        return failed
+    if out.exists():
+        trash = out.with_name(f".{out.name}.old-{os.getpid()}")
+        out.rename(trash)
+        tmp.rename(out)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        tmp.rename(out)
+    return out
+
+
+def convert(opts: Options, progress: Progress | None = None) -> Result:
+    """Run one conversion; raise PipelineError for bad input (2) or unsupported ops (3)."""
+    progress = progress or Progress(False)
+    _validate(opts)
+    from . import export as export_stage
+    from . import importers, normalize, parity
+    from .sources import resolve
+
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    progress(f"loading {opts.model}")
+    source = resolve(opts.model, opts.inputs)
+    timings["load"] = round(time.perf_counter() - t0, 3)
+    target = opts.to or source.default_target
+    if not target:
+        raise BadInput(f"{opts.model}: an ONNX model needs --to keras or --to torch")
+    out = Path(opts.out or Path("build") / source.name)
+    if out.exists() and not out.is_dir():
+        raise BadInput(f"--out {out} exists and is not a folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        inputs = make_inputs(source.inputs, opts.seed)
+        src_onnx, norm_onnx = tmp / "source.onnx", tmp / "normalized.onnx"
+
+        t = time.perf_counter()
+        progress(f"export: {source.framework} -> ONNX")
+        export_stage.export(source, inputs, src_onnx, opts.opset)
+        timings["export"] = round(time.perf_counter() - t, 3)
+
+        t = time.perf_counter()
+        progress("normalize: graph passes, each checked with onnxruntime")
+        model = normalize.load(src_onnx)
+        output_names = [v.name for v in model.graph.outputs]
+        result = normalize.normalize(model, target, opts.layout, inputs if opts.check_passes else None,
+                                     opts.atol, opts.rtol)
+        import onnx_ir as ir
+
+        ir.save(result.model, str(norm_onnx))
+        timings["normalize"] = round(time.perf_counter() - t, 3)
+
+        t = time.perf_counter()
+        progress(f"import: ONNX -> {target} source code")
+        gen = importers.generate(target, result.model, tmp, source.name, source.origin, result.interface,
+                                 source.framework)
+        timings["import"] = round(time.perf_counter() - t, 3)
+
+        t = time.perf_counter()
+        progress("parity: source vs onnxruntime vs normalized vs generated model.py")
+        input_order = [v.name for v in result.model.graph.inputs]
+        report_parity = parity.check(source, inputs, src_onnx, norm_onnx, tmp, target, result.interface,
+                                     input_order, output_names, opts.atol, opts.rtol)
+        timings["parity"] = round(time.perf_counter() - t, 3)
+        timings["total"] = round(time.perf_counter() - t0, 3)
+
+        report = {
+            "pipeline_version": __version__,
+            "model": opts.model,
+            "source": source.framework,
+            "target": target,
+            "layout": opts.layout,
+            "opset": opts.opset,
+            "interface": result.interface,
+            "parity": report_parity,
+            "timings_s": timings,
+            "passes": [r.as_dict() for r in result.passes],
+            "nodes": {"source": _count_nodes(src_onnx), "normalized": len(list(result.model.graph))},
+            "parameters": gen.get("parameters"),
+            "notes": [n for n in [gen.get("note")] if n],
+            "artifacts": sorted(["source.onnx", "normalized.onnx", "report.json", *gen["files"]]),
+        }
+        (tmp / "report.json").write_text(json.dumps(report, indent=2, default=_json_default))
+        final = _install(tmp, out, report_parity["passed"])
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return Result(EXIT_OK if report_parity["passed"] else EXIT_PARITY, report, final)
+
+
+def _count_nodes(path: Path) -> int:
+    import onnx
+
+    return len(onnx.load(str(path), load_external_data=False).graph.node)
+
+
+def _json_default(obj):
+    if hasattr(obj, "item"):
+        return obj.item()
+    return str(obj)

@@ -1,0 +1,24 @@
+"""Stage 3: import a normalized ONNX graph into the target framework as source code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx_ir as ir
+
+TARGETS = ("torch", "keras")
+
+
+def generate(target: str, model: ir.Model, out_dir: Path, title: str, origin: str, interface: dict,
+             source_layout: str) -> dict:
+    """Write ``model.py`` and weights for ``target`` into ``out_dir``."""
+    if target == "torch":
+        from .to_torch import generate as gen
+    elif target == "keras":
+        from ..quiet import import_tensorflow
+
+        import_tensorflow()
+        from .to_keras import generate as gen
+    else:  # pragma: no cover - the CLI validates targets
+        raise ValueError(target)
+    return gen(model, Path(out_dir), title, origin, interface, source_layout)

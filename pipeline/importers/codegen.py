@@ -1,0 +1,313 @@
+"""Shared machinery for the importers: walk the graph, call one translator per
+node, and collect readable Python source.
+
+A translator is a function ``fn(t: Translation) -> None`` registered for an op
+type in a target's table (``torch_ops.OPS``, ``keras_ops.OPS``).  It reads the
+node through ``t`` (inputs as Python expressions, constants as numpy arrays,
+attributes) and writes statements with ``t.assign(expr)``.  If it cannot
+express the node exactly it calls ``t.unsupported(reason)``; the generator
+collects every such node and reports them all at once.
+"""
+
+from __future__ import annotations
+
+import keyword
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx_ir as ir
+
+from ..errors import Unsupported
+from ..normalize.graph import const_array, pin_role, static_shape, topological_nodes
+
+Translator = Callable[["Translation"], None]
+
+
+def registry() -> tuple[dict[str, Translator], Callable]:
+    """A fresh op table and its ``@register("Op", ...)`` decorator."""
+    table: dict[str, Translator] = {}
+
+    def register(*op_types: str):
+        def wrap(fn: Translator) -> Translator:
+            for op in op_types:
+                table[op] = fn
+            return fn
+
+        return wrap
+
+    return table, register
+
+
+class NotExpressible(Exception):
+    """Raised by a translator through ``Translation.unsupported``."""
+
+
+def identifier(text: str, fallback: str = "v") -> str:
+    """A readable Python identifier from an ONNX name."""
+    text = text or fallback
+    text = re.sub(r":\d+$", "", text)
+    if "/" in text:  # tf2onnx: model/layer/op -> layer_op
+        parts = [p for p in text.split("/") if p]
+        text = "_".join(parts[1:3] if len(parts) > 2 else parts[-2:])
+    text = re.sub(r"^(node_|val_)", "", text)
+    text = re.sub(r"\W+", "_", text).strip("_") or fallback
+    if text[0].isdigit():
+        text = f"{fallback}_{text}"
+    if keyword.iskeyword(text) or text in {"self", "torch", "nn", "F", "np", "ops", "layers", "keras", "os"}:
+        text += "_"
+    return text[:40]
+
+
+class Names:
+    """Hands out unique identifiers, preferring the hint as given."""
+
+    def __init__(self, reserved=()):
+        self.used = set(reserved)
+
+    def take(self, hint: str) -> str:
+        base = identifier(hint)
+        name, i = base, 1
+        while name in self.used:
+            i += 1
+            name = f"{base}_{i}"
+        self.used.add(name)
+        return name
+
+
+def py_literal(value) -> str:
+    """A short Python literal for a scalar or small int array."""
+    arr = np.asarray(value)
+    if arr.ndim == 0:
+        item = arr.item()
+        if isinstance(item, bool) or arr.dtype == np.bool_:
+            return repr(bool(item))
+        if np.issubdtype(arr.dtype, np.integer):
+            return repr(int(item))
+        if np.isinf(item):
+            return "float('inf')" if item > 0 else "float('-inf')"
+        if np.isnan(item):
+            return "float('nan')"
+        return str(arr.astype(np.float32)) if arr.dtype == np.float32 else repr(float(item))
+    items = ", ".join(py_literal(v) for v in arr.reshape(-1))
+    return f"({items},)" if arr.size == 1 else f"({items})"
+
+
+def layout_note(node: ir.Node, perm: list[int]) -> str | None:
+    """A comment for a Transpose that converts between channels-first and channels-last.
+
+    For rank 3 both directions are the same permutation, so the direction is
+    read from the neighbouring ops: a layout op (Conv, pooling, ...) consuming
+    the result means the result is in that op's layout.
+    """
+    from ..normalize.layout import LAYOUT_OPS
+
+    rank = len(perm)
+    if rank < 3:
+        return None
+    to_cl, to_cf = [0, *range(2, rank), 1], [0, rank - 1, *range(1, rank - 1)]
+    if perm not in (to_cl, to_cf):
+        return None
+    feeds = any(c.op_type in LAYOUT_OPS for c in node.outputs[0].consumers())
+    producer = node.inputs[0].producer()
+    made_by = producer is not None and producer.op_type in LAYOUT_OPS
+    if rank == 3 and feeds == made_by:
+        return None
+    first_result = feeds if rank == 3 else perm == to_cf
+    return "channels-last -> channels-first" if first_result else "channels-first -> channels-last"
+
+
+def shape_literal(shape) -> str:
+    shape = tuple(int(d) for d in shape)
+    return f"({shape[0]},)" if len(shape) == 1 else str(shape)
+
+
+@dataclass
+class Translation:
+    node: ir.Node
+    gen: "Generator"
+
+    # -- reading the node -------------------------------------------------
+    @property
+    def op(self) -> str:
+        return self.node.op_type
+
+    def n_inputs(self) -> int:
+        return sum(1 for v in self.node.inputs if v is not None)
+
+    def has_input(self, i: int) -> bool:
+        return i < len(self.node.inputs) and self.node.inputs[i] is not None
+
+    def value(self, i: int) -> ir.Value:
+        return self.node.inputs[i]
+
+    def inp(self, i: int = 0) -> str:
+        return self.gen.expr(self.node.inputs[i])
+
+    def const(self, i: int) -> np.ndarray | None:
+        return const_array(self.node.inputs[i]) if self.has_input(i) else None
+
+    def need_const(self, i: int, what: str) -> np.ndarray:
+        arr = self.const(i)
+        if arr is None:
+            self.unsupported(f"{what} must be a constant")
+        return arr
+
+    def shape(self, i: int = 0) -> tuple[int, ...]:
+        s = static_shape(self.node.inputs[i])
+        if s is None:
+            self.unsupported(f"input {i} has no static shape")
+        return s
+
+    def out_shape(self, j: int = 0) -> tuple[int, ...]:
+        s = static_shape(self.node.outputs[j])
+        if s is None:
+            self.unsupported(f"output {j} has no static shape")
+        return s
+
+    def out_dtype(self, j: int = 0):
+        return self.node.outputs[j].dtype
+
+    def ints(self, name: str, default=None):
+        v = self.node.attributes.get_ints(name, default)
+        return None if v is None else [int(x) for x in v]
+
+    def int(self, name: str, default=None):
+        return self.node.attributes.get_int(name, default)
+
+    def float(self, name: str, default=None):
+        return self.node.attributes.get_float(name, default)
+
+    def str(self, name: str, default=None):
+        return self.node.attributes.get_string(name, default)
+
+    def unsupported(self, reason: str):
+        raise NotExpressible(reason)
+
+    # -- writing code -------------------------------------------------------
+    def out(self, j: int = 0) -> str:
+        return self.gen.var(self.node.outputs[j])
+
+    def assign(self, expr: str, j: int = 0, comment: str | None = None) -> str:
+        name = self.out(j)
+        self.gen.emit(f"{name} = {expr}", comment)
+        return name
+
+    def alias(self, expr: str, j: int = 0) -> None:
+        """The output is ``expr`` itself (no statement needed)."""
+        self.gen.values[self.node.outputs[j]] = expr
+
+    def layer_hint(self) -> str:
+        return self.gen.layer_hint(self.node)
+
+    def only_consumer(self, j: int = 0) -> ir.Node | None:
+        v = self.node.outputs[j]
+        users = v.consumers()
+        return users[0] if len(users) == 1 and not v.is_graph_output() else None
+
+    def absorb(self, node: ir.Node, expr_name: str) -> None:
+        """Fuse ``node`` into this one: its output is ``expr_name``."""
+        self.gen.absorbed.add(node)
+        self.gen.values[node.outputs[0]] = expr_name
+
+
+@dataclass
+class Generator:
+    """Walks a normalized graph and accumulates a target's source code."""
+
+    graph: ir.Graph
+    table: dict[str, Translator]
+    target: str
+    reserved: tuple[str, ...] = ()
+    lines: list[str] = field(default_factory=list)
+    values: dict = field(default_factory=dict)
+    absorbed: set = field(default_factory=set)
+    names: Names = None
+    layer_names: Names = None
+    # Map from ONNX node name to the generated statement's variable, for bisection.
+    node_vars: dict[str, list[str]] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.names = Names(self.reserved)
+        self.layer_names = Names(self.reserved)
+
+    def expr(self, value: ir.Value) -> str:
+        if value in self.values:
+            return self.values[value]
+        arr = const_array(value)
+        if arr is not None:
+            return self.constant(value, arr)
+        raise KeyError(f"value {value.name!r} used before it is defined")
+
+    def var(self, value: ir.Value) -> str:
+        if value not in self.values:
+            self.values[value] = self.names.take(self.value_hint(value))
+        return self.values[value]
+
+    def value_hint(self, value: ir.Value) -> str:
+        name = value.name or ""
+        if value.is_graph_input() or value.is_graph_output():
+            return name
+        producer = value.producer()
+        if "/" in name or ":" in name or "__" in name or len(name) > 30:
+            return (producer.op_type.lower() if producer is not None else "v")
+        return name or "v"
+
+    def layer_hint(self, node: ir.Node) -> str:
+        """A layer/module name: from the weight's name (``conv1.weight``) or the node's."""
+        for v in node.inputs[1:2]:
+            if v is not None and v.is_initializer() and v.name:
+                name = v.name
+                if name.endswith((".weight", ".bias")):
+                    return name.rsplit(".", 1)[0]
+                if "/" in name:
+                    parts = [p for p in name.split("/") if p]
+                    if len(parts) > 1:
+                        return parts[1]
+        name = node.name or node.op_type
+        if "/" in name:
+            parts = [p for p in name.split("/") if p]
+            return parts[1] if len(parts) > 1 else parts[0]
+        return re.sub(r"^node_", "", name)
+
+    def emit(self, line: str, comment: str | None = None) -> None:
+        self.lines.append(f"{line}  # {comment}" if comment else line)
+
+    def constant(self, value: ir.Value, arr: np.ndarray) -> str:  # pragma: no cover - per target
+        raise NotImplementedError
+
+    def run(self) -> None:
+        problems: list[tuple[str, str, str]] = []
+        for node in topological_nodes(self.graph):
+            if node in self.absorbed:
+                continue
+            if node.op_type == "Constant":
+                continue
+            if node.domain not in ("", "ai.onnx"):
+                problems.append((f"{node.domain}::{node.op_type}", node.name or "?", "custom-domain op"))
+                for o in node.outputs:
+                    self.var(o)
+                continue
+            fn = self.table.get(node.op_type)
+            if fn is None:
+                problems.append((node.op_type, node.name or "?", ""))
+                for o in node.outputs:
+                    self.var(o)
+                continue
+            start = len(self.lines)
+            try:
+                fn(Translation(node, self))
+            except NotExpressible as exc:
+                problems.append((node.op_type, node.name or "?", str(exc)))
+                del self.lines[start:]
+                for o in node.outputs:  # keep going so every problem is reported
+                    self.var(o)
+                continue
+            produced = [self.values.get(o) for o in node.outputs if o in self.values]
+            self.node_vars[node.name or ""] = [p for p in produced if p]
+        if problems:
+            raise Unsupported(self.target, problems)
+
+    def pin(self, node: ir.Node) -> str | None:
+        return pin_role(node)

@@ -1,0 +1,480 @@
+"""ONNX op -> Keras 3 source, one small translator per op.
+
+Layout-sensitive ops (Conv, pooling, BatchNormalization, ...) arrive wrapped
+by the ``ChannelsLast`` pass as ``T_pin(cl->cf) -> op -> T_pin(cf->cl)``.  The
+pinned transposes are not emitted: their outputs alias their inputs, so the
+Keras layer reads and writes channels-last tensors, as Keras layers do.
+Everything else maps to ``keras.ops`` on the tensors as they are.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..normalize.graph import PIN_IN, PIN_OUT, const_array, pin_role
+from ..normalize.padding import same_pads
+from .codegen import Translation, layout_note, py_literal, registry, shape_literal
+
+OPS, register = registry()
+
+KERAS_DTYPES = {1: "float32", 10: "float16", 11: "float64", 7: "int64", 6: "int32", 9: "bool", 2: "uint8", 3: "int8"}
+
+
+@register("Transpose")
+def transpose(t: Translation) -> None:
+    role = pin_role(t.node)
+    if role in (PIN_IN, PIN_OUT):
+        t.alias(t.inp(0))  # the wrapped op works channels-last: no data movement
+        return
+    perm = t.ints("perm") or list(reversed(range(len(t.shape(0)))))
+    t.assign(f"ops.transpose({t.inp(0)}, {tuple(perm)})", comment=layout_note(t.node, perm))
+
+
+def _channels_last(t: Translation) -> bool:
+    """True if the node sits between pinned transposes (channels-last), False for rank <= 2."""
+    producer = t.value(0).producer()
+    consumer = t.only_consumer()
+    if producer is not None and pin_role(producer) == PIN_IN and consumer is not None and pin_role(consumer) == PIN_OUT:
+        return True
+    if len(t.shape(0)) <= 2:
+        return False
+    t.unsupported("layout-sensitive op was not lowered to channels-last")
+
+
+def _layer(t: Translation, cls: str, args: list[str], weights: list | None, x: str, hint: str | None = None) -> str:
+    name = t.gen.add_layer(hint or t.layer_hint(), weights or [])
+    call = f"layers.{cls}({', '.join(args + [f'name={name!r}'])})({x})"
+    return call
+
+
+def _spatial_padding(t: Translation, x: str, nd: int, pads, kernel, strides, dil, allow_causal=False):
+    """Return (padding string, x) — possibly after an explicit ZeroPadding layer."""
+    in_sizes = t.shape(0)[2:]
+    if not any(pads):
+        return "valid", x
+    if pads == same_pads(in_sizes, kernel, strides, dil, upper=True):
+        return "same", x
+    begins, ends = pads[:nd], pads[nd:]
+    if allow_causal and nd == 1 and strides == [1] and begins[0] == dil[0] * (kernel[0] - 1) and ends[0] == 0:
+        return "causal", x
+    pairs = tuple((int(b), int(e)) for b, e in zip(begins, ends))
+    padding = pairs[0] if nd == 1 else pairs
+    name = t.gen.add_layer(t.layer_hint() + "_pad", [])
+    var = t.gen.names.take(t.layer_hint() + "_padded")
+    t.gen.emit(f"{var} = layers.ZeroPadding{nd}D({padding}, name={name!r})({x})", "asymmetric padding, made explicit")
+    return "valid", var
+
+
+def _ints(values):
+    values = [int(v) for v in values]
+    return str(values[0]) if len(set(values)) == 1 else str(tuple(values))
+
+
+@register("Conv")
+def conv(t: Translation) -> None:
+    _channels_last(t)
+    w = t.need_const(1, "the weight")
+    b = t.const(2) if t.has_input(2) else None
+    if t.has_input(2) and b is None:
+        t.unsupported("the bias must be a constant")
+    if b is not None and not np.any(b):
+        b = None  # an all-zero bias is no bias (exporters emit one for bias=False)
+    nd = w.ndim - 2
+    if nd not in (1, 2, 3):
+        t.unsupported(f"{nd}-D convolution")
+    group = t.int("group", 1)
+    kernel = list(w.shape[2:])
+    strides = t.ints("strides", [1] * nd)
+    dil = t.ints("dilations", [1] * nd)
+    pads = t.ints("pads", [0] * (2 * nd))
+    if any(s > 1 for s in strides) and any(d > 1 for d in dil):
+        t.unsupported("Keras cannot combine strides > 1 with dilation > 1")
+    out_ch, in_per_group = w.shape[0], w.shape[1]
+    in_ch = in_per_group * group
+    padding, x = _spatial_padding(t, t.inp(0), nd, pads, kernel, strides, dil, allow_causal=True)
+    spatial = list(range(2, 2 + nd))
+    common = [f"strides={_ints(strides)}"] if any(s != 1 for s in strides) else []
+    if padding != "valid":
+        common.append(f"padding={padding!r}")
+    if any(d != 1 for d in dil):
+        common.append(f"dilation_rate={_ints(dil)}")
+    if b is None:
+        common.append("use_bias=False")
+    if group == in_ch and in_per_group == 1 and group > 1 and nd in (1, 2):
+        mult = out_ch // in_ch
+        # ONNX output channel c*mult + m reads input channel c -> Keras kernel[..., c, m].
+        kernel_w = w.reshape(in_ch, mult, *kernel).transpose(*[i + 2 for i in range(nd)], 0, 1)
+        args = [_ints(kernel)] + ([f"depth_multiplier={mult}"] if mult != 1 else []) + common
+        weights = [kernel_w] + ([b] if b is not None else [])
+        t.assign(_layer(t, f"DepthwiseConv{nd}D", args, weights, x))
+        return
+    kernel_w = w.transpose(*spatial, 1, 0)
+    args = [str(out_ch), _ints(kernel)] + common
+    if group != 1:
+        args.append(f"groups={group}")
+    weights = [kernel_w] + ([b] if b is not None else [])
+    t.assign(_layer(t, f"Conv{nd}D", args, weights, x))
+
+
+@register("MaxPool", "AveragePool")
+def pool(t: Translation) -> None:
+    _channels_last(t)
+    if len(t.node.outputs) > 1 and t.node.outputs[1].uses():
+        t.unsupported("MaxPool indices output")
+    kernel = t.ints("kernel_shape")
+    nd = len(kernel)
+    if nd not in (1, 2, 3):
+        t.unsupported(f"{nd}-D pooling")
+    strides = t.ints("strides", [1] * nd)
+    pads = t.ints("pads", [0] * (2 * nd))
+    dil = t.ints("dilations", [1] * nd)
+    if any(d != 1 for d in dil) or t.int("ceil_mode", 0):
+        t.unsupported("dilated or ceil_mode pooling")
+    is_max = t.op == "MaxPool"
+    x = t.inp(0)
+    in_sizes = t.shape(0)[2:]
+    if not any(pads):
+        padding = "valid"
+    elif pads == same_pads(in_sizes, kernel, strides, dil, upper=True) and (is_max or not t.int("count_include_pad", 0)):
+        padding = "same"  # TF's "same" pooling ignores the padding, as ONNX does here
+    elif is_max or t.int("count_include_pad", 0):
+        begins, ends = pads[:nd], pads[nd:]
+        width = [(0, 0)] + [(int(b), int(e)) for b, e in zip(begins, ends)] + [(0, 0)]
+        fill = "float('-inf')" if is_max else "0.0"
+        var = t.gen.names.take(t.layer_hint() + "_padded")
+        t.gen.emit(f"{var} = ops.pad({x}, {width}, constant_values={fill})", "explicit pooling padding")
+        x, padding = var, "valid"
+    else:
+        t.unsupported("average pooling with asymmetric padding excluded from the mean")
+    cls = f"{'Max' if is_max else 'Average'}Pooling{nd}D"
+    args = [f"pool_size={_ints(kernel)}", f"strides={_ints(strides)}"]
+    if padding != "valid":
+        args.append(f"padding={padding!r}")
+    t.assign(_layer(t, cls, args, None, x))
+
+
+@register("GlobalAveragePool", "GlobalMaxPool")
+def global_pool(t: Translation) -> None:
+    _channels_last(t)
+    nd = len(t.shape(0)) - 2
+    cls = f"Global{'Average' if t.op == 'GlobalAveragePool' else 'Max'}Pooling{nd}D"
+    t.assign(_layer(t, cls, ["keepdims=True"], None, t.inp(0)))
+
+
+@register("BatchNormalization")
+def batch_norm(t: Translation) -> None:
+    cl = _channels_last(t)
+    rank = len(t.shape(0))
+    scale, bias, mean, var = (t.need_const(i, "statistics") for i in range(1, 5))
+    eps = t.float("epsilon", 1e-5)
+    axis = -1 if (cl or rank == 2) else 1
+    args = [f"epsilon={py_literal(np.float32(eps))}"] + ([] if axis == -1 else [f"axis={axis}"])
+    t.assign(_layer(t, "BatchNormalization", args, [scale, bias, mean, var], t.inp(0)))
+
+
+def _dense(t: Translation, kernel_io: np.ndarray, bias, x: str, absorb=None) -> None:
+    args = [str(kernel_io.shape[1])] + ([] if bias is not None else ["use_bias=False"])
+    weights = [kernel_io] + ([bias] if bias is not None else [])
+    expr = _layer(t, "Dense", args, weights, x)
+    if absorb is None:
+        t.assign(expr)
+    else:
+        name = t.gen.var(absorb.outputs[0])
+        t.gen.emit(f"{name} = {expr}")
+        t.absorb(absorb, name)
+
+
+def _bias_for(t: Translation, units: int):
+    add = t.only_consumer()
+    if add is None or add.op_type != "Add" or add.domain != "":
+        return None, None
+    other = add.inputs[1] if add.inputs[0] is t.node.outputs[0] else add.inputs[0]
+    arr = const_array(other)
+    if arr is None or arr.size != units or (arr.ndim > 1 and arr.shape[-1] != units):
+        return None, None
+    if add.outputs[0].shape != t.node.outputs[0].shape:
+        return None, None
+    return arr.reshape(units).astype(np.float32), add
+
+
+@register("MatMul")
+def matmul(t: Translation) -> None:
+    w = t.const(1)
+    if w is not None and w.ndim == 2 and t.const(0) is None:
+        bias, add = _bias_for(t, w.shape[1])
+        _dense(t, w, bias, t.inp(0), add)
+        return
+    t.assign(f"ops.matmul({t.inp(0)}, {t.inp(1)})")
+
+
+@register("Gemm")
+def gemm(t: Translation) -> None:
+    alpha, beta = t.float("alpha", 1.0), t.float("beta", 1.0)
+    ta, tb = t.int("transA", 0), t.int("transB", 0)
+    w = t.const(1)
+    c = t.const(2) if t.has_input(2) else None
+    if w is not None and alpha == 1.0 and not ta and (not t.has_input(2) or (c is not None and beta == 1.0)):
+        kernel = w.T if tb else w
+        bias = None if c is None else np.broadcast_to(c, (kernel.shape[1],)).astype(np.float32)
+        _dense(t, np.ascontiguousarray(kernel), bias, t.inp(0))
+        return
+    a = f"ops.transpose({t.inp(0)})" if ta else t.inp(0)
+    b = f"ops.transpose({t.inp(1)})" if tb else t.inp(1)
+    expr = f"ops.matmul({a}, {b})"
+    if alpha != 1.0:
+        expr = f"ops.multiply({py_literal(np.float32(alpha))}, {expr})"
+    if t.has_input(2):
+        cexpr = t.inp(2) if beta == 1.0 else f"ops.multiply({py_literal(np.float32(beta))}, {t.inp(2)})"
+        expr = f"ops.add({expr}, {cexpr})"
+    t.assign(expr)
+
+
+_BINARY = {
+    "Add": "ops.add", "Sub": "ops.subtract", "Mul": "ops.multiply", "Div": "ops.divide", "Pow": "ops.power",
+    "Equal": "ops.equal", "Greater": "ops.greater", "Less": "ops.less", "GreaterOrEqual": "ops.greater_equal",
+    "LessOrEqual": "ops.less_equal", "And": "ops.logical_and", "Or": "ops.logical_or", "Xor": "ops.logical_xor",
+    "Max": "ops.maximum", "Min": "ops.minimum",
+}
+
+
+@register(*_BINARY)
+def binary(t: Translation) -> None:
+    fn = _BINARY[t.op]
+    if t.op == "Div" and np.issubdtype(np.dtype(t.out_dtype().numpy()), np.integer):
+        t.unsupported("integer division (ONNX truncates toward zero)")
+    expr = t.inp(0)
+    for i in range(1, len(t.node.inputs)):
+        expr = f"{fn}({expr}, {t.inp(i)})"
+    t.assign(expr)
+
+
+@register("Sum", "Mean")
+def nary(t: Translation) -> None:
+    expr = t.inp(0)
+    for i in range(1, len(t.node.inputs)):
+        expr = f"ops.add({expr}, {t.inp(i)})"
+    if t.op == "Mean":
+        expr = f"ops.divide({expr}, {len(t.node.inputs)}.0)"
+    t.assign(expr)
+
+
+@register("Where")
+def where(t: Translation) -> None:
+    t.assign(f"ops.where({t.inp(0)}, {t.inp(1)}, {t.inp(2)})")
+
+
+_UNARY = {
+    "Relu": "ops.relu({x})", "Sigmoid": "ops.sigmoid({x})", "Tanh": "ops.tanh({x})", "Exp": "ops.exp({x})",
+    "Log": "ops.log({x})", "Sqrt": "ops.sqrt({x})", "Abs": "ops.abs({x})", "Neg": "ops.negative({x})",
+    "Reciprocal": "ops.reciprocal({x})", "Erf": "ops.erf({x})", "Floor": "ops.floor({x})", "Ceil": "ops.ceil({x})",
+    "Round": "ops.round({x})", "Sign": "ops.sign({x})", "Sin": "ops.sin({x})", "Cos": "ops.cos({x})",
+    "Softsign": "ops.soft_sign({x})", "Softplus": "ops.softplus({x})", "HardSwish": "ops.hard_swish({x})",
+    "Not": "ops.logical_not({x})", "IsNaN": "ops.isnan({x})", "Mish": "ops.multiply({x}, ops.tanh(ops.softplus({x})))",
+}
+
+
+@register(*_UNARY)
+def unary(t: Translation) -> None:
+    t.assign(_UNARY[t.op].format(x=t.inp(0)))
+
+
+@register("Identity", "Dropout")
+def identity(t: Translation) -> None:
+    t.alias(t.inp(0))
+
+
+@register("LeakyRelu")
+def leaky_relu(t: Translation) -> None:
+    t.assign(f"ops.leaky_relu({t.inp(0)}, negative_slope={py_literal(np.float32(t.float('alpha', 0.01)))})")
+
+
+@register("Elu")
+def elu(t: Translation) -> None:
+    t.assign(f"ops.elu({t.inp(0)}, alpha={py_literal(np.float32(t.float('alpha', 1.0)))})")
+
+
+@register("Selu")
+def selu(t: Translation) -> None:
+    t.assign(f"ops.selu({t.inp(0)})")
+
+
+@register("Gelu")
+def gelu(t: Translation) -> None:
+    approx = t.str("approximate", "none") == "tanh"
+    t.assign(f"ops.gelu({t.inp(0)}, approximate={approx})")
+
+
+@register("HardSigmoid")
+def hard_sigmoid(t: Translation) -> None:
+    alpha, beta = t.float("alpha", 0.2), t.float("beta", 0.5)
+    a, b = py_literal(np.float32(alpha)), py_literal(np.float32(beta))
+    t.assign(f"ops.clip(ops.add(ops.multiply({t.inp(0)}, {a}), {b}), 0.0, 1.0)")
+
+
+@register("Clip")
+def clip(t: Translation) -> None:
+    lo = t.const(1) if t.has_input(1) else None
+    hi = t.const(2) if t.has_input(2) else None
+    if (t.has_input(1) and lo is None) or (t.has_input(2) and hi is None):
+        t.unsupported("non-constant clip bounds")
+    if lo is not None and hi is not None and float(lo) == 0.0 and float(hi) == 6.0:
+        t.assign(f"ops.relu6({t.inp(0)})")
+        return
+    low = py_literal(lo) if lo is not None else "float('-inf')"
+    high = py_literal(hi) if hi is not None else "float('inf')"
+    t.assign(f"ops.clip({t.inp(0)}, {low}, {high})")
+
+
+@register("Softmax", "LogSoftmax")
+def softmax(t: Translation) -> None:
+    fn = "ops.softmax" if t.op == "Softmax" else "ops.log_softmax"
+    t.assign(f"{fn}({t.inp(0)}, axis={t.int('axis', -1)})")
+
+
+@register("Reshape", "Flatten", "Squeeze", "Unsqueeze")
+def reshape(t: Translation) -> None:
+    t.assign(f"ops.reshape({t.inp(0)}, {shape_literal(t.out_shape())})")
+
+
+@register("Concat")
+def concat(t: Translation) -> None:
+    parts = ", ".join(t.inp(i) for i in range(len(t.node.inputs)))
+    t.assign(f"ops.concatenate([{parts}], axis={t.int('axis')})")
+
+
+@register("Split")
+def split(t: Translation) -> None:
+    axis = t.int("axis", 0)
+    sizes = [t.out_shape(j)[axis] for j in range(len(t.node.outputs))]
+    cuts = list(np.cumsum(sizes)[:-1].astype(int))
+    names = ", ".join(t.out(j) for j in range(len(t.node.outputs)))
+    t.gen.emit(f"{names}{',' if len(sizes) == 1 else ''} = ops.split({t.inp(0)}, {[int(c) for c in cuts]}, axis={axis})")
+
+
+@register("Slice")
+def slice_(t: Translation) -> None:
+    shape = t.shape(0)
+    starts = t.need_const(1, "starts").tolist()
+    ends = t.need_const(2, "ends").tolist()
+    axes = t.const(3).tolist() if t.has_input(3) else list(range(len(starts)))
+    steps = t.const(4).tolist() if t.has_input(4) else [1] * len(starts)
+    index = [":"] * len(shape)
+    for s, e, a, st in zip(starts, ends, axes, steps):
+        a %= len(shape)
+        n = shape[a]
+        if st < 0:
+            t.unsupported("negative slice steps")
+        s = max(0, min(n, s + n if s < 0 else s))
+        e = max(0, min(n, e + n if e < 0 else e))
+        index[a] = f"{s}:{e}" + (f":{st}" if st != 1 else "")
+    while index and index[-1] == ":":
+        index.pop()
+    t.assign(f"{t.inp(0)}[{', '.join(index) or '...'}]")
+
+
+@register("Gather")
+def gather(t: Translation) -> None:
+    axis = t.int("axis", 0) % len(t.shape(0))
+    idx = t.const(1)
+    if idx is not None and idx.ndim == 0:
+        lead = ", ".join([":"] * axis)
+        t.assign(f"{t.inp(0)}[{lead + ', ' if lead else ''}{int(idx) % t.shape(0)[axis]}]")
+        return
+    t.assign(f"ops.take({t.inp(0)}, {t.inp(1)}, axis={axis})")
+
+
+_REDUCE = {
+    "ReduceMean": "ops.mean({x}, axis={d}, keepdims={k})", "ReduceSum": "ops.sum({x}, axis={d}, keepdims={k})",
+    "ReduceMax": "ops.max({x}, axis={d}, keepdims={k})", "ReduceMin": "ops.min({x}, axis={d}, keepdims={k})",
+    "ReduceL2": "ops.sqrt(ops.sum(ops.square({x}), axis={d}, keepdims={k}))",
+    "ReduceL1": "ops.sum(ops.abs({x}), axis={d}, keepdims={k})",
+    "ReduceSumSquare": "ops.sum(ops.square({x}), axis={d}, keepdims={k})",
+    "ReduceLogSumExp": "ops.logsumexp({x}, axis={d}, keepdims={k})",
+    "ReduceProd": "ops.prod({x}, axis={d}, keepdims={k})",
+}
+
+
+@register(*_REDUCE)
+def reduce(t: Translation) -> None:
+    rank = len(t.shape(0))
+    axes = t.ints("axes")
+    if axes is None and t.has_input(1):
+        axes = t.need_const(1, "axes").tolist()
+    if not axes:
+        if t.int("noop_with_empty_axes", 0):
+            t.alias(t.inp(0))
+            return
+        axes = list(range(rank))
+    dims = sorted(a % rank for a in axes)
+    d = str(dims[0]) if len(dims) == 1 else str(tuple(dims))
+    t.assign(_REDUCE[t.op].format(x=t.inp(0), d=d, k=bool(t.int("keepdims", 1))))
+
+
+@register("Cast")
+def cast(t: Translation) -> None:
+    to = t.int("to")
+    if to not in KERAS_DTYPES:
+        t.unsupported(f"cast to ONNX type {to}")
+    t.assign(f"ops.cast({t.inp(0)}, {KERAS_DTYPES[to]!r})")
+
+
+@register("Pad")
+def pad(t: Translation) -> None:
+    mode = t.str("mode", "constant")
+    pads = t.need_const(1, "pads").tolist()
+    rank = len(t.shape(0))
+    axes = t.const(3).tolist() if t.has_input(3) else list(range(rank))
+    width = [[0, 0] for _ in range(rank)]
+    for i, a in enumerate(axes):
+        width[a % rank] = [int(pads[i]), int(pads[i + len(axes)])]
+    keras_mode = {"constant": "constant", "reflect": "reflect", "edge": "edge", "wrap": "wrap"}[mode]
+    extra = f", mode={keras_mode!r}" if keras_mode != "constant" else ""
+    value = t.const(2) if t.has_input(2) else None
+    if value is not None and float(value) != 0.0:
+        extra += f", constant_values={py_literal(value)}"
+    t.assign(f"ops.pad({t.inp(0)}, {[tuple(w) for w in width]}{extra})")
+
+
+@register("Expand")
+def expand(t: Translation) -> None:
+    t.assign(f"ops.broadcast_to({t.inp(0)}, {shape_literal(t.out_shape())})")
+
+
+@register("Tile")
+def tile(t: Translation) -> None:
+    reps = t.need_const(1, "repeats").tolist()
+    t.assign(f"ops.tile({t.inp(0)}, {shape_literal(reps)})")
+
+
+@register("LayerNormalization")
+def layer_norm(t: Translation) -> None:
+    shape = t.shape(0)
+    rank = len(shape)
+    axis = t.int("axis", -1) % rank
+    axes = list(range(axis, rank))
+    norm_shape = shape[axis:]
+    scale = np.broadcast_to(t.need_const(1, "scale"), norm_shape).astype(np.float32)
+    bias = t.const(2) if t.has_input(2) else None
+    if t.has_input(2) and bias is None:
+        t.unsupported("non-constant bias")
+    eps = t.float("epsilon", 1e-5)
+    axis_arg = "-1" if axes == [rank - 1] else str([a for a in axes])
+    args = [f"axis={axis_arg}", f"epsilon={py_literal(np.float32(eps))}"]
+    weights = [scale]
+    if bias is None:
+        args.append("center=False")
+    else:
+        weights.append(np.broadcast_to(bias, norm_shape).astype(np.float32))
+    t.assign(_layer(t, "LayerNormalization", args, weights, t.inp(0)))
+
+
+@register("Einsum")
+def einsum(t: Translation) -> None:
+    operands = ", ".join(t.inp(i) for i in range(len(t.node.inputs)))
+    t.assign(f"ops.einsum({t.str('equation')!r}, {operands})")
+
+
+@register("PRelu")
+def prelu(t: Translation) -> None:
+    x = t.inp(0)
+    t.assign(f"ops.where(ops.greater_equal({x}, 0.0), {x}, ops.multiply({x}, {t.inp(1)}))")

@@ -1,0 +1,110 @@
+"""Stage 3 (Keras target): a normalized ONNX graph -> ``model.py`` + weights.
+
+The generated file has ``build()``, a functional Keras model of native layers
+and ``keras.ops`` calls, and ``load()``, which builds it and loads
+``model.weights.h5``.  Constants that are not layer weights live in
+``constants.npz``.  ``model.keras`` is saved too, for users who prefer it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import uuid
+from pathlib import Path
+
+import numpy as np
+import onnx_ir as ir
+
+from ..normalize.graph import static_shape
+from .codegen import Generator, py_literal
+from .docs import interface_doc
+from .keras_ops import KERAS_DTYPES, OPS
+
+
+class KerasGenerator(Generator):
+    def __init__(self, graph: ir.Graph):
+        super().__init__(graph, OPS, "keras", reserved=("keras", "layers", "ops", "np", "os", "C", "HERE"))
+        self.layer_weights: dict[str, list[np.ndarray]] = {}
+        self.constants: dict[str, np.ndarray] = {}
+
+    def add_layer(self, hint: str, weights: list) -> str:
+        name = self.layer_names.take(hint)
+        if weights:
+            self.layer_weights[name] = [np.ascontiguousarray(w) for w in weights]
+        return name
+
+    def constant(self, value: ir.Value, arr: np.ndarray) -> str:
+        if arr.ndim == 0:
+            return py_literal(arr)
+        key = self.names.take(self.value_hint(value) if value.name else "const")
+        self.constants[key] = np.ascontiguousarray(arr)
+        expr = f'C["{key}"]'
+        self.values[value] = expr
+        return expr
+
+
+def generate(model: ir.Model, out_dir: Path, title: str, origin: str, interface: dict, source_layout: str) -> dict:
+    graph = model.graph
+    gen = KerasGenerator(graph)
+    input_lines = []
+    input_names = []
+    for v in graph.inputs:
+        name = gen.names.take(v.name)
+        gen.values[v] = name
+        input_names.append(name)
+        shape = static_shape(v)
+        dtype = KERAS_DTYPES.get(v.dtype.value, "float32")
+        extra = f", dtype={dtype!r}" if dtype != "float32" else ""
+        input_lines.append(f"{name} = keras.Input(shape={tuple(shape[1:])}, batch_size={shape[0]}, name={v.name!r}{extra})")
+    gen.run()
+    outs = [gen.expr(v) for v in graph.outputs]
+    ins = input_names[0] if len(input_names) == 1 else "[" + ", ".join(input_names) + "]"
+    ret = outs[0] if len(outs) == 1 else "[" + ", ".join(outs) + "]"
+    model_name = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in title)
+
+    doc = interface_doc(graph, interface, "keras", title, origin, source_layout)
+    lines = [f'"""{doc}"""', "", "import os", "", "import keras", "import numpy as np", "from keras import layers, ops", "",
+             "HERE = os.path.dirname(os.path.abspath(__file__))", "", "",
+             "def build() -> keras.Model:", '    """The model\'s structure (weights are random until load())."""']
+    if gen.constants:
+        lines.append('    C = np.load(os.path.join(HERE, "constants.npz"))')
+    lines += [f"    {line}" for line in input_lines]
+    lines += [f"    {line}" for line in gen.lines]
+    lines += [f"    return keras.Model(inputs={ins}, outputs={ret}, name={model_name!r})", "", "",
+              'def load(weights: str = os.path.join(HERE, "model.weights.h5")) -> keras.Model:',
+              '    """Build the model and load its weights."""', "    model = build()", "    model.load_weights(weights)",
+              "    return model", ""]
+    out_dir = Path(out_dir)
+    (out_dir / "model.py").write_text("\n".join(lines))
+    files = ["model.py", "model.weights.h5"]
+    if gen.constants:
+        np.savez(out_dir / "constants.npz", **gen.constants)
+        files.append("constants.npz")
+
+    built = _import_generated(out_dir / "model.py").build()
+    for name, weights in gen.layer_weights.items():
+        layer = built.get_layer(name)
+        expected = [tuple(w.shape) for w in layer.get_weights()]
+        got = [tuple(w.shape) for w in weights]
+        if expected != got:
+            raise RuntimeError(f"layer {name}: weight shapes {got} do not fit the layer's {expected}")
+        layer.set_weights(weights)
+    built.save_weights(str(out_dir / "model.weights.h5"))
+    note = None
+    try:
+        built.save(str(out_dir / "model.keras"))
+        files.append("model.keras")
+    except Exception as exc:  # model.keras is a convenience; model.py + weights are the artifact
+        note = f"model.keras not written: {type(exc).__name__}: {str(exc)[:200]}"
+    params = int(sum(w.size for ws in gen.layer_weights.values() for w in ws))
+    return {"files": files, "node_vars": gen.node_vars, "parameters": params, "note": note}
+
+
+def _import_generated(path: Path):
+    name = f"_pipeline_generated_{uuid.uuid4().hex[:8]}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

@@ -1,0 +1,95 @@
+"""Stage 3 (PyTorch target): a normalized ONNX graph -> ``model.py`` + ``model.safetensors``.
+
+The generated file defines ``class Model(nn.Module)`` with named submodules
+and a straight-line ``forward``, and ``load()`` that returns it with weights
+loaded and in eval mode.  It imports only torch and safetensors.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx_ir as ir
+
+from .codegen import Generator, identifier, py_literal
+from .docs import interface_doc
+from .torch_ops import DTYPE_NAMES, OPS
+
+SMALL_CONST = 16  # int constants up to this size are written inline
+
+
+class TorchGenerator(Generator):
+    def __init__(self, graph: ir.Graph):
+        super().__init__(graph, OPS, "torch", reserved=("self", "torch", "nn", "F", "load_file", "os"))
+        self.modules: list[tuple[str, str]] = []
+        self.buffers: list[tuple[str, np.ndarray]] = []
+        self.state: dict[str, np.ndarray] = {}
+        self.attrs = set()
+
+    def add_module(self, hint: str, ctor: str, weights: dict) -> str:
+        attr = self.layer_names.take(hint)
+        self.names.used.add(attr)
+        self.modules.append((attr, ctor))
+        for key, arr in weights.items():
+            if arr is not None:
+                self.state[f"{attr}.{key}"] = np.ascontiguousarray(arr)
+        return attr
+
+    def constant(self, value: ir.Value, arr: np.ndarray) -> str:
+        if arr.ndim == 0:
+            return py_literal(arr)
+        if arr.size <= SMALL_CONST and np.issubdtype(arr.dtype, np.integer) and arr.ndim == 1:
+            dtype = DTYPE_NAMES.get(ir.DataType.from_numpy(arr.dtype).value, "torch.int64")
+            expr = f"torch.tensor({list(int(v) for v in arr)}, dtype={dtype})"
+            self.values[value] = expr
+            return expr
+        attr = self.layer_names.take(self.value_hint(value) if value.name else "const")
+        self.names.used.add(attr)
+        self.buffers.append((attr, arr))
+        self.state[attr] = np.ascontiguousarray(arr)
+        expr = f"self.{attr}"
+        self.values[value] = expr
+        return expr
+
+
+def generate(model: ir.Model, out_dir: Path, title: str, origin: str, interface: dict, source_layout: str) -> dict:
+    """Write ``model.py`` and ``model.safetensors`` into ``out_dir``; return file info."""
+    from safetensors.numpy import save_file
+
+    graph = model.graph
+    gen = TorchGenerator(graph)
+    args = []
+    for v in graph.inputs:
+        name = gen.names.take(v.name)
+        gen.values[v] = name
+        args.append(name)
+    gen.run()
+    outs = [gen.expr(v) for v in graph.outputs]
+    ret = outs[0] if len(outs) == 1 else "(" + ", ".join(outs) + ")"
+
+    doc = interface_doc(graph, interface, "torch", title, origin, source_layout)
+    lines = [f'"""{doc}"""', "", "import os", "", "import torch", "import torch.nn.functional as F",
+             "from safetensors.torch import load_file", "from torch import nn", "",
+             'WEIGHTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model.safetensors")', "", "",
+             "class Model(nn.Module):", f'    """{title}, converted to native torch.nn modules."""', "",
+             "    def __init__(self):", "        super().__init__()"]
+    for attr, ctor in gen.modules:
+        lines.append(f"        self.{attr} = {ctor}")
+    for attr, arr in gen.buffers:
+        dtype = DTYPE_NAMES.get(ir.DataType.from_numpy(arr.dtype).value, "torch.float32")
+        lines.append(f'        self.register_buffer("{attr}", torch.empty({tuple(arr.shape)}, dtype={dtype}))')
+    lines += ["", f"    def forward(self, {', '.join(args)}):"]
+    lines += [f"        {line}" for line in gen.lines]
+    lines += [f"        return {ret}", "", "",
+              "def load(weights: str = WEIGHTS) -> Model:",
+              '    """Build the model, load its weights, and put it in eval mode."""',
+              "    model = Model()", "    model.load_state_dict(load_file(weights))", "    return model.eval()", ""]
+    out_dir = Path(out_dir)
+    (out_dir / "model.py").write_text("\n".join(lines))
+    save_file(gen.state, str(out_dir / "model.safetensors"))
+    return {"files": ["model.py", "model.safetensors"], "node_vars": gen.node_vars,
+            "parameters": int(sum(a.size for a in gen.state.values()))}
+
+
+__all__ = ["generate", "identifier"]

@@ -1,0 +1,553 @@
+"""ONNX op -> PyTorch source, one small translator per op.
+
+Translators write native ``torch.nn`` modules where PyTorch has one (Conv,
+Linear, BatchNorm, pooling) and plain tensor expressions otherwise.  ONNX is
+channels-first like PyTorch, so no layout work happens here: the normalize
+passes already made every Transpose explicit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .codegen import Translation, layout_note, py_literal, registry, shape_literal
+
+OPS, register = registry()
+
+DTYPE_NAMES = {
+    1: "torch.float32", 10: "torch.float16", 11: "torch.float64", 16: "torch.bfloat16",
+    7: "torch.int64", 6: "torch.int32", 5: "torch.int16", 3: "torch.int8", 2: "torch.uint8", 9: "torch.bool",
+}
+
+
+def _tuple_or_int(values) -> str:
+    values = [int(v) for v in values]
+    return str(values[0]) if len(set(values)) == 1 else str(tuple(values))
+
+
+def conv_padding(pads, kernel, strides, dilations):
+    """(``padding=`` text or None, explicit (begin, end) pairs for a pad module or None)."""
+    nd = len(kernel)
+    begins, ends = pads[:nd], pads[nd:]
+    if begins == ends:
+        return (None if not any(begins) else _tuple_or_int(begins)), None
+    same = [(d * (k - 1)) // 2 for k, d in zip(kernel, dilations)]
+    same_end = [d * (k - 1) - b for k, d, b in zip(kernel, dilations, same)]
+    if all(s == 1 for s in strides) and begins == same and ends == same_end:
+        return '"same"', None
+    return None, list(zip(begins, ends))
+
+
+def torch_pad_order(pairs) -> tuple[int, ...]:
+    """ONNX (begin, end) per spatial axis -> F.pad order (last axis first)."""
+    flat = []
+    for b, e in reversed(pairs):
+        flat += [int(b), int(e)]
+    return tuple(flat)
+
+
+def _module(t: Translation, ctor: str, weights: dict | None = None, hint: str | None = None) -> str:
+    return t.gen.add_module(hint or t.layer_hint(), ctor, weights or {})
+
+
+def _pad_first(t: Translation, x: str, pairs, nd: int, value: float | None = None) -> str:
+    order = torch_pad_order(pairs)
+    if value is None:
+        mod = _module(t, f"nn.ZeroPad{nd}d({order})", hint=t.layer_hint() + "_pad")
+    else:
+        mod = _module(t, f"nn.ConstantPad{nd}d({order}, {py_literal(np.float32(value))})", hint=t.layer_hint() + "_pad")
+    name = t.gen.names.take(t.layer_hint() + "_padded")
+    t.gen.emit(f"{name} = self.{mod}({x})", "asymmetric padding, made explicit")
+    return name
+
+
+@register("Conv", "ConvTranspose")
+def conv(t: Translation) -> None:
+    w = t.need_const(1, "the weight")
+    b = t.const(2) if t.has_input(2) else None
+    if t.has_input(2) and b is None:
+        t.unsupported("the bias must be a constant")
+    if b is not None and not np.any(b):
+        b = None  # an all-zero bias is no bias (exporters emit one for bias=False)
+    nd = w.ndim - 2
+    if nd not in (1, 2, 3):
+        t.unsupported(f"{nd}-D convolution")
+    if t.str("auto_pad", "NOTSET") != "NOTSET":
+        t.unsupported("auto_pad with an unknown input shape")
+    group = t.int("group", 1)
+    kernel = list(w.shape[2:])
+    strides = t.ints("strides", [1] * nd)
+    dil = t.ints("dilations", [1] * nd)
+    pads = t.ints("pads", [0] * (2 * nd))
+    transposed = t.op == "ConvTranspose"
+    if transposed:
+        in_ch, out_ch = w.shape[0], w.shape[1] * group
+    else:
+        in_ch, out_ch = w.shape[1] * group, w.shape[0]
+    args = [str(in_ch), str(out_ch), f"kernel_size={_tuple_or_int(kernel)}"]
+    if any(s != 1 for s in strides):
+        args.append(f"stride={_tuple_or_int(strides)}")
+    x = t.inp(0)
+    if transposed:
+        if t.ints("output_shape") is not None:
+            t.unsupported("ConvTranspose with output_shape")
+        outpad = t.ints("output_padding", [0] * nd)
+        begins, ends = pads[:nd], pads[nd:]
+        # PyTorch crops `padding` from both ends; extra end cropping becomes output_padding < 0,
+        # which PyTorch cannot express: crop the output explicitly instead.
+        sym = [min(bg, en) for bg, en in zip(begins, ends)]
+        if any(sym):
+            args.append(f"padding={_tuple_or_int(sym)}")
+        if any(outpad):
+            args.append(f"output_padding={_tuple_or_int(outpad)}")
+        crop = [(bg - s, en - s) for bg, en, s in zip(begins, ends, sym)]
+    else:
+        padding, pairs = conv_padding(pads, kernel, strides, dil)
+        if pairs is not None:
+            x = _pad_first(t, x, pairs, nd)
+        elif padding is not None:
+            args.append(f"padding={padding}")
+    if any(d != 1 for d in dil):
+        args.append(f"dilation={_tuple_or_int(dil)}")
+    if group != 1:
+        args.append(f"groups={group}")
+    if b is None:
+        args.append("bias=False")
+    kind = "ConvTranspose" if transposed else "Conv"
+    mod = _module(t, f"nn.{kind}{nd}d({', '.join(args)})", {"weight": w, "bias": b})
+    if transposed and any(c for pair in crop for c in pair):
+        y = t.gen.names.take(mod + "_full")
+        t.gen.emit(f"{y} = self.{mod}({x})")
+        index = ", ".join([":", ":"] + [f"{bg}:{(-en) if en else ''}" for bg, en in crop])
+        t.assign(f"{y}[{index}]", comment="asymmetric padding: crop the extra end")
+    else:
+        t.assign(f"self.{mod}({x})")
+
+
+@register("MaxPool", "AveragePool")
+def pool(t: Translation) -> None:
+    if len(t.node.outputs) > 1 and t.node.outputs[1].uses():
+        t.unsupported("MaxPool indices output")
+    kernel = t.ints("kernel_shape")
+    nd = len(kernel)
+    strides = t.ints("strides", [1] * nd)
+    pads = t.ints("pads", [0] * (2 * nd))
+    dil = t.ints("dilations", [1] * nd)
+    ceil = t.int("ceil_mode", 0)
+    if t.str("auto_pad", "NOTSET") != "NOTSET":
+        t.unsupported("auto_pad with an unknown input shape")
+    args = [f"kernel_size={_tuple_or_int(kernel)}", f"stride={_tuple_or_int(strides)}"]
+    begins, ends = pads[:nd], pads[nd:]
+    x = t.inp(0)
+    is_max = t.op == "MaxPool"
+    fits = all(b <= k // 2 for b, k in zip(begins, kernel))
+    if begins == ends and fits:
+        if any(begins):
+            args.append(f"padding={_tuple_or_int(begins)}")
+    elif is_max:
+        x = _pad_first(t, x, list(zip(begins, ends)), nd, value=float("-inf"))
+    elif t.int("count_include_pad", 0):
+        x = _pad_first(t, x, list(zip(begins, ends)), nd)
+    else:
+        t.unsupported("average pooling with asymmetric padding excluded from the mean")
+    if ceil:
+        args.append("ceil_mode=True")
+    if is_max:
+        if any(d != 1 for d in dil):
+            args.append(f"dilation={_tuple_or_int(dil)}")
+        ctor = f"nn.MaxPool{nd}d({', '.join(args)})"
+    else:
+        if any(d != 1 for d in dil):
+            t.unsupported("dilated average pooling")
+        if any(begins) and begins == ends:
+            args.append(f"count_include_pad={bool(t.int('count_include_pad', 0))}")
+        ctor = f"nn.AvgPool{nd}d({', '.join(args)})"
+    mod = _module(t, ctor, hint=t.layer_hint())
+    t.assign(f"self.{mod}({x})")
+
+
+@register("GlobalAveragePool", "GlobalMaxPool")
+def global_pool(t: Translation) -> None:
+    rank = len(t.shape(0))
+    dims = tuple(range(2, rank))
+    fn = "mean" if t.op == "GlobalAveragePool" else "amax"
+    t.assign(f"{t.inp(0)}.{fn}(dim={dims}, keepdim=True)")
+
+
+@register("BatchNormalization")
+def batch_norm(t: Translation) -> None:
+    if len([o for o in t.node.outputs if o.uses()]) > 1:
+        t.unsupported("training-mode outputs")
+    scale, bias, mean, var = (t.need_const(i, "statistics") for i in range(1, 5))
+    rank = len(t.shape(0))
+    nd = {2: 1, 3: 1, 4: 2, 5: 3}.get(rank)
+    if nd is None:
+        t.unsupported(f"rank-{rank} input")
+    eps = t.float("epsilon", 1e-5)
+    c = scale.shape[0]
+    weights = {"weight": scale, "bias": bias, "running_mean": mean, "running_var": var,
+               "num_batches_tracked": np.array(0, np.int64)}
+    mod = _module(t, f"nn.BatchNorm{nd}d({c}, eps={py_literal(np.float32(eps))})", weights)
+    t.assign(f"self.{mod}({t.inp(0)})")
+
+
+def _linear(t: Translation, weight_oi: np.ndarray, bias: np.ndarray | None, x: str, out_node=None) -> None:
+    out_f, in_f = weight_oi.shape
+    args = [str(in_f), str(out_f)] + ([] if bias is not None else ["bias=False"])
+    mod = _module(t, f"nn.Linear({', '.join(args)})", {"weight": weight_oi, "bias": bias})
+    if out_node is None:
+        t.assign(f"self.{mod}({x})")
+    else:
+        name = t.gen.var(out_node.outputs[0])
+        t.gen.emit(f"{name} = self.{mod}({x})")
+        t.absorb(out_node, name)
+
+
+def _bias_for(t: Translation, out_features: int):
+    """A following ``Add`` of a constant vector that can become the Linear's bias."""
+    add = t.only_consumer()
+    if add is None or add.op_type != "Add" or add.domain != "":
+        return None, None
+    other = add.inputs[1] if add.inputs[0] is t.node.outputs[0] else add.inputs[0]
+    from ..normalize.graph import const_array
+
+    arr = const_array(other)
+    if arr is None or arr.size != out_features or (arr.ndim > 1 and arr.shape[-1] != out_features):
+        return None, None
+    if add.outputs[0].shape != t.node.outputs[0].shape:
+        return None, None
+    return arr.reshape(out_features).astype(np.float32), add
+
+
+@register("MatMul")
+def matmul(t: Translation) -> None:
+    w = t.const(1)
+    if w is not None and w.ndim == 2 and t.const(0) is None:
+        bias, add = _bias_for(t, w.shape[1])
+        _linear(t, np.ascontiguousarray(w.T), bias, t.inp(0), add)
+        return
+    t.assign(f"torch.matmul({t.inp(0)}, {t.inp(1)})")
+
+
+@register("Gemm")
+def gemm(t: Translation) -> None:
+    alpha, beta = t.float("alpha", 1.0), t.float("beta", 1.0)
+    ta, tb = t.int("transA", 0), t.int("transB", 0)
+    w = t.const(1)
+    c = t.const(2) if t.has_input(2) else None
+    if w is not None and alpha == 1.0 and not ta and (not t.has_input(2) or (c is not None and beta == 1.0)):
+        weight = w if tb else w.T
+        bias = None if c is None else np.broadcast_to(c, (weight.shape[0],)).astype(np.float32)
+        _linear(t, np.ascontiguousarray(weight), bias, t.inp(0))
+        return
+    a = f"{t.inp(0)}.T" if ta else t.inp(0)
+    b = f"{t.inp(1)}.T" if tb else t.inp(1)
+    expr = f"torch.matmul({a}, {b})"
+    if alpha != 1.0:
+        expr = f"{py_literal(np.float32(alpha))} * {expr}"
+    if t.has_input(2):
+        cexpr = t.inp(2) if beta == 1.0 else f"{py_literal(np.float32(beta))} * {t.inp(2)}"
+        expr = f"{expr} + {cexpr}"
+    t.assign(expr)
+
+
+_BINARY = {"Add": "+", "Sub": "-", "Mul": "*", "Div": "/", "Pow": "**"}
+_COMPARE = {"Equal": "==", "Greater": ">", "Less": "<", "GreaterOrEqual": ">=", "LessOrEqual": "<="}
+
+
+@register(*_BINARY, *_COMPARE)
+def binary(t: Translation) -> None:
+    sym = _BINARY.get(t.op) or _COMPARE[t.op]
+    a, b = t.inp(0), t.inp(1)
+    if t.op == "Div" and np.issubdtype(_np_dtype(t), np.integer):
+        t.assign(f"torch.div({a}, {b}, rounding_mode='trunc')")
+        return
+    t.assign(f"{a} {sym} {b}")
+
+
+def _np_dtype(t: Translation):
+    dt = t.out_dtype()
+    try:
+        return dt.numpy()
+    except Exception:  # pragma: no cover - unusual dtypes
+        return np.float32
+
+
+@register("Max", "Min", "Sum", "Mean")
+def nary(t: Translation) -> None:
+    names = [t.inp(i) for i in range(len(t.node.inputs))]
+    if t.op in ("Sum", "Mean"):
+        expr = " + ".join(names)
+        if t.op == "Mean":
+            expr = f"({expr}) / {len(names)}"
+        t.assign(expr)
+        return
+    fn = "torch.maximum" if t.op == "Max" else "torch.minimum"
+    expr = names[0]
+    for other in names[1:]:
+        expr = f"{fn}({expr}, {other})"
+    t.assign(expr)
+
+
+@register("Where")
+def where(t: Translation) -> None:
+    t.assign(f"torch.where({t.inp(0)}, {t.inp(1)}, {t.inp(2)})")
+
+
+@register("And", "Or", "Xor", "Not")
+def logical(t: Translation) -> None:
+    if t.op == "Not":
+        t.assign(f"torch.logical_not({t.inp(0)})")
+    else:
+        t.assign(f"torch.logical_{t.op.lower()}({t.inp(0)}, {t.inp(1)})")
+
+
+_UNARY = {
+    "Relu": "torch.relu({x})", "Sigmoid": "torch.sigmoid({x})", "Tanh": "torch.tanh({x})",
+    "Exp": "torch.exp({x})", "Log": "torch.log({x})", "Sqrt": "torch.sqrt({x})", "Abs": "torch.abs({x})",
+    "Neg": "-{x}", "Reciprocal": "torch.reciprocal({x})", "Erf": "torch.erf({x})", "Floor": "torch.floor({x})",
+    "Ceil": "torch.ceil({x})", "Round": "torch.round({x})", "Sign": "torch.sign({x})", "Sin": "torch.sin({x})",
+    "Cos": "torch.cos({x})", "Softsign": "F.softsign({x})", "HardSwish": "F.hardswish({x})",
+    "Mish": "F.mish({x})", "IsNaN": "torch.isnan({x})", "Tan": "torch.tan({x})", "Atan": "torch.atan({x})",
+}
+
+
+@register(*_UNARY)
+def unary(t: Translation) -> None:
+    t.assign(_UNARY[t.op].format(x=t.inp(0)))
+
+
+@register("Identity", "Dropout")
+def identity(t: Translation) -> None:
+    t.alias(t.inp(0))
+
+
+@register("LeakyRelu")
+def leaky_relu(t: Translation) -> None:
+    t.assign(f"F.leaky_relu({t.inp(0)}, {py_literal(np.float32(t.float('alpha', 0.01)))})")
+
+
+@register("Elu", "Celu", "Selu")
+def elu_like(t: Translation) -> None:
+    if t.op == "Selu":
+        alpha, gamma = t.float("alpha", 1.67326319217681884765625), t.float("gamma", 1.05070102214813232421875)
+        if abs(alpha - 1.6732632) < 1e-6 and abs(gamma - 1.0507010) < 1e-6:
+            t.assign(f"F.selu({t.inp(0)})")
+        else:
+            t.assign(f"{py_literal(np.float32(gamma))} * F.elu({t.inp(0)}, {py_literal(np.float32(alpha))})")
+        return
+    fn = "F.elu" if t.op == "Elu" else "F.celu"
+    t.assign(f"{fn}({t.inp(0)}, {py_literal(np.float32(t.float('alpha', 1.0)))})")
+
+
+@register("Softplus")
+def softplus(t: Translation) -> None:
+    t.assign(f"F.softplus({t.inp(0)})")
+
+
+@register("Gelu")
+def gelu(t: Translation) -> None:
+    approx = t.str("approximate", "none")
+    t.assign(f"F.gelu({t.inp(0)})" if approx == "none" else f"F.gelu({t.inp(0)}, approximate='tanh')")
+
+
+@register("HardSigmoid")
+def hard_sigmoid(t: Translation) -> None:
+    alpha, beta = t.float("alpha", 0.2), t.float("beta", 0.5)
+    if abs(alpha - 1 / 6) < 1e-7 and beta == 0.5:
+        t.assign(f"F.hardsigmoid({t.inp(0)})")
+    else:
+        a, b = py_literal(np.float32(alpha)), py_literal(np.float32(beta))
+        t.assign(f"torch.clamp({a} * {t.inp(0)} + {b}, 0.0, 1.0)")
+
+
+@register("Clip")
+def clip(t: Translation) -> None:
+    lo = t.const(1) if t.has_input(1) else None
+    hi = t.const(2) if t.has_input(2) else None
+    if (t.has_input(1) and lo is None) or (t.has_input(2) and hi is None):
+        t.unsupported("non-constant clip bounds")
+    if lo is not None and hi is not None and float(lo) == 0.0 and float(hi) == 6.0:
+        t.assign(f"F.relu6({t.inp(0)})")
+        return
+    args = [t.inp(0)]
+    args.append(f"min={py_literal(lo)}" if lo is not None else "min=None")
+    if hi is not None:
+        args.append(f"max={py_literal(hi)}")
+    t.assign(f"torch.clamp({', '.join(args)})")
+
+
+@register("Softmax", "LogSoftmax")
+def softmax(t: Translation) -> None:
+    fn = "torch.softmax" if t.op == "Softmax" else "torch.log_softmax"
+    t.assign(f"{fn}({t.inp(0)}, dim={t.int('axis', -1)})")
+
+
+@register("Transpose")
+def transpose(t: Translation) -> None:
+    perm = t.ints("perm") or list(reversed(range(len(t.shape(0)))))
+    t.assign(f"{t.inp(0)}.permute{tuple(perm)}", comment=layout_note(t.node, perm))
+
+
+@register("Reshape")
+def reshape(t: Translation) -> None:
+    t.assign(f"{t.inp(0)}.reshape{shape_literal(t.out_shape())}")
+
+
+@register("Flatten")
+def flatten(t: Translation) -> None:
+    axis = t.int("axis", 1)
+    if axis == 1:
+        t.assign(f"torch.flatten({t.inp(0)}, 1)")
+    else:
+        t.assign(f"{t.inp(0)}.reshape{shape_literal(t.out_shape())}")
+
+
+@register("Squeeze", "Unsqueeze")
+def squeeze(t: Translation) -> None:
+    t.assign(f"{t.inp(0)}.reshape{shape_literal(t.out_shape())}")
+
+
+@register("Concat")
+def concat(t: Translation) -> None:
+    parts = ", ".join(t.inp(i) for i in range(len(t.node.inputs)))
+    t.assign(f"torch.cat([{parts}], dim={t.int('axis')})")
+
+
+@register("Split")
+def split(t: Translation) -> None:
+    axis = t.int("axis", 0)
+    sizes = [s[axis] for s in (t.out_shape(j) for j in range(len(t.node.outputs)))]
+    names = ", ".join(t.out(j) for j in range(len(t.node.outputs)))
+    t.gen.emit(f"{names}{',' if len(sizes) == 1 else ''} = torch.split({t.inp(0)}, {list(sizes)}, dim={axis})")
+
+
+@register("Slice")
+def slice_(t: Translation) -> None:
+    shape = t.shape(0)
+    starts = t.need_const(1, "starts").tolist()
+    ends = t.need_const(2, "ends").tolist()
+    axes = t.const(3).tolist() if t.has_input(3) else list(range(len(starts)))
+    steps = t.const(4).tolist() if t.has_input(4) else [1] * len(starts)
+    index = [":"] * len(shape)
+    for s, e, a, st in zip(starts, ends, axes, steps):
+        a %= len(shape)
+        n = shape[a]
+        if st < 0:
+            t.unsupported("negative slice steps")
+        s = max(0, min(n, s + n if s < 0 else s))
+        e = max(0, min(n, e + n if e < 0 else e))
+        index[a] = f"{s}:{e}" + (f":{st}" if st != 1 else "")
+    while index and index[-1] == ":":
+        index.pop()
+    t.assign(f"{t.inp(0)}[{', '.join(index) or '...'}]")
+
+
+@register("Gather")
+def gather(t: Translation) -> None:
+    axis = t.int("axis", 0) % len(t.shape(0))
+    idx = t.const(1)
+    lead = ", ".join([":"] * axis)
+    prefix = f"{lead}, " if lead else ""
+    if idx is not None and idx.ndim == 0:
+        t.assign(f"{t.inp(0)}[{prefix}{int(idx) % t.shape(0)[axis]}]")
+        return
+    t.assign(f"torch.index_select({t.inp(0)}, {axis}, {t.inp(1)}.reshape(-1)).reshape{shape_literal(t.out_shape())}")
+
+
+_REDUCE = {
+    "ReduceMean": "{x}.mean(dim={d}, keepdim={k})", "ReduceSum": "{x}.sum(dim={d}, keepdim={k})",
+    "ReduceMax": "{x}.amax(dim={d}, keepdim={k})", "ReduceMin": "{x}.amin(dim={d}, keepdim={k})",
+    "ReduceL2": "torch.linalg.vector_norm({x}, 2, dim={d}, keepdim={k})",
+    "ReduceL1": "torch.linalg.vector_norm({x}, 1, dim={d}, keepdim={k})",
+    "ReduceSumSquare": "({x} * {x}).sum(dim={d}, keepdim={k})",
+    "ReduceLogSumExp": "torch.logsumexp({x}, dim={d}, keepdim={k})",
+}
+
+
+@register(*_REDUCE)
+def reduce(t: Translation) -> None:
+    rank = len(t.shape(0))
+    axes = t.ints("axes")
+    if axes is None and t.has_input(1):
+        axes = t.need_const(1, "axes").tolist()
+    if not axes:
+        if t.int("noop_with_empty_axes", 0):
+            t.alias(t.inp(0))
+            return
+        axes = list(range(rank))
+    dims = tuple(sorted(a % rank for a in axes))
+    keep = bool(t.int("keepdims", 1))
+    t.assign(_REDUCE[t.op].format(x=t.inp(0), d=dims, k=keep))
+
+
+@register("Cast")
+def cast(t: Translation) -> None:
+    to = t.int("to")
+    if to not in DTYPE_NAMES:
+        t.unsupported(f"cast to ONNX type {to}")
+    t.assign(f"{t.inp(0)}.to({DTYPE_NAMES[to]})")
+
+
+@register("Pad")
+def pad(t: Translation) -> None:
+    mode = t.str("mode", "constant")
+    pads = t.need_const(1, "pads").tolist()
+    rank = len(t.shape(0))
+    value = t.const(2) if t.has_input(2) else None
+    axes = t.const(3).tolist() if t.has_input(3) else list(range(rank))
+    pairs = {a % rank: (pads[i], pads[i + len(axes)]) for i, a in enumerate(axes)}
+    first = min((a for a, p in pairs.items() if any(p)), default=rank - 1)
+    order = []
+    for a in range(rank - 1, first - 1, -1):
+        order += list(pairs.get(a, (0, 0)))
+    torch_mode = {"constant": "constant", "reflect": "reflect", "edge": "replicate", "wrap": "circular"}[mode]
+    extra = ""
+    if torch_mode == "constant" and value is not None and float(value) != 0.0:
+        extra = f", value={py_literal(value)}"
+    elif torch_mode != "constant":
+        extra = f", mode='{torch_mode}'"
+    t.assign(f"F.pad({t.inp(0)}, {tuple(int(v) for v in order)}{extra})")
+
+
+@register("Expand")
+def expand(t: Translation) -> None:
+    t.assign(f"{t.inp(0)}.expand{shape_literal(t.out_shape())}")
+
+
+@register("Tile")
+def tile(t: Translation) -> None:
+    reps = t.need_const(1, "repeats").tolist()
+    t.assign(f"{t.inp(0)}.repeat{shape_literal(reps)}")
+
+
+@register("LayerNormalization")
+def layer_norm(t: Translation) -> None:
+    rank = len(t.shape(0))
+    axis = t.int("axis", -1) % rank
+    norm_shape = t.shape(0)[axis:]
+    scale = t.need_const(1, "scale")
+    bias = t.const(2) if t.has_input(2) else None
+    if t.has_input(2) and bias is None:
+        t.unsupported("non-constant bias")
+    eps = t.float("epsilon", 1e-5)
+    weights = {"weight": np.broadcast_to(scale, norm_shape).astype(np.float32)}
+    args = [str(tuple(norm_shape) if len(norm_shape) > 1 else norm_shape[0]), f"eps={py_literal(np.float32(eps))}"]
+    if bias is None:
+        args.append("bias=False")
+    else:
+        weights["bias"] = np.broadcast_to(bias, norm_shape).astype(np.float32)
+    mod = _module(t, f"nn.LayerNorm({', '.join(args)})", weights)
+    t.assign(f"self.{mod}({t.inp(0)})")
+
+
+@register("Einsum")
+def einsum(t: Translation) -> None:
+    eq = t.str("equation")
+    operands = ", ".join(t.inp(i) for i in range(len(t.node.inputs)))
+    t.assign(f"torch.einsum({eq!r}, {operands})")
+
+
+@register("PRelu")
+def prelu(t: Translation) -> None:
+    t.assign(f"torch.where({t.inp(0)} >= 0, {t.inp(0)}, {t.inp(0)} * {t.inp(1)})")

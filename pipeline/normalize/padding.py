@@ -1,0 +1,87 @@
+"""``auto_pad`` -> explicit ``pads``, computed from the static input shape.
+
+After this pass no Conv/ConvTranspose/pool carries ``SAME_UPPER``,
+``SAME_LOWER`` or ``VALID``: every importer sees exact begin/end numbers and
+decides for itself how to express them (symmetric padding, "same", or an
+explicit pad layer).  Formulas follow the ONNX operator specification.
+"""
+
+from __future__ import annotations
+
+import math
+
+import onnx_ir as ir
+
+from .graph import const_array, static_shape
+
+PADDED_OPS = {"Conv", "ConvTranspose", "MaxPool", "AveragePool", "LpPool", "ConvInteger", "QLinearConv"}
+
+
+def kernel_shape(node: ir.Node) -> list[int] | None:
+    k = node.attributes.get_ints("kernel_shape")
+    if k is not None:
+        return list(k)
+    if node.op_type in ("Conv", "ConvTranspose") and len(node.inputs) > 1:
+        w = node.inputs[1]
+        shape = static_shape(w)
+        if shape is None:
+            arr = const_array(w)
+            shape = None if arr is None else arr.shape
+        return None if shape is None else list(shape[2:])
+    return None
+
+
+def same_pads(in_sizes, kernel, strides, dilations, upper: bool) -> list[int]:
+    """TF/ONNX SAME padding for a forward conv or pool, as [begins..., ends...]."""
+    begins, ends = [], []
+    for n, k, s, d in zip(in_sizes, kernel, strides, dilations):
+        out = math.ceil(n / s)
+        total = max((out - 1) * s + (k - 1) * d + 1 - n, 0)
+        small, large = total // 2, total - total // 2
+        begins.append(small if upper else large)
+        ends.append(large if upper else small)
+    return begins + ends
+
+
+def same_pads_transpose(in_sizes, kernel, strides, dilations, output_padding, upper: bool) -> list[int]:
+    """SAME for ConvTranspose: output = input * stride (ONNX spec)."""
+    begins, ends = [], []
+    for n, k, s, d, op in zip(in_sizes, kernel, strides, dilations, output_padding):
+        total = max(s * (n - 1) + op + (k - 1) * d + 1 - n * s, 0)
+        small, large = total // 2, total - total // 2
+        begins.append(large if upper else small)
+        ends.append(small if upper else large)
+    return begins + ends
+
+
+class ExplicitPads(ir.passes.InPlacePass):
+    """Rewrite every ``auto_pad`` into explicit ``pads``; refuse nothing silently."""
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        changed = False
+        for node in model.graph:
+            if node.op_type not in PADDED_OPS or node.domain != "":
+                continue
+            mode = node.attributes.get_string("auto_pad", "NOTSET")
+            if mode == "NOTSET":
+                continue
+            kernel = kernel_shape(node)
+            shape = static_shape(node.inputs[0])
+            if kernel is None or shape is None:
+                continue  # left for the importer to report
+            n = len(kernel)
+            strides = list(node.attributes.get_ints("strides", [1] * n))
+            dilations = list(node.attributes.get_ints("dilations", [1] * n))
+            if mode == "VALID":
+                pads = [0] * (2 * n)
+            elif node.op_type == "ConvTranspose":
+                if node.attributes.get_ints("output_shape") is not None:
+                    continue
+                outpad = list(node.attributes.get_ints("output_padding", [0] * n))
+                pads = same_pads_transpose(shape[2:], kernel, strides, dilations, outpad, mode == "SAME_UPPER")
+            else:
+                pads = same_pads(shape[2:], kernel, strides, dilations, mode == "SAME_UPPER")
+            node.attributes["auto_pad"] = ir.AttrString("auto_pad", "NOTSET")
+            node.attributes["pads"] = ir.AttrInt64s("pads", pads)
+            changed = True
+        return ir.passes.PassResult(model, changed)

@@ -1,0 +1,123 @@
+"""Stage 4: parity.  The same seeded inputs go through
+
+1. the source model (PyTorch, Keras, TensorFlow, or onnxruntime for an ONNX file),
+2. onnxruntime on ``source.onnx``,
+3. onnxruntime on ``normalized.onnx``,
+4. the generated ``model.py`` — loaded from disk exactly as a user would.
+
+Each later stage is compared with the one it must equal; the conversion passes
+only if every comparison is within tolerance.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from .referee import compare, run_onnx
+from .sources import Source
+
+
+def _as_list(out) -> list:
+    if isinstance(out, dict):
+        return [out[k] for k in sorted(out)]
+    if isinstance(out, (list, tuple)):
+        flat = []
+        for o in out:
+            flat.extend(_as_list(o))
+        return flat
+    return [out]
+
+
+def _to_numpy(x) -> np.ndarray:
+    if hasattr(x, "detach"):
+        return x.detach().cpu().numpy()
+    if hasattr(x, "numpy"):
+        return np.asarray(x.numpy())
+    return np.asarray(x)
+
+
+def run_source(source: Source, inputs: dict[str, np.ndarray], onnx_path: Path | None = None) -> list[np.ndarray]:
+    if source.framework == "torch":
+        from .quiet import import_torch
+
+        torch = import_torch()
+        args = [torch.from_numpy(inputs[s.name]) for s in source.inputs]
+        with torch.no_grad():
+            out = source.obj(*args)
+        return [_to_numpy(o) for o in _as_list(out)]
+    if source.framework == "keras":
+        xs = [inputs[s.name] for s in source.inputs]
+        out = source.obj(xs if len(xs) > 1 else xs[0], training=False)
+        return [_to_numpy(o) for o in _as_list(out)]
+    if source.framework == "tf":
+        _, fn = source.obj
+        import tensorflow as tf
+
+        out = fn(**{s.name: tf.constant(inputs[s.name]) for s in source.inputs})
+        return [_to_numpy(out[k]) for k in source.output_names]
+    return run_onnx(str(onnx_path or source.obj), inputs)
+
+
+def load_generated(path: Path):
+    """Import ``path`` (a generated model.py) under a fresh module name and call its load()."""
+    name = f"_pipeline_converted_{uuid.uuid4().hex[:8]}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module.load()
+
+
+def run_generated(out_dir: Path, target: str, ordered_inputs: list[np.ndarray]) -> list[np.ndarray]:
+    model = load_generated(Path(out_dir) / "model.py")
+    if target == "torch":
+        import torch
+
+        with torch.no_grad():
+            out = model(*[torch.from_numpy(np.ascontiguousarray(x)) for x in ordered_inputs])
+    else:
+        out = model(ordered_inputs if len(ordered_inputs) > 1 else ordered_inputs[0], training=False)
+    return [_to_numpy(o) for o in _as_list(out)]
+
+
+def check(source: Source, inputs: dict[str, np.ndarray], source_onnx: Path, normalized_onnx: Path,
+          out_dir: Path, target: str, interface: dict, input_order: list[str], output_names: list[str],
+          atol: float, rtol: float) -> dict:
+    """Run all four executors and compare; return the ``parity`` section of the report."""
+    reference = run_source(source, inputs, source_onnx)
+    exported = run_onnx(str(source_onnx), inputs)
+    feed = {k: (v.transpose(interface["inputs"][k]) if k in interface["inputs"] else v) for k, v in inputs.items()}
+    normalized = run_onnx(str(normalized_onnx), feed)
+    converted = run_generated(out_dir, target, [feed[name] for name in input_order])
+
+    def laid_out(arrays):
+        return [a.transpose(interface["outputs"][n]) if n in interface["outputs"] else a
+                for a, n in zip(arrays, output_names)]
+
+    stages = {}
+    problems = []
+    for label, ref, got in (
+        ("onnx_vs_source", reference, exported),
+        ("normalized_vs_onnx", laid_out(exported), normalized),
+        ("converted_vs_source", laid_out(reference), converted),
+    ):
+        if len(ref) != len(got):
+            problems.append(f"{label}: {len(got)} outputs, expected {len(ref)}")
+            stages[label] = []
+            continue
+        stages[label] = [compare(n, r, g, atol, rtol).as_dict() for n, r, g in zip(output_names, ref, got)]
+    passed = not problems and all(c["passed"] for cs in stages.values() for c in cs)
+    return {
+        "passed": passed,
+        "atol": atol,
+        "rtol": rtol,
+        "outputs": stages["converted_vs_source"],
+        "stages": stages,
+        "problems": problems,
+        "inputs": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in inputs.items()},
+    }

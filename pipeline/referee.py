@@ -1,0 +1,82 @@
+"""onnxruntime as the neutral referee, and the one definition of "close enough".
+
+``passed`` follows numpy's ``allclose``: every element satisfies
+``|got - ref| <= atol + rtol * |ref|``.  ``max_rel_err`` is reported as
+``max|got - ref| / max|ref|`` (the error relative to the output's scale), which
+stays meaningful when single reference elements are near zero.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+@dataclass
+class Comparison:
+    name: str
+    max_abs_err: float
+    max_rel_err: float
+    passed: bool
+    shape: list[int]
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def compare(name: str, ref: np.ndarray, got: np.ndarray, atol: float, rtol: float) -> Comparison:
+    ref = np.asarray(ref)
+    got = np.asarray(got)
+    if ref.shape != got.shape:
+        return Comparison(name, float("inf"), float("inf"), False, list(got.shape))
+    if ref.dtype == np.bool_ or got.dtype == np.bool_:
+        bad = int(np.count_nonzero(ref != got))
+        return Comparison(name, float(bad), float(bad), bad == 0, list(ref.shape))
+    if ref.size == 0:
+        return Comparison(name, 0.0, 0.0, True, list(ref.shape))
+    work = np.result_type(ref.dtype, got.dtype, np.float32)
+    r = ref.astype(work, copy=False)
+    g = got.astype(work, copy=False)
+    diff = np.abs(g - r)
+    max_abs = float(diff.max())
+    if not np.isfinite(max_abs):  # slow path only when something is inf or nan
+        same = (r == g) | (np.isnan(r) & np.isnan(g))
+        diff = np.where(same, 0.0, np.where(np.isnan(diff), np.inf, diff))
+        max_abs = float(diff.max())
+        r = np.where(np.isfinite(r), r, 0.0)
+    abs_ref = np.abs(r)
+    scale = float(abs_ref.max())
+    max_rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else float("inf"))
+    abs_ref *= rtol
+    abs_ref += atol
+    passed = bool(np.all(diff <= abs_ref))
+    return Comparison(name, max_abs, max_rel, passed, list(ref.shape))
+
+
+def session(model_bytes_or_path, threads: int | None = None):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    # Run the graph as written: the referee must not rewrite what it judges.
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    if threads:
+        opts.intra_op_num_threads = threads
+    return ort.InferenceSession(model_bytes_or_path, opts, providers=["CPUExecutionProvider"])
+
+
+def run_onnx(model, inputs: dict[str, np.ndarray], outputs: list[str] | None = None) -> list[np.ndarray]:
+    """Run an ONNX model (path, bytes, ``onnx.ModelProto`` or ``onnx_ir.Model``)."""
+    if hasattr(model, "graph") and hasattr(model.graph, "initializers"):  # onnx_ir.Model
+        import onnx_ir as ir
+
+        model = ir.to_proto(model).SerializeToString()
+    elif hasattr(model, "SerializeToString"):
+        model = model.SerializeToString()
+    elif not isinstance(model, (bytes, str)):
+        model = str(model)
+    sess = session(model)
+    names = {i.name for i in sess.get_inputs()}
+    feed = {k: v for k, v in inputs.items() if k in names}
+    return sess.run(outputs, feed)

@@ -1,0 +1,324 @@
+"""Resolve the MODEL argument into a loaded source model.
+
+MODEL may be
+- a name registered in ``models/`` (``models/NAME.py`` with ``build()`` and
+  ``INPUTS``),
+- ``path/to/file.py:factory`` or ``package.module:factory`` (a callable
+  returning an ``nn.Module`` or a ``keras.Model``),
+- a file: ``.onnx``, ``.keras``, ``.pt2`` (torch.export) or a SavedModel folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import BadInput
+from .spec import DTYPES, InputSpec
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MODELS_DIR = REPO_ROOT / "models"
+
+FRAMEWORKS = ("torch", "keras", "onnx", "tf")
+
+
+@dataclass
+class Source:
+    """A model ready to export, with the inputs it will be checked on."""
+
+    framework: str  # torch | keras | tf (SavedModel) | onnx
+    name: str  # short name: default output folder, report title
+    origin: str  # what the user passed as MODEL
+    obj: Any  # nn.Module, keras.Model, tf SavedModel signature, or ONNX path
+    inputs: list[InputSpec]
+    output_names: list[str] = field(default_factory=list)
+
+    @property
+    def default_target(self) -> str:
+        return {"torch": "keras", "keras": "torch", "tf": "torch"}.get(self.framework, "")
+
+
+def list_registered() -> list[str]:
+    return sorted(p.stem for p in MODELS_DIR.glob("*.py") if not p.stem.startswith("_"))
+
+
+def _load_module_from_file(path: Path):
+    if not path.is_file():
+        raise BadInput(f"model file not found: {path}")
+    digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10]
+    stem = re.sub(r"\W", "_", path.stem)
+    mod_name = f"_pipeline_user_{stem}_{digest}"
+    spec = importlib.util.spec_from_file_location(mod_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[mod_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        raise BadInput(f"importing {path} failed: {type(exc).__name__}: {exc}") from exc
+    return module
+
+
+def _framework_of(obj: Any) -> str | None:
+    for klass in type(obj).__mro__:
+        mod = klass.__module__ or ""
+        if mod.startswith("torch.nn") or mod.startswith("torch.fx"):
+            return "torch"
+        if mod.startswith("keras") or mod.startswith("tf_keras"):
+            return "keras"
+    return None
+
+
+def _call_factory(module, attr: str, where: str, overrides: list[InputSpec], name: str) -> Source:
+    factory = getattr(module, attr, None)
+    if factory is None:
+        raise BadInput(f"{where} has no attribute {attr!r}")
+    if not callable(factory):
+        raise BadInput(f"{where}:{attr} is not callable")
+    try:
+        obj = factory()
+    except Exception as exc:
+        raise BadInput(f"{where}:{attr}() raised {type(exc).__name__}: {exc}") from exc
+    fw = _framework_of(obj)
+    if fw is None:
+        raise BadInput(
+            f"{where}:{attr}() returned {type(obj).__module__}.{type(obj).__qualname__}; "
+            "expected a torch.nn.Module or a keras.Model"
+        )
+    declared = _declared_inputs(getattr(module, "INPUTS", None), where)
+    if fw == "torch":
+        return _torch_source(obj, name, f"{where}:{attr}", overrides or declared)
+    return _keras_source(obj, name, f"{where}:{attr}", overrides or declared)
+
+
+def _declared_inputs(value, where: str) -> list[InputSpec]:
+    """``INPUTS = {"x": (1, 3, 32, 32)}`` or ``{"ids": ((2, 16), "int64")}``."""
+    if value is None:
+        return []
+    if not isinstance(value, dict):
+        raise BadInput(f"{where}: INPUTS must be a dict NAME -> shape")
+    specs = []
+    for k, v in value.items():
+        if isinstance(v, tuple) and len(v) == 2 and isinstance(v[1], str):
+            specs.append(InputSpec(k, tuple(int(d) for d in v[0]), v[1]))
+        else:
+            specs.append(InputSpec(k, tuple(int(d) for d in v)))
+    return specs
+
+
+def _check_names(given: list[InputSpec], expected: list[str], origin: str) -> None:
+    names = [s.name for s in given]
+    if sorted(names) != sorted(expected):
+        raise BadInput(
+            f"{origin}: --input names {names} do not match the model's inputs {expected}"
+        )
+
+
+def _torch_source(model, name: str, origin: str, specs: list[InputSpec]) -> Source:
+    params = [
+        p.name
+        for p in inspect.signature(model.forward).parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+    ]
+    if not specs:
+        example = ",".join(f"--input {p}=D0,D1,..." for p in params)
+        raise BadInput(f"{origin}: a PyTorch model needs input shapes; pass {example}")
+    _check_names(specs, params, origin)
+    order = {p: i for i, p in enumerate(params)}
+    specs = sorted(specs, key=lambda s: order[s.name])
+    model.eval()
+    return Source("torch", name, origin, model, specs)
+
+
+def _keras_source(model, name: str, origin: str, specs: list[InputSpec]) -> Source:
+    model_inputs = list(getattr(model, "inputs", None) or [])
+    if not model_inputs:
+        raise BadInput(f"{origin}: the Keras model has no defined inputs (build it with keras.Input)")
+    names = [_keras_input_name(t) for t in model_inputs]
+    if specs:
+        _check_names(specs, names, origin)
+        by_name = {s.name: s for s in specs}
+        specs = [by_name[n] for n in names]
+        for s, t in zip(specs, model_inputs):
+            want = tuple(t.shape)
+            if len(want) != len(s.shape) or any(w is not None and w != g for w, g in zip(want, s.shape)):
+                raise BadInput(f"{origin}: --input {s.name} shape {list(s.shape)} does not fit the model's {list(want)}")
+    else:
+        for t, n in zip(model_inputs, names):
+            shape = tuple(t.shape)
+            if any(d is None for d in shape):
+                dims = ",".join("D" if d is None else str(d) for d in shape)
+                raise BadInput(
+                    f"{origin}: input {n!r} has dynamic dimensions {list(shape)}; pass --input {n}={dims.replace('D', '1', 1)}"
+                )
+            dtype = str(getattr(t, "dtype", "float32"))
+            specs.append(InputSpec(n, shape, dtype if dtype in DTYPES else "float32"))
+    outs = []
+    for i, t in enumerate(model.outputs):
+        layer = getattr(getattr(t, "_keras_history", None), "operation", None)
+        outs.append(getattr(layer, "name", None) or f"output_{i}")
+    if len(set(outs)) != len(outs):
+        outs = [f"{n}_{i}" for i, n in enumerate(outs)]
+    return Source("keras", name, origin, model, specs, outs)
+
+
+def _keras_input_name(t) -> str:
+    layer = getattr(getattr(t, "_keras_history", None), "operation", None)
+    return getattr(layer, "name", None) or t.name
+
+
+def _onnx_source(path: Path, overrides: list[InputSpec]) -> Source:
+    import onnx
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise BadInput(f"{path}: not a readable ONNX model ({type(exc).__name__})") from exc
+    if not proto.graph.node:
+        raise BadInput(f"{path}: the ONNX graph has no nodes")
+    init = {i.name for i in proto.graph.initializer}
+    given = {s.name: s for s in overrides}
+    specs = []
+    np_of = {1: "float32", 10: "float16", 11: "float64", 7: "int64", 6: "int32", 9: "bool", 2: "uint8"}
+    for vi in proto.graph.input:
+        if vi.name in init:
+            continue
+        tt = vi.type.tensor_type
+        dtype = np_of.get(tt.elem_type)
+        if dtype is None:
+            raise BadInput(f"{path}: input {vi.name!r} has an unsupported element type {tt.elem_type}")
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+        if vi.name in given:
+            s = given.pop(vi.name)
+            if len(s.shape) != len(dims) or any(d is not None and d != g for d, g in zip(dims, s.shape)):
+                raise BadInput(f"{path}: --input {s.name} shape {list(s.shape)} does not fit the model's {dims}")
+            specs.append(InputSpec(vi.name, s.shape, dtype))
+        elif any(d is None for d in dims):
+            shown = ",".join(str(d) if d is not None else "N" for d in dims)
+            raise BadInput(f"{path}: input {vi.name!r} has dynamic dimensions [{shown}]; pass --input {vi.name}=...")
+        else:
+            specs.append(InputSpec(vi.name, tuple(dims), dtype))
+    if given:
+        raise BadInput(f"{path}: --input names {sorted(given)} are not inputs of the model ({[s.name for s in specs]})")
+    return Source("onnx", path.stem, str(path), str(path), specs, [o.name for o in proto.graph.output])
+
+
+def _keras_file_source(path: Path, overrides: list[InputSpec]) -> Source:
+    from .quiet import import_tensorflow
+
+    _, keras = import_tensorflow()
+    try:
+        model = keras.models.load_model(str(path), compile=False)
+    except Exception as exc:
+        raise BadInput(f"{path}: cannot load as a Keras model ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from exc
+    return _keras_source(model, path.stem, str(path), list(overrides))
+
+
+def _pt2_source(path: Path, overrides: list[InputSpec]) -> Source:
+    from .quiet import import_torch
+
+    torch = import_torch()
+    try:
+        ep = torch.export.load(str(path))
+    except Exception as exc:
+        raise BadInput(f"{path}: cannot load as a torch.export program ({type(exc).__name__})") from exc
+    module = ep.module()
+    names = [s.arg.name for s in ep.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
+    specs = list(overrides)
+    if not specs:
+        args, _ = ep.example_inputs or ((), {})
+        for n, a in zip(names, args):
+            specs.append(InputSpec(n, tuple(a.shape), str(a.dtype).replace("torch.", "")))
+    if [s.name for s in specs] != names:
+        _check_names(specs, names, str(path))
+    return Source("torch", path.stem, str(path), _ExportedModule(module, names), specs)
+
+
+class _ExportedModule:
+    """Wraps ``ExportedProgram.module()`` so it is called like an nn.Module."""
+
+    def __init__(self, module, names):
+        self.module = module
+        self.names = names
+
+    def eval(self):
+        return self
+
+    def __call__(self, *args):
+        return self.module(*args)
+
+
+def _savedmodel_source(path: Path, overrides: list[InputSpec]) -> Source:
+    from .quiet import import_tensorflow
+
+    tf, _ = import_tensorflow()
+    try:
+        loaded = tf.saved_model.load(str(path))
+        fn = loaded.signatures["serving_default"]
+    except Exception as exc:
+        raise BadInput(f"{path}: cannot load the SavedModel's serving_default signature ({type(exc).__name__})") from exc
+    _, kw = fn.structured_input_signature
+    given = {s.name: s for s in overrides}
+    specs = []
+    for name, spec in kw.items():
+        shape = tuple(spec.shape)
+        if name in given:
+            specs.append(given.pop(name))
+        elif any(d is None for d in shape):
+            raise BadInput(f"{path}: input {name!r} has dynamic dimensions {list(shape)}; pass --input {name}=...")
+        else:
+            specs.append(InputSpec(name, shape, spec.dtype.name))
+    if given:
+        raise BadInput(f"{path}: --input names {sorted(given)} are not inputs of the SavedModel")
+    return Source("tf", path.name, str(path), (loaded, fn), specs, sorted(fn.structured_outputs))
+
+
+def resolve(model: str, overrides: list[InputSpec] | None = None) -> Source:
+    """Turn the MODEL argument into a :class:`Source`; raise BadInput if it cannot be."""
+    overrides = list(overrides or [])
+    if not model or not model.strip():
+        raise BadInput("MODEL is empty")
+    path = Path(model)
+    if path.is_dir():
+        if (path / "saved_model.pb").exists():
+            return _savedmodel_source(path, overrides)
+        raise BadInput(f"{model}: a folder, but not a SavedModel (no saved_model.pb)")
+    suffix = path.suffix.lower()
+    if suffix in (".onnx", ".keras", ".pt2", ".h5"):
+        if not path.is_file():
+            raise BadInput(f"model file not found: {model}")
+        if path.stat().st_size == 0:
+            raise BadInput(f"{model}: the file is empty")
+        loader = {".onnx": _onnx_source, ".keras": _keras_file_source, ".h5": _keras_file_source, ".pt2": _pt2_source}[suffix]
+        return loader(path, overrides)
+    if ":" in model:
+        where, _, attr = model.rpartition(":")
+        if not attr.isidentifier():
+            raise BadInput(f"{model}: expected FILE.py:factory or package.module:factory")
+        if where.endswith(".py") or os.sep in where or "/" in where:
+            module = _load_module_from_file(Path(where))
+            stem = Path(where).stem
+        else:
+            try:
+                module = importlib.import_module(where)
+            except Exception as exc:
+                raise BadInput(f"cannot import module {where!r}: {type(exc).__name__}: {exc}") from exc
+            stem = where.rsplit(".", 1)[-1]
+        name = stem if attr in ("build", "model", "factory") else f"{stem}_{attr}"
+        return _call_factory(module, attr, where, overrides, name)
+    registered = MODELS_DIR / f"{model}.py"
+    if re.fullmatch(r"[A-Za-z_]\w*", model) and registered.is_file():
+        module = _load_module_from_file(registered)
+        return _call_factory(module, "build", f"models/{model}.py", overrides, model)
+    known = ", ".join(list_registered()) or "none"
+    raise BadInput(
+        f"unknown MODEL {model!r}: not a registered name (known: {known}), "
+        "not FILE.py:factory or module:factory, and not a .onnx/.keras/.pt2 file or SavedModel folder"
+    )
