@@ -130,6 +130,7 @@ def convert(opts: Options, progress: Progress | None = None) -> Result:
         t = time.perf_counter()
         progress("normalize: graph passes, each checked with onnxruntime")
         model = normalize.load(src_onnx)
+        importers.preflight(target, model)
         output_names = [v.name for v in model.graph.outputs]
         result = normalize.normalize(model, target, opts.layout, inputs if opts.check_passes else None,
                                      opts.atol, opts.rtol)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import BadInput
+from .quiet import native_stderr_to_log
 from .spec import DTYPES, InputSpec
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -60,7 +61,8 @@ def _load_module_from_file(path: Path):
     module = importlib.util.module_from_spec(spec)
     sys.modules[mod_name] = module
     try:
-        spec.loader.exec_module(module)
+        with native_stderr_to_log():  # user code may import TensorFlow, which is noisy on fd 2
+            spec.loader.exec_module(module)
     except Exception as exc:
         raise BadInput(f"importing {path} failed: {type(exc).__name__}: {exc}") from exc
     return module
@@ -83,7 +85,8 @@ def _call_factory(module, attr: str, where: str, overrides: list[InputSpec], nam
     if not callable(factory):
         raise BadInput(f"{where}:{attr} is not callable")
     try:
-        obj = factory()
+        with native_stderr_to_log():
+            obj = factory()
     except Exception as exc:
         raise BadInput(f"{where}:{attr}() raised {type(exc).__name__}: {exc}") from exc
     fw = _framework_of(obj)
@@ -307,7 +310,8 @@ def resolve(model: str, overrides: list[InputSpec] | None = None) -> Source:
             stem = Path(where).stem
         else:
             try:
-                module = importlib.import_module(where)
+                with native_stderr_to_log():
+                    module = importlib.import_module(where)
             except Exception as exc:
                 raise BadInput(f"cannot import module {where!r}: {type(exc).__name__}: {exc}") from exc
             stem = where.rsplit(".", 1)[-1]

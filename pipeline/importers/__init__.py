@@ -9,6 +9,21 @@ import onnx_ir as ir
 TARGETS = ("torch", "keras")
 
 
+def preflight(target: str, model: ir.Model) -> None:
+    """Refuse graphs with ops from custom domains before anything tries to run them.
+
+    onnxruntime cannot execute them and no translator exists, so every such
+    node is listed at once (exit 3).  Standard ops without a translator are
+    reported by the generator, after normalization has folded what it can.
+    """
+    from ..errors import Unsupported
+
+    custom = [(f"{n.domain}::{n.op_type}", n.name or "?", "custom-domain op")
+              for n in model.graph if n.domain not in ("", "ai.onnx")]
+    if custom:
+        raise Unsupported(target, custom)
+
+
 def generate(target: str, model: ir.Model, out_dir: Path, title: str, origin: str, interface: dict,
              source_layout: str) -> dict:
     """Write ``model.py`` and weights for ``target`` into ``out_dir``."""

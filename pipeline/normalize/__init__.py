@@ -29,6 +29,10 @@ class PassBroke(PipelineError):
     exit_code = EXIT_PARITY
 
 
+class GraphDoesNotRun(PipelineError):
+    """The (exported or given) ONNX graph is rejected by onnxruntime (exit 2)."""
+
+
 class FoldConstants(ir.passes.InPlacePass):
     """Inline functions, fold constants (shape arithmetic included), drop dead nodes.
 
@@ -118,7 +122,11 @@ def load(path) -> ir.Model:
 def normalize(model: ir.Model, target: str, layout: str = "source", inputs: dict[str, np.ndarray] | None = None,
               atol: float = 1e-4, rtol: float = 1e-4, progress=None) -> Normalized:
     """Run the pass plan on ``model`` in place; check each change under onnxruntime if ``inputs``."""
-    reference = run_onnx(model, inputs) if inputs is not None else None
+    try:
+        reference = run_onnx(model, inputs) if inputs is not None else None
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise GraphDoesNotRun(f"onnxruntime cannot run the ONNX graph: {first}") from exc
     out_names = [v.name for v in model.graph.outputs]
     records: list[PassRecord] = []
     interface = {"inputs": {}, "outputs": {}}
