@@ -116,6 +116,11 @@ def _declared_inputs(value, where: str) -> list[InputSpec]:
     return specs
 
 
+def _suggest(shape) -> str:
+    """A concrete --input value for a shape with unknown dims (1 where unknown)."""
+    return ",".join("1" if d is None else str(d) for d in shape)
+
+
 def _check_names(given: list[InputSpec], expected: list[str], origin: str) -> None:
     names = [s.name for s in given]
     if sorted(names) != sorted(expected):
@@ -157,9 +162,8 @@ def _keras_source(model, name: str, origin: str, specs: list[InputSpec]) -> Sour
         for t, n in zip(model_inputs, names):
             shape = tuple(t.shape)
             if any(d is None for d in shape):
-                dims = ",".join("D" if d is None else str(d) for d in shape)
                 raise BadInput(
-                    f"{origin}: input {n!r} has dynamic dimensions {list(shape)}; pass --input {n}={dims.replace('D', '1', 1)}"
+                    f"{origin}: input {n!r} has dynamic dimensions {list(shape)}; pass e.g. --input {n}={_suggest(shape)}"
                 )
             dtype = str(getattr(t, "dtype", "float32"))
             specs.append(InputSpec(n, shape, dtype if dtype in DTYPES else "float32"))
@@ -204,8 +208,8 @@ def _onnx_source(path: Path, overrides: list[InputSpec]) -> Source:
                 raise BadInput(f"{path}: --input {s.name} shape {list(s.shape)} does not fit the model's {dims}")
             specs.append(InputSpec(vi.name, s.shape, dtype))
         elif any(d is None for d in dims):
-            shown = ",".join(str(d) if d is not None else "N" for d in dims)
-            raise BadInput(f"{path}: input {vi.name!r} has dynamic dimensions [{shown}]; pass --input {vi.name}=...")
+            shown = ",".join(str(d) if d is not None else "?" for d in dims)
+            raise BadInput(f"{path}: input {vi.name!r} has dynamic dimensions [{shown}]; pass e.g. --input {vi.name}={_suggest(dims)}")
         else:
             specs.append(InputSpec(vi.name, tuple(dims), dtype))
     if given:
@@ -241,13 +245,14 @@ def _pt2_source(path: Path, overrides: list[InputSpec]) -> Source:
             specs.append(InputSpec(n, tuple(a.shape), str(a.dtype).replace("torch.", "")))
     if [s.name for s in specs] != names:
         _check_names(specs, names, str(path))
-    return Source("torch", path.stem, str(path), _ExportedModule(module, names), specs)
+    return Source("torch", path.stem, str(path), _ExportedModule(ep, module, names), specs)
 
 
 class _ExportedModule:
     """Wraps ``ExportedProgram.module()`` so it is called like an nn.Module."""
 
-    def __init__(self, module, names):
+    def __init__(self, program, module, names):
+        self.program = program  # what export hands to torch.onnx.export
         self.module = module
         self.names = names
 
@@ -275,7 +280,7 @@ def _savedmodel_source(path: Path, overrides: list[InputSpec]) -> Source:
         if name in given:
             specs.append(given.pop(name))
         elif any(d is None for d in shape):
-            raise BadInput(f"{path}: input {name!r} has dynamic dimensions {list(shape)}; pass --input {name}=...")
+            raise BadInput(f"{path}: input {name!r} has dynamic dimensions {list(shape)}; pass e.g. --input {name}={_suggest(shape)}")
         else:
             specs.append(InputSpec(name, shape, spec.dtype.name))
     if given:
