@@ -36,6 +36,10 @@ batch: setup
 	@test -n "$(CONFIG)" || { echo "usage: make batch CONFIG=configs/seeds.yaml" >&2; exit 2; }
 	$(PY) -m pipeline batch $(CONFIG) $(ARGS)
 
+explain: setup
+	@test -n "$(LAYER)" -a -n "$(SHAPE)" || { echo "usage: make explain LAYER=\"keras.layers.Conv1D(1024, 5, padding='same')\" SHAPE=256,237,21" >&2; exit 2; }
+	$(PY) -m pipeline explain "$(LAYER)" --input-shape $(SHAPE)
+
 test: setup
 	$(PY) -m pytest -q $(ARGS)
 

@@ -51,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("config", metavar="FILE.yaml")
     batch.add_argument("--force", action="store_true", help="convert even entries that are up to date")
     batch.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
+    exp = sub.add_parser("explain", help="show one layer's exact equivalent in the other framework")
+    exp.add_argument("layer", metavar="LAYER_EXPRESSION",
+                     help="one constructor call, e.g. \"keras.layers.Conv1D(filters=1024, kernel_size=5, padding='same')\"")
+    exp.add_argument("--input-shape", required=True, metavar="D0,D1,...", help="input shape including the batch")
+    exp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
     models = sub.add_parser("models", help="list the registered example models")
     models.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
     return parser
@@ -94,6 +99,13 @@ def main(argv: list[str] | None = None) -> int:
             from .batch import run_batch
 
             return run_batch(args.config, force=args.force)
+        if args.command == "explain":
+            from .explain import explain
+            from .spec import parse_input
+
+            shape = parse_input(f"x={args.input_shape}").shape
+            report = explain(args.layer, shape)["report"]
+            return 0 if report["parity"]["passed"] else 1
         if args.command == "models":
             from .sources import list_registered
 
