@@ -70,6 +70,10 @@ def _print_result(result) -> None:
         for c in comps:
             mark = "ok " if c["passed"] else "BAD"
             print(f"  {mark} {label:<20} {c['name']:<24} max_abs={c['max_abs_err']:.3g}  max_rel={c['max_rel_err']:.3g}")
+    first = par.get("first_divergence")
+    if first:
+        print(f"  first divergence: ONNX node '{first['onnx_node']}' ({first['op_type']}) = generated "
+              f"'{first['target_layer']}': max_abs={first['max_abs_err']:.3g} max_rel={first['max_rel_err']:.3g}")
     t = rep["timings_s"]
     print("  time: " + ", ".join(f"{k} {t[k]:.2f}s" for k in ("export", "normalize", "import", "parity", "total") if k in t))
     for note in rep.get("notes", []):

@@ -150,6 +150,20 @@ def convert(opts: Options, progress: Progress | None = None) -> Result:
         input_order = [v.name for v in result.model.graph.inputs]
         report_parity = parity.check(source, inputs, src_onnx, norm_onnx, tmp, target, result.interface,
                                      input_order, output_names, opts.atol, opts.rtol)
+        if not report_parity["passed"]:
+            progress("bisect: comparing every intermediate tensor to find the first divergence")
+            from .bisect import first_divergence
+
+            feed = {k: (v.transpose(result.interface["inputs"][k]) if k in result.interface["inputs"] else v)
+                    for k, v in inputs.items()}
+            try:
+                found = first_divergence(result.model, gen.get("node_vars", {}), feed, tmp, target,
+                                         opts.atol, opts.rtol)
+                report_parity["first_divergence"] = found["first_divergence"]
+                report_parity["node_errors"] = found["nodes"]
+            except Exception as exc:  # bisection is a diagnosis aid; the verdict stands without it
+                report_parity["first_divergence"] = None
+                report_parity["bisect_error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
         timings["parity"] = round(time.perf_counter() - t, 3)
         timings["total"] = round(time.perf_counter() - t0, 3)
 
@@ -167,9 +181,12 @@ def convert(opts: Options, progress: Progress | None = None) -> Result:
             "nodes": {"source": _count_nodes(src_onnx), "normalized": len(list(result.model.graph))},
             "parameters": gen.get("parameters"),
             "notes": [n for n in [gen.get("note")] if n],
-            "artifacts": sorted(["source.onnx", "normalized.onnx", "report.json", *gen["files"]]),
+            "artifacts": sorted(["source.onnx", "normalized.onnx", "report.json", "report.html", *gen["files"]]),
         }
         (tmp / "report.json").write_text(json.dumps(report, indent=2, default=_json_default))
+        from .report_html import write as write_html
+
+        write_html(report, tmp / "report.html")
         final = _install(tmp, out, report_parity["passed"])
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

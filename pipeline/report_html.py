@@ -1,0 +1,81 @@
+"""``report.html``: the report as one static page (no scripts, no network)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+
+STYLE = """body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:60em;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}
+th{background:#f3f3f3}.pass{color:#0a7a26;font-weight:600}.fail{color:#b00020;font-weight:600}
+code{background:#f5f5f5;padding:0 .2em}"""
+
+
+def _table(headers: list[str], rows: list[list]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _fmt(x) -> str:
+    return f"{x:.3g}" if isinstance(x, (int, float)) else html.escape(str(x))
+
+
+def _plot(nodes: list[dict]) -> str | None:
+    if not nodes:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    errs = [max(n["max_abs_err"], 1e-12) for n in nodes]
+    fig, ax = plt.subplots(figsize=(9, 3.2))
+    ax.semilogy(range(len(errs)), errs, marker="o", ms=3)
+    bad = [i for i, n in enumerate(nodes) if not n["passed"]]
+    if bad:
+        ax.axvline(bad[0], color="#b00020", ls="--", lw=1, label=f"first divergence: {nodes[bad[0]]['onnx_node']}")
+        ax.legend(loc="upper left", fontsize=8)
+    ax.set_xlabel("node (topological order in normalized.onnx)")
+    ax.set_ylabel("max abs error")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def write(report: dict, path: Path) -> None:
+    par = report["parity"]
+    verdict = '<span class="pass">PASS</span>' if par["passed"] else '<span class="fail">FAIL</span>'
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>pipeline report: "
+             f"{html.escape(str(report.get('model')))}</title><style>{STYLE}</style></head><body>",
+             f"<h1>{html.escape(str(report.get('model')))}: {report['source']} &rarr; {report['target']} {verdict}</h1>",
+             f"<p>tolerance: atol={par['atol']:g}, rtol={par['rtol']:g}; layout: {html.escape(report['layout'])}</p>",
+             "<h2>Stages</h2>",
+             _table(["stage", "seconds"], [[k, _fmt(v)] for k, v in report["timings_s"].items()]),
+             "<h2>Parity</h2>"]
+    rows = []
+    for stage, comps in par["stages"].items():
+        for c in comps:
+            ok = '<span class="pass">ok</span>' if c["passed"] else '<span class="fail">FAIL</span>'
+            rows.append([stage, html.escape(c["name"]), _fmt(c["max_abs_err"]), _fmt(c["max_rel_err"]), ok])
+    parts.append(_table(["comparison", "output", "max abs err", "max rel err", ""], rows))
+    first = par.get("first_divergence")
+    if first:
+        parts += ["<h2>First divergence</h2>",
+                  f"<p>ONNX node <code>{html.escape(first['onnx_node'])}</code> ({html.escape(first['op_type'])}) "
+                  f"= generated <code>{html.escape(first['target_layer'])}</code>: max abs err {_fmt(first['max_abs_err'])}, "
+                  f"max rel err {_fmt(first['max_rel_err'])}</p>"]
+    image = _plot(par.get("node_errors") or [])
+    if image:
+        parts += ["<h2>Error per node</h2>", f"<img alt='max abs error per node' src='data:image/png;base64,{image}'>"]
+    parts += ["<h2>Normalize passes</h2>",
+              _table(["pass", "changed", "nodes after", "seconds", "max abs err"],
+                     [[html.escape(p["name"]), p["changed"], p["nodes_after"], _fmt(p["seconds"]),
+                       _fmt(p["max_abs_err"]) if p["max_abs_err"] is not None else "&ndash;"] for p in report["passes"]]),
+              "<h2>Files</h2><ul>" + "".join(f"<li><code>{html.escape(a)}</code></li>" for a in report["artifacts"]) + "</ul>",
+              "</body></html>"]
+    Path(path).write_text("\n".join(parts))
