@@ -29,6 +29,7 @@ from .graph import (
     make_node,
     perm_of,
     rank_of,
+    remove_if_dead,
     set_shape,
     static_shape,
     to_first,
@@ -218,6 +219,7 @@ class InterfaceLayout(ir.passes.InPlacePass):
             y.name = public + "__source_layout"
             inner.name = public
             graph.outputs[i] = inner
+            remove_if_dead(graph, node)
             self.interface["outputs"][public] = [outward.index(k) for k in range(rank)]
             changed = True
         return ir.passes.PassResult(model, changed)

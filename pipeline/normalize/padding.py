@@ -49,9 +49,36 @@ def same_pads_transpose(in_sizes, kernel, strides, dilations, output_padding, up
     for n, k, s, d, op in zip(in_sizes, kernel, strides, dilations, output_padding):
         total = max(s * (n - 1) + op + (k - 1) * d + 1 - n * s, 0)
         small, large = total // 2, total - total // 2
-        begins.append(large if upper else small)
-        ends.append(small if upper else large)
+        # Unlike the forward case the spec puts the odd pixel at the *end* for
+        # SAME_UPPER: pads[start] = total // 2, pads[end] = total - total // 2.
+        begins.append(small if upper else large)
+        ends.append(large if upper else small)
     return begins + ends
+
+
+def pads_for_output_shape(in_sizes, kernel, strides, dilations, output_padding, out_sizes, upper: bool):
+    """ConvTranspose with ``output_shape``: (pads, output_padding) giving that shape, or None.
+
+    ONNX spec: total = s*(n-1) + output_padding + (k-1)*d + 1 - out; SAME_UPPER puts
+    total // 2 at the start, anything else (SAME_LOWER, NOTSET) puts it at the end.  A
+    negative total (the output is *larger* than the full convolution) is extra
+    output_padding, as long as that stays below the stride or dilation.
+    """
+    begins, ends, outpad = [], [], []
+    for n, k, s, d, op, out in zip(in_sizes, kernel, strides, dilations, output_padding, out_sizes):
+        total = s * (n - 1) + op + (k - 1) * d + 1 - out
+        if total < 0:
+            if op - total >= max(s, d):
+                return None
+            begins.append(0)
+            ends.append(0)
+            outpad.append(op - total)
+            continue
+        small, large = total // 2, total - total // 2
+        begins.append(small if upper else large)
+        ends.append(large if upper else small)
+        outpad.append(op)
+    return begins + ends, outpad
 
 
 class ExplicitPads(ir.passes.InPlacePass):
@@ -63,7 +90,8 @@ class ExplicitPads(ir.passes.InPlacePass):
             if node.op_type not in PADDED_OPS or node.domain != "":
                 continue
             mode = node.attributes.get_string("auto_pad", "NOTSET")
-            if mode == "NOTSET":
+            out_shape = node.attributes.get_ints("output_shape") if node.op_type == "ConvTranspose" else None
+            if mode == "NOTSET" and out_shape is None:
                 continue
             kernel = kernel_shape(node)
             shape = static_shape(node.inputs[0])
@@ -74,9 +102,16 @@ class ExplicitPads(ir.passes.InPlacePass):
             dilations = list(node.attributes.get_ints("dilations", [1] * n))
             if mode == "VALID":
                 pads = [0] * (2 * n)
+            elif out_shape is not None:
+                outpad = list(node.attributes.get_ints("output_padding", [0] * n))
+                found = pads_for_output_shape(shape[2:], kernel, strides, dilations, outpad, list(out_shape)[-n:],
+                                              mode == "SAME_UPPER")
+                if found is None:
+                    continue  # left for the importer to report
+                pads, outpad = found
+                del node.attributes["output_shape"]
+                node.attributes["output_padding"] = ir.AttrInt64s("output_padding", outpad)
             elif node.op_type == "ConvTranspose":
-                if node.attributes.get_ints("output_shape") is not None:
-                    continue
                 outpad = list(node.attributes.get_ints("output_padding", [0] * n))
                 pads = same_pads_transpose(shape[2:], kernel, strides, dilations, outpad, mode == "SAME_UPPER")
             else:

@@ -70,6 +70,16 @@ def _axes(node: ir.Node, rank: int) -> list[int] | None:
     return sorted(int(a) % rank for a in axes)
 
 
+def _runtime_axes(node: ir.Node) -> bool:
+    """The node takes its axes from a non-constant input: unknown until run time."""
+    return (node.attributes.get_ints("axes") is None and len(node.inputs) > 1 and node.inputs[1] is not None
+            and const_array(node.inputs[1]) is None)
+
+
+def _opset(graph: ir.Graph) -> int:
+    return graph.opset_imports.get("", 10**6)
+
+
 def _set_axes(graph: ir.Graph, node: ir.Node, axes: list[int]) -> None:
     if "axes" in node.attributes:
         node.attributes["axes"] = ir.AttrInt64s("axes", axes)
@@ -82,7 +92,7 @@ def _upstream_transpose(value: ir.Value | None) -> ir.Node | None:
     if value is None:
         return None
     producer = value.producer()
-    if is_free_transpose(producer) and single_consumer(value) is not None:
+    if is_free_transpose(producer) and single_consumer(value) is not None and perm_of(producer) is not None:
         return producer
     return None
 
@@ -223,8 +233,17 @@ def push_axis_ops(graph: ir.Graph, node: ir.Node) -> bool:
     perm = perm_of(t)
     rank = len(perm)
     if op in ("Softmax", "LogSoftmax"):
-        axis = node.attributes.get_int("axis", -1) % rank
-        node.attributes["axis"] = ir.AttrInt64("axis", perm[axis])
+        axis = node.attributes.get_int("axis", -1 if _opset(graph) >= 13 else 1) % rank
+        if _opset(graph) >= 13:
+            new_axis = perm[axis]
+        else:
+            # Before opset 13 the op normalizes over the flattened block [axis:]; the
+            # transpose must map that block onto a trailing block of the source.
+            block = {perm[i] for i in range(axis, rank)}
+            new_axis = rank - len(block)
+            if block != set(range(new_axis, rank)):
+                return False
+        node.attributes["axis"] = ir.AttrInt64("axis", new_axis)
         node.replace_input_with(0, t.inputs[0])
         _reroute_output(graph, node, perm)
         remove_if_dead(graph, t)
@@ -233,7 +252,9 @@ def push_axis_ops(graph: ir.Graph, node: ir.Node) -> bool:
         axes, keep = [node.attributes.get_int("axis", 0) % rank], node.attributes.get_int("keepdims", 1)
     else:
         axes, keep = _axes(node, rank), node.attributes.get_int("keepdims", 1)
-        if axes is None:
+        if axes is None and _runtime_axes(node):
+            return False  # the axes are only known at run time
+        if not axes:  # absent or empty: reduce everything, unless told to do nothing
             if node.attributes.get_int("noop_with_empty_axes", 0):
                 return False
             axes = list(range(rank))
@@ -264,7 +285,7 @@ def push_squeeze(graph: ir.Graph, node: ir.Node) -> bool:
     perm = perm_of(t)
     rank = len(perm)
     axes = _axes(node, rank)
-    if axes is None:
+    if not axes:  # unknown, or empty (squeeze every unit axis)
         return False
     new_axes = sorted(perm[a] for a in axes)
     kept = [perm[i] for i in range(rank) if i not in axes]
@@ -312,7 +333,8 @@ def cancel_unsqueeze(graph: ir.Graph, node: ir.Node) -> bool:
     out_rank = rank_of(node.inputs[0])
     if out_rank is None:
         return False
-    if _axes(node, out_rank) != _axes(up, out_rank):
+    axes = _axes(node, out_rank)
+    if not axes or axes != _axes(up, out_rank):
         return False
     replace_value(graph, node.outputs[0], up.inputs[0])
     remove_if_dead(graph, node)
