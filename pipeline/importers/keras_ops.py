@@ -61,7 +61,8 @@ def _spatial_padding(t: Translation, x: str, nd: int, pads, kernel, strides, dil
     padding = pairs[0] if nd == 1 else pairs
     name = t.gen.add_layer(t.layer_hint() + "_pad", [])
     var = t.gen.names.take(t.layer_hint() + "_padded")
-    t.gen.emit(f"{var} = layers.ZeroPadding{nd}D({padding}, name={name!r})({x})", "asymmetric padding, made explicit")
+    note = "asymmetric padding, made explicit" if begins != ends else "explicit padding: Keras 'same' would pad differently here"
+    t.gen.emit(f"{var} = layers.ZeroPadding{nd}D({padding}, name={name!r})({x})", note)
     return "valid", var
 
 
@@ -114,6 +115,93 @@ def conv(t: Translation) -> None:
         args.append(f"groups={group}")
     weights = [kernel_w] + ([b] if b is not None else [])
     t.assign(_layer(t, f"Conv{nd}D", args, weights, x))
+
+
+@register("ConvTranspose")
+def conv_transpose(t: Translation) -> None:
+    _channels_last(t)
+    w = t.need_const(1, "the weight")
+    b = t.const(2) if t.has_input(2) else None
+    if t.has_input(2) and b is None:
+        t.unsupported("the bias must be a constant")
+    if b is not None and not np.any(b):
+        b = None
+    nd = w.ndim - 2
+    if nd not in (1, 2, 3) or t.int("group", 1) != 1:
+        t.unsupported("grouped or >3-D transposed convolution (Keras has none)")
+    kernel = list(w.shape[2:])
+    strides = t.ints("strides", [1] * nd)
+    dil = t.ints("dilations", [1] * nd)
+    pads = t.ints("pads", [0] * (2 * nd))
+    outpad = t.ints("output_padding", [0] * nd)
+    begins, ends = pads[:nd], pads[nd:]
+    if any(op > e for op, e in zip(outpad, ends)):
+        t.unsupported("output_padding larger than the end padding")
+    k_eff = [(k - 1) * d + 1 for k, d in zip(kernel, dil)]
+    same = [max(k - s, 0) for k, s in zip(k_eff, strides)]
+    is_same = not any(outpad) and all(bg == tot // 2 and en == tot - tot // 2 for bg, en, tot in zip(begins, ends, same))
+    # ONNX (Cin, Cout, k...) -> Keras (k..., Cout, Cin)
+    kernel_w = w.transpose(*range(2, 2 + nd), 1, 0)
+    args = [str(w.shape[1]), _ints(kernel)]
+    if any(s != 1 for s in strides):
+        args.append(f"strides={_ints(strides)}")
+    if is_same and any(same):
+        args.append("padding='same'")
+    if any(d != 1 for d in dil):
+        args.append(f"dilation_rate={_ints(dil)}")
+    if b is None:
+        args.append("use_bias=False")
+    weights = [kernel_w] + ([b] if b is not None else [])
+    expr = _layer(t, f"Conv{nd}DTranspose", args, weights, t.inp(0))
+    crop = [(bg, en - op) for bg, en, op in zip(begins, ends, outpad)]
+    if is_same or not any(c for pair in crop for c in pair):
+        t.assign(expr)
+        return
+    full = t.gen.names.take(t.layer_hint() + "_full")
+    t.gen.emit(f"{full} = {expr}")
+    cropping = crop[0] if nd == 1 else tuple(crop)
+    name = t.gen.add_layer(t.layer_hint() + "_crop", [])
+    t.assign(f"layers.Cropping{nd}D({cropping}, name={name!r})({full})", comment="ONNX pads crop the full output")
+
+
+@register("Resize")
+def resize(t: Translation) -> None:
+    _channels_last(t)
+    mode = t.str("mode", "nearest")
+    coord = t.str("coordinate_transformation_mode", "half_pixel")
+    in_shape, out_shape = t.shape(0), t.out_shape()
+    nd = len(in_shape) - 2
+    spatial_in, spatial_out = in_shape[2:], out_shape[2:]
+    x = t.inp(0)
+    if mode == "nearest":
+        if t.str("nearest_mode", "round_prefer_floor") != "floor" or coord != "asymmetric":
+            t.unsupported(f"nearest resize with {coord}/{t.str('nearest_mode', 'round_prefer_floor')}")
+        if any(o % i for o, i in zip(spatial_out, spatial_in)):
+            t.unsupported("nearest resize by a non-integer factor")
+        size = [o // i for o, i in zip(spatial_out, spatial_in)]
+        t.assign(_layer(t, f"UpSampling{nd}D", [_ints(size) if nd > 1 else str(size[0])], None, x))
+        return
+    if mode == "linear" and nd == 2 and coord in ("half_pixel", "pytorch_half_pixel"):
+        if coord == "pytorch_half_pixel" and any(o == 1 for o in spatial_out):
+            t.unsupported("pytorch_half_pixel resize to size 1")
+        if t.float("cubic_coeff_a", -0.75) and t.int("antialias", 0):
+            t.unsupported("antialiased resize")
+        if all(o % i == 0 for o, i in zip(spatial_out, spatial_in)):
+            size = [o // i for o, i in zip(spatial_out, spatial_in)]
+            t.assign(_layer(t, "UpSampling2D", [_ints(size), "interpolation='bilinear'"], None, x))
+        else:
+            t.assign(_layer(t, "Resizing", [str(spatial_out[0]), str(spatial_out[1]), "interpolation='bilinear'"], None, x))
+        return
+    t.unsupported(f"{mode} resize with {coord} coordinates in {nd}-D")
+
+
+@register("InstanceNormalization")
+def instance_norm(t: Translation) -> None:
+    _channels_last(t)
+    scale, bias = t.need_const(1, "scale"), t.need_const(2, "bias")
+    eps = t.float("epsilon", 1e-5)
+    args = [f"groups={scale.shape[0]}", f"epsilon={py_literal(np.float32(eps))}"]
+    t.assign(_layer(t, "GroupNormalization", args, [scale, bias], t.inp(0)))
 
 
 @register("MaxPool", "AveragePool")
@@ -354,22 +442,27 @@ def split(t: Translation) -> None:
 @register("Slice")
 def slice_(t: Translation) -> None:
     shape = t.shape(0)
+    rank = len(shape)
     starts = t.need_const(1, "starts").tolist()
     ends = t.need_const(2, "ends").tolist()
     axes = t.const(3).tolist() if t.has_input(3) else list(range(len(starts)))
     steps = t.const(4).tolist() if t.has_input(4) else [1] * len(starts)
-    index = [":"] * len(shape)
-    for s, e, a, st in zip(starts, ends, axes, steps):
-        a %= len(shape)
+    begin, size, strided = [0] * rank, list(shape), []
+    for s_, e, a, st in zip(starts, ends, axes, steps):
+        a %= rank
         n = shape[a]
-        if st < 0:
-            t.unsupported("negative slice steps")
-        s = max(0, min(n, s + n if s < 0 else s))
+        if st <= 0:
+            t.unsupported("non-positive slice steps")
+        s_ = max(0, min(n, s_ + n if s_ < 0 else s_))
         e = max(0, min(n, e + n if e < 0 else e))
-        index[a] = f"{s}:{e}" + (f":{st}" if st != 1 else "")
-    while index and index[-1] == ":":
-        index.pop()
-    t.assign(f"{t.inp(0)}[{', '.join(index) or '...'}]")
+        begin[a], size[a] = s_, max(0, e - s_)
+        if st != 1:
+            strided.append((a, st))
+    expr = f"ops.slice({t.inp(0)}, {tuple(begin)}, {tuple(size)})"
+    for a, st in strided:
+        count = len(range(0, size[a], st))
+        expr = f"ops.take({expr}, {list(range(0, size[a], st))[:count]}, axis={a})"
+    t.assign(expr)
 
 
 @register("Gather")
@@ -377,9 +470,10 @@ def gather(t: Translation) -> None:
     axis = t.int("axis", 0) % len(t.shape(0))
     idx = t.const(1)
     if idx is not None and idx.ndim == 0:
-        lead = ", ".join([":"] * axis)
-        t.assign(f"{t.inp(0)}[{lead + ', ' if lead else ''}{int(idx) % t.shape(0)[axis]}]")
+        t.assign(f"ops.take({t.inp(0)}, {int(idx) % t.shape(0)[axis]}, axis={axis})")
         return
+    if idx is not None and np.any(idx < 0):
+        t.unsupported("negative constant gather indices")
     t.assign(f"ops.take({t.inp(0)}, {t.inp(1)}, axis={axis})")
 
 

@@ -43,8 +43,14 @@ from .transpose import _axes
 LAYOUT_OPS = {
     "Conv", "ConvTranspose", "MaxPool", "AveragePool", "LpPool", "GlobalAveragePool",
     "GlobalMaxPool", "GlobalLpPool", "BatchNormalization", "InstanceNormalization", "LRN",
-    "DepthToSpace", "SpaceToDepth",
+    "DepthToSpace", "SpaceToDepth", "Resize",
 }
+
+
+def _resizes_only_spatial(node: ir.Node) -> bool:
+    """A Resize that keeps N and C (scales/sizes of 1 / unchanged on axes 0 and 1)."""
+    x, y = static_shape(node.inputs[0]), static_shape(node.outputs[0])
+    return x is not None and y is not None and x[:2] == y[:2]
 
 
 def _unsqueezed_axes(value: ir.Value) -> set[int]:
@@ -130,6 +136,8 @@ class ChannelsLast(ir.passes.InPlacePass):
         changed = False
         for node in list(graph):
             if node.op_type not in LAYOUT_OPS or node.domain != "":
+                continue
+            if node.op_type == "Resize" and not _resizes_only_spatial(node):
                 continue
             x = node.inputs[0]
             rank = rank_of(x)

@@ -392,6 +392,47 @@ def merge_reshapes(graph: ir.Graph, node: ir.Node) -> bool:
     return True
 
 
+def _accepts_push(consumer: ir.Node, value: ir.Value, perm: list[int]) -> bool:
+    """Would ``consumer`` take a transpose of ``value`` by ``perm`` through itself right away?"""
+    op = consumer.op_type
+    if consumer.domain != "":
+        return False
+    if op == "Transpose":
+        return True
+    if op in UNARY or op in REDUCE or op in ("Softmax", "LogSoftmax", "Squeeze", "Unsqueeze", "ArgMax", "ArgMin"):
+        return consumer.inputs[0] is value and all(v is value for v in consumer.inputs[:1])
+    if op in BINARY or op == "Concat":
+        for other in consumer.inputs:
+            if other is None or other is value:
+                continue
+            t = other.producer()
+            if is_free_transpose(t) and perm_of(t) == perm:
+                continue
+            arr = const_array(other)
+            if arr is not None and arr.ndim <= len(perm):
+                continue
+            return False
+        return True
+    return False
+
+
+def fan_out(graph: ir.Graph, node: ir.Node) -> bool:
+    """Give each consumer its own copy of a shared free Transpose, when every consumer will push it on."""
+    if not is_free_transpose(node):
+        return False
+    out = node.outputs[0]
+    users = out.uses()
+    perm = perm_of(node)
+    if perm is None or out.is_graph_output() or len(users) < 2 or len({id(u) for u, _ in users}) != len(users):
+        return False
+    if not all(_accepts_push(u, out, perm) for u, _ in users):
+        return False
+    for user, idx in list(users)[1:]:
+        copy = transpose_node(graph, node.inputs[0], perm, before=user)
+        user.replace_input_with(idx, copy.outputs[0])
+    return True
+
+
 RULES = (
     merge_transposes,
     cancel_unsqueeze,
@@ -401,6 +442,7 @@ RULES = (
     push_axis_ops,
     singleton_transpose,
     merge_reshapes,
+    fan_out,
 )
 
 
