@@ -185,6 +185,58 @@ class Translation:
     def unsupported(self, reason: str):
         raise NotExpressible(reason)
 
+    # -- ONNX semantics shared by every target ---------------------------------
+    def weight_and_bias(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """Conv-style constant weight (input 1) and bias (input 2); an all-zero bias is no bias."""
+        w = self.need_const(1, "the weight")
+        b = self.const(2) if self.has_input(2) else None
+        if self.has_input(2) and b is None:
+            self.unsupported("the bias must be a constant")
+        if b is not None and not np.any(b):
+            b = None  # exporters emit a zero bias for bias=False
+        return w, b
+
+    def following_bias(self, units: int) -> tuple[np.ndarray | None, ir.Node | None]:
+        """A lone ``Add`` of a constant ``(units,)`` vector after this node, foldable into a bias."""
+        add = self.only_consumer()
+        if add is None or add.op_type != "Add" or add.domain != "":
+            return None, None
+        other = add.inputs[1] if add.inputs[0] is self.node.outputs[0] else add.inputs[0]
+        arr = const_array(other)
+        if arr is None or arr.size != units or (arr.ndim > 1 and arr.shape[-1] != units):
+            return None, None
+        if add.outputs[0].shape != self.node.outputs[0].shape:
+            return None, None
+        return arr.reshape(units).astype(np.float32), add
+
+    def reduce_axes(self) -> list[int] | None:
+        """Sorted non-negative axes of a Reduce* node; None when it is a no-op."""
+        rank = len(self.shape(0))
+        axes = self.ints("axes")
+        if axes is None and self.has_input(1):
+            axes = self.need_const(1, "axes").tolist()
+        if not axes:
+            return None if self.int("noop_with_empty_axes", 0) else list(range(rank))
+        return sorted(a % rank for a in axes)
+
+    def slice_bounds(self) -> list[tuple[int, int, int, int]]:
+        """``(axis, start, stop, step)`` per sliced axis, clamped to the static input shape."""
+        shape = self.shape(0)
+        starts = self.need_const(1, "starts").tolist()
+        ends = self.need_const(2, "ends").tolist()
+        axes = self.const(3).tolist() if self.has_input(3) else list(range(len(starts)))
+        steps = self.const(4).tolist() if self.has_input(4) else [1] * len(starts)
+        bounds = []
+        for s, e, a, st in zip(starts, ends, axes, steps):
+            a %= len(shape)
+            n = shape[a]
+            if st <= 0:
+                self.unsupported("non-positive slice steps")
+            s = max(0, min(n, s + n if s < 0 else s))
+            e = max(0, min(n, e + n if e < 0 else e))
+            bounds.append((a, s, e, st))
+        return bounds
+
     # -- writing code -------------------------------------------------------
     def out(self, j: int = 0) -> str:
         return self.gen.var(self.node.outputs[j])

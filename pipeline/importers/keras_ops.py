@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..normalize.graph import PIN_IN, PIN_OUT, const_array, pin_role
+from ..normalize.graph import PIN_IN, PIN_OUT, pin_role
 from ..normalize.padding import same_pads
 from .codegen import Translation, layout_note, py_literal, registry, shape_literal
 
@@ -74,12 +74,7 @@ def _ints(values):
 @register("Conv")
 def conv(t: Translation) -> None:
     _channels_last(t)
-    w = t.need_const(1, "the weight")
-    b = t.const(2) if t.has_input(2) else None
-    if t.has_input(2) and b is None:
-        t.unsupported("the bias must be a constant")
-    if b is not None and not np.any(b):
-        b = None  # an all-zero bias is no bias (exporters emit one for bias=False)
+    w, b = t.weight_and_bias()
     nd = w.ndim - 2
     if nd not in (1, 2, 3):
         t.unsupported(f"{nd}-D convolution")
@@ -120,12 +115,7 @@ def conv(t: Translation) -> None:
 @register("ConvTranspose")
 def conv_transpose(t: Translation) -> None:
     _channels_last(t)
-    w = t.need_const(1, "the weight")
-    b = t.const(2) if t.has_input(2) else None
-    if t.has_input(2) and b is None:
-        t.unsupported("the bias must be a constant")
-    if b is not None and not np.any(b):
-        b = None
+    w, b = t.weight_and_bias()
     nd = w.ndim - 2
     if nd not in (1, 2, 3) or t.int("group", 1) != 1:
         t.unsupported("grouped or >3-D transposed convolution (Keras has none)")
@@ -272,24 +262,11 @@ def _dense(t: Translation, kernel_io: np.ndarray, bias, x: str, absorb=None) -> 
         t.absorb(absorb, name)
 
 
-def _bias_for(t: Translation, units: int):
-    add = t.only_consumer()
-    if add is None or add.op_type != "Add" or add.domain != "":
-        return None, None
-    other = add.inputs[1] if add.inputs[0] is t.node.outputs[0] else add.inputs[0]
-    arr = const_array(other)
-    if arr is None or arr.size != units or (arr.ndim > 1 and arr.shape[-1] != units):
-        return None, None
-    if add.outputs[0].shape != t.node.outputs[0].shape:
-        return None, None
-    return arr.reshape(units).astype(np.float32), add
-
-
 @register("MatMul")
 def matmul(t: Translation) -> None:
     w = t.const(1)
     if w is not None and w.ndim == 2 and t.const(0) is None:
-        bias, add = _bias_for(t, w.shape[1])
+        bias, add = t.following_bias(w.shape[1])
         _dense(t, w, bias, t.inp(0), add)
         return
     t.assign(f"ops.matmul({t.inp(0)}, {t.inp(1)})")
@@ -442,26 +419,14 @@ def split(t: Translation) -> None:
 @register("Slice")
 def slice_(t: Translation) -> None:
     shape = t.shape(0)
-    rank = len(shape)
-    starts = t.need_const(1, "starts").tolist()
-    ends = t.need_const(2, "ends").tolist()
-    axes = t.const(3).tolist() if t.has_input(3) else list(range(len(starts)))
-    steps = t.const(4).tolist() if t.has_input(4) else [1] * len(starts)
-    begin, size, strided = [0] * rank, list(shape), []
-    for s_, e, a, st in zip(starts, ends, axes, steps):
-        a %= rank
-        n = shape[a]
-        if st <= 0:
-            t.unsupported("non-positive slice steps")
-        s_ = max(0, min(n, s_ + n if s_ < 0 else s_))
-        e = max(0, min(n, e + n if e < 0 else e))
-        begin[a], size[a] = s_, max(0, e - s_)
-        if st != 1:
-            strided.append((a, st))
+    begin, size, strided = [0] * len(shape), list(shape), []
+    for a, start, stop, step in t.slice_bounds():
+        begin[a], size[a] = start, max(0, stop - start)
+        if step != 1:
+            strided.append((a, step))
     expr = f"ops.slice({t.inp(0)}, {tuple(begin)}, {tuple(size)})"
-    for a, st in strided:
-        count = len(range(0, size[a], st))
-        expr = f"ops.take({expr}, {list(range(0, size[a], st))[:count]}, axis={a})"
+    for a, step in strided:
+        expr = f"ops.take({expr}, {list(range(0, size[a], step))}, axis={a})"
     t.assign(expr)
 
 
@@ -490,16 +455,10 @@ _REDUCE = {
 
 @register(*_REDUCE)
 def reduce(t: Translation) -> None:
-    rank = len(t.shape(0))
-    axes = t.ints("axes")
-    if axes is None and t.has_input(1):
-        axes = t.need_const(1, "axes").tolist()
-    if not axes:
-        if t.int("noop_with_empty_axes", 0):
-            t.alias(t.inp(0))
-            return
-        axes = list(range(rank))
-    dims = sorted(a % rank for a in axes)
+    dims = t.reduce_axes()
+    if dims is None:
+        t.alias(t.inp(0))
+        return
     d = str(dims[0]) if len(dims) == 1 else str(tuple(dims))
     t.assign(_REDUCE[t.op].format(x=t.inp(0), d=d, k=bool(t.int("keepdims", 1))))
 
