@@ -10,7 +10,7 @@ from pathlib import Path
 STYLE = """body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:60em;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}
 th{background:#f3f3f3}.pass{color:#0a7a26;font-weight:600}.fail{color:#b00020;font-weight:600}
-code{background:#f5f5f5;padding:0 .2em}"""
+code{background:#f5f5f5;padding:0 .2em}img{max-width:100%}"""
 
 
 def _table(headers: list[str], rows: list[list]) -> str:
@@ -34,6 +34,7 @@ def _plot(nodes: list[dict]) -> str | None:
     errs = [max(n["max_abs_err"], 1e-12) for n in nodes]
     fig, ax = plt.subplots(figsize=(9, 3.2))
     ax.semilogy(range(len(errs)), errs, marker="o", ms=3)
+    ax.margins(x=0.03, y=0.15)
     bad = [i for i, n in enumerate(nodes) if not n["passed"]]
     if bad:
         ax.axvline(bad[0], color="#b00020", ls="--", lw=1, label=f"first divergence: {nodes[bad[0]]['onnx_node']}")
