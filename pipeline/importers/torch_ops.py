@@ -1,15 +1,19 @@
 """ONNX op -> PyTorch source, one small translator per op.
 
 Translators write native ``torch.nn`` modules where PyTorch has one (Conv,
-Linear, BatchNorm, pooling) and plain tensor expressions otherwise.  ONNX is
+Linear, BatchNorm, pooling, Upsample, padding) and plain tensor expressions
+otherwise.  ONNX is
 channels-first like PyTorch, so no layout work happens here: the normalize
 passes already made every Transpose explicit.
 """
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
+from ..normalize.graph import const_array, static_shape
 from .codegen import Translation, layout_note, py_literal, registry, shape_literal
 
 OPS, register = registry()
@@ -20,21 +24,28 @@ DTYPE_NAMES = {
 }
 
 
+def _shape_args(shape) -> str:
+    """``(2, 3)`` for ``x.reshape(2, 3)``; ``(())`` for a scalar, as ``x.reshape()`` is an error."""
+    return shape_literal(shape) if len(shape) else "(())"
+
+
 def _tuple_or_int(values) -> str:
     values = [int(v) for v in values]
     return str(values[0]) if len(set(values)) == 1 else str(tuple(values))
 
 
 def conv_padding(pads, kernel, strides, dilations):
-    """(``padding=`` text or None, explicit (begin, end) pairs for a pad module or None)."""
+    """(``padding=`` text or None, explicit (begin, end) pairs for a pad module or None).
+
+    Symmetric pads become ``padding=``; asymmetric ones (TF "same" with an even
+    kernel or a stride) an explicit ``nn.ZeroPadNd`` before the conv.  PyTorch's
+    ``padding="same"`` would be exact for stride 1 too, but it warns at run time
+    that it copies the input for even kernels, and it hides where the odd pixel goes.
+    """
     nd = len(kernel)
     begins, ends = pads[:nd], pads[nd:]
     if begins == ends:
         return (None if not any(begins) else _tuple_or_int(begins)), None
-    same = [(d * (k - 1)) // 2 for k, d in zip(kernel, dilations)]
-    same_end = [d * (k - 1) - b for k, d, b in zip(kernel, dilations, same)]
-    if all(s == 1 for s in strides) and begins == same and ends == same_end:
-        return '"same"', None
     return None, list(zip(begins, ends))
 
 
@@ -46,19 +57,67 @@ def torch_pad_order(pairs) -> tuple[int, ...]:
     return tuple(flat)
 
 
+_GENERATED = re.compile(r"[A-Z]\w*__\d+")  # tf2onnx's own node names: Conv__163, Resize__9
+
+
+def _hint(t: Translation) -> str:
+    """The module's name: the layer's, else a Keras layer named by a neighbour, else the op's."""
+    hint = t.layer_hint()
+    if not _GENERATED.fullmatch(hint):
+        return hint
+    near = [v.name for v in t.node.inputs[:1] if v is not None]
+    near += [u.name for v in t.node.outputs for u in v.consumers()]
+    for name in near:
+        parts = [p for p in (name or "").split("/") if p]
+        if len(parts) > 2:
+            return parts[1]
+    return t.op.lower()
+
+
 def _module(t: Translation, ctor: str, weights: dict | None = None, hint: str | None = None) -> str:
-    return t.gen.add_module(hint or t.layer_hint(), ctor, weights or {})
+    return t.gen.add_module(hint or _hint(t), ctor, weights or {})
 
 
 def _pad_first(t: Translation, x: str, pairs, nd: int, value: float | None = None) -> str:
     order = torch_pad_order(pairs)
     if value is None:
-        mod = _module(t, f"nn.ZeroPad{nd}d({order})", hint=t.layer_hint() + "_pad")
+        mod = _module(t, f"nn.ZeroPad{nd}d({order})", hint=_hint(t) + "_pad")
     else:
-        mod = _module(t, f"nn.ConstantPad{nd}d({order}, {py_literal(np.float32(value))})", hint=t.layer_hint() + "_pad")
-    name = t.gen.names.take(t.layer_hint() + "_padded")
+        mod = _module(t, f"nn.ConstantPad{nd}d({order}, {py_literal(np.float32(value))})", hint=_hint(t) + "_pad")
+    name = t.gen.names.take(_hint(t) + "_padded")
     t.gen.emit(f"{name} = self.{mod}({x})", "asymmetric padding, made explicit")
     return name
+
+
+def transpose_padding(begins, ends, outpad, strides, dilations):
+    """ONNX ConvTranspose (pads, output_padding) -> PyTorch (padding, output_padding, crop pairs).
+
+    Per axis ONNX keeps ``[b, full + op - e)`` of the full transposed convolution
+    (negative pads, as tf2onnx writes for Keras ``output_padding``, extend it).
+    PyTorch keeps ``[p, full + op_t - p)`` with ``op_t < max(stride, dilation)``;
+    whatever PyTorch keeps beyond ONNX is cropped from the output.  None if a
+    begin pad is negative or the extension needs too much output_padding.
+    """
+    padding, out_pad, crop = [], [], []
+    for b, e, op, s, d in zip(begins, ends, outpad, strides, dilations):
+        net_end = e - op  # what ONNX removes at the end, net of its output_padding
+        limit = max(s, d)
+        p = max(0, min(b, net_end + limit - 1))
+        op_t = max(0, p - net_end)
+        if b < 0 or op_t >= limit:
+            return None
+        padding.append(p)
+        out_pad.append(op_t)
+        crop.append((b - p, op_t - p + net_end))
+    return padding, out_pad, crop
+
+
+def _crop_index(crop) -> str:
+    """``[:, :, 1:, :-1]`` for (begin, end) crops of the spatial axes of an NC... tensor."""
+    parts = [":", ":"] + [f"{bg or ''}:{-en if en else ''}" for bg, en in crop]
+    while parts[-1] == ":":
+        parts.pop()
+    return ", ".join(parts)
 
 
 @register("Conv", "ConvTranspose")
@@ -88,20 +147,22 @@ def conv(t: Translation) -> None:
     if any(s != 1 for s in strides):
         args.append(f"stride={_tuple_or_int(strides)}")
     x = t.inp(0)
+    crop = []
     if transposed:
         if t.ints("output_shape") is not None:
             t.unsupported("ConvTranspose with output_shape")
         outpad = t.ints("output_padding", [0] * nd)
-        begins, ends = pads[:nd], pads[nd:]
-        # PyTorch crops `padding` from both ends; extra end cropping becomes output_padding < 0,
-        # which PyTorch cannot express: crop the output explicitly instead.
-        sym = [min(bg, en) for bg, en in zip(begins, ends)]
-        if any(sym):
-            args.append(f"padding={_tuple_or_int(sym)}")
-        if any(outpad):
-            args.append(f"output_padding={_tuple_or_int(outpad)}")
-        crop = [(bg - s, en - s) for bg, en, s in zip(begins, ends, sym)]
+        found = transpose_padding(pads[:nd], pads[nd:], outpad, strides, dil)
+        if found is None:
+            t.unsupported(f"ConvTranspose pads {pads} with output_padding {outpad}")
+        padding, out_pad, crop = found
+        if any(padding):
+            args.append(f"padding={_tuple_or_int(padding)}")
+        if any(out_pad):
+            args.append(f"output_padding={_tuple_or_int(out_pad)}")
     else:
+        if any(p < 0 for p in pads):
+            t.unsupported(f"negative pads {pads}")
         padding, pairs = conv_padding(pads, kernel, strides, dil)
         if pairs is not None:
             x = _pad_first(t, x, pairs, nd)
@@ -115,13 +176,56 @@ def conv(t: Translation) -> None:
         args.append("bias=False")
     kind = "ConvTranspose" if transposed else "Conv"
     mod = _module(t, f"nn.{kind}{nd}d({', '.join(args)})", {"weight": w, "bias": b})
-    if transposed and any(c for pair in crop for c in pair):
+    if any(c for pair in crop for c in pair):
         y = t.gen.names.take(mod + "_full")
         t.gen.emit(f"{y} = self.{mod}({x})")
-        index = ", ".join([":", ":"] + [f"{bg}:{(-en) if en else ''}" for bg, en in crop])
-        t.assign(f"{y}[{index}]", comment="asymmetric padding: crop the extra end")
+        t.assign(f"{y}[{_crop_index(crop)}]", comment="asymmetric padding: crop the extra end")
     else:
         t.assign(f"self.{mod}({x})")
+
+
+def torch_pool_len(n: int, k: int, s: int, p: int, d: int, ceil: bool) -> int:
+    """Output length of a PyTorch pooling layer (its documented formula, ceil rule included)."""
+    span = n + 2 * p - d * (k - 1) - 1
+    out = (-(-span // s) if ceil else span // s) + 1
+    if ceil and (out - 1) * s >= n + p:
+        out -= 1  # PyTorch drops a last window that would start in the end padding
+    return out
+
+
+def _ceil_pads_fit(t: Translation, shape, kernel, strides, begins, ends, dil) -> bool:
+    """Whether ``padding=begins, ceil_mode=True`` gives ONNX's windows for end pads ``ends``.
+
+    Window ``i`` starts at ``i * stride - begin`` in both; PyTorch clips a window that
+    runs past the input, so only the window count must match.
+    """
+    if not all(0 <= bg <= en and bg <= k // 2 for bg, en, k in zip(begins, ends, kernel)):
+        return False
+    out = t.out_shape()[2:]
+    return all(torch_pool_len(n, k, s, bg, d, True) == o
+               for n, k, s, bg, d, o in zip(shape, kernel, strides, begins, dil, out))
+
+
+def _valid_counts(shape, kernel, strides, begins, out) -> np.ndarray:
+    """Per output position, how many input (not padding) elements its window covers."""
+    total = np.ones((1, 1) + (1,) * len(shape), np.float32)
+    for axis, (n, k, s, bg, o) in enumerate(zip(shape, kernel, strides, begins, out)):
+        starts = np.arange(o) * s - bg
+        count = np.minimum(starts + k, n) - np.maximum(starts, 0)
+        view = [1] * (len(shape) + 2)
+        view[axis + 2] = o
+        total = total * count.astype(np.float32).reshape(view)
+    return total
+
+
+def _buffer(t: Translation, hint: str, arr: np.ndarray) -> str:
+    """A constant tensor saved with the weights: ``self.<name>``."""
+    gen = t.gen
+    attr = gen.layer_names.take(hint)
+    gen.names.used.add(attr)
+    gen.buffers.append((attr, arr))
+    gen.state[attr] = np.ascontiguousarray(arr)
+    return f"self.{attr}"
 
 
 @register("MaxPool", "AveragePool")
@@ -136,20 +240,39 @@ def pool(t: Translation) -> None:
     ceil = t.int("ceil_mode", 0)
     if t.str("auto_pad", "NOTSET") != "NOTSET":
         t.unsupported("auto_pad with an unknown input shape")
+    if nd not in (1, 2, 3):
+        t.unsupported(f"{nd}-D pooling")
+    is_max = t.op == "MaxPool"
+    include_pad = bool(t.int("count_include_pad", 0))
+    if not is_max and any(d != 1 for d in dil):
+        t.unsupported("dilated average pooling")
     args = [f"kernel_size={_tuple_or_int(kernel)}", f"stride={_tuple_or_int(strides)}"]
     begins, ends = pads[:nd], pads[nd:]
     x = t.inp(0)
-    is_max = t.op == "MaxPool"
-    fits = all(b <= k // 2 for b, k in zip(begins, kernel))
-    if begins == ends and fits:
+    rescale = None
+    if begins == ends and all(bg <= k // 2 for bg, k in zip(begins, kernel)):
         if any(begins):
             args.append(f"padding={_tuple_or_int(begins)}")
+            if not is_max:
+                args.append(f"count_include_pad={include_pad}")
+    elif not ceil and (is_max or not include_pad) and _ceil_pads_fit(t, t.shape(0)[2:], kernel, strides,
+                                                                        begins, ends, dil):
+        # TF "same" pooling: the extra end padding becomes PyTorch's ceil_mode windows,
+        # which PyTorch clips to the input (and averages over what is left).
+        if any(begins):
+            args.append(f"padding={_tuple_or_int(begins)}")
+        args.append("ceil_mode=True")
+        if not is_max:
+            args.append("count_include_pad=False")
     elif is_max:
         x = _pad_first(t, x, list(zip(begins, ends)), nd, value=float("-inf"))
-    elif t.int("count_include_pad", 0):
-        x = _pad_first(t, x, list(zip(begins, ends)), nd)
     else:
-        t.unsupported("average pooling with asymmetric padding excluded from the mean")
+        if ceil and not include_pad:
+            t.unsupported("ceil_mode average pooling with asymmetric padding excluded from the mean")
+        x = _pad_first(t, x, list(zip(begins, ends)), nd)
+        if not include_pad:  # the zero-padded mean divides by the whole window; TF by its real part
+            counts = _valid_counts(t.shape(0)[2:], kernel, strides, begins, t.out_shape()[2:])
+            rescale = _buffer(t, _hint(t) + "_rescale", float(np.prod(kernel)) / counts)
     if ceil:
         args.append("ceil_mode=True")
     if is_max:
@@ -157,13 +280,12 @@ def pool(t: Translation) -> None:
             args.append(f"dilation={_tuple_or_int(dil)}")
         ctor = f"nn.MaxPool{nd}d({', '.join(args)})"
     else:
-        if any(d != 1 for d in dil):
-            t.unsupported("dilated average pooling")
-        if any(begins) and begins == ends:
-            args.append(f"count_include_pad={bool(t.int('count_include_pad', 0))}")
         ctor = f"nn.AvgPool{nd}d({', '.join(args)})"
-    mod = _module(t, ctor, hint=t.layer_hint())
-    t.assign(f"self.{mod}({x})")
+    mod = _module(t, ctor)
+    if rescale is None:
+        t.assign(f"self.{mod}({x})")
+    else:
+        t.assign(f"self.{mod}({x}) * {rescale}", comment="mean over the unpadded part of each window")
 
 
 @register("GlobalAveragePool", "GlobalMaxPool")
@@ -203,25 +325,60 @@ def _linear(t: Translation, weight_oi: np.ndarray, bias: np.ndarray | None, x: s
         t.absorb(out_node, name)
 
 
-def _bias_for(t: Translation, out_features: int):
+def _bias_for(t: Translation, out_features: int, node=None):
     """A following ``Add`` of a constant vector that can become the Linear's bias."""
-    add = t.only_consumer()
+    node = node or t.node
+    users = node.outputs[0].consumers()
+    add = users[0] if len(users) == 1 and not node.outputs[0].is_graph_output() else None
     if add is None or add.op_type != "Add" or add.domain != "":
         return None, None
-    other = add.inputs[1] if add.inputs[0] is t.node.outputs[0] else add.inputs[0]
-    from ..normalize.graph import const_array
-
+    other = add.inputs[1] if add.inputs[0] is node.outputs[0] else add.inputs[0]
     arr = const_array(other)
     if arr is None or arr.size != out_features or (arr.ndim > 1 and arr.shape[-1] != out_features):
         return None, None
-    if add.outputs[0].shape != t.node.outputs[0].shape:
+    if add.outputs[0].shape != node.outputs[0].shape:
         return None, None
     return arr.reshape(out_features).astype(np.float32), add
+
+
+def _linear_nd(node):
+    """``Reshape(x, (-1, K)) -> MatMul(W) -> Reshape(back)``: a Linear on ``x`` itself.
+
+    tf2onnx writes a Keras Dense on an N-D input this way; ``nn.Linear`` acts on
+    the last axis of any tensor, so the two reshapes disappear.  Returns the
+    original input and the reshape back, or None.
+    """
+    w = const_array(node.inputs[1]) if node.op_type == "MatMul" else None
+    flat = node.inputs[0].producer()
+    if w is None or w.ndim != 2 or flat is None or flat.op_type != "Reshape":
+        return None
+    if len(flat.outputs[0].consumers()) != 1 or flat.outputs[0].is_graph_output():
+        return None
+    x = flat.inputs[0]
+    shape, flat_shape = static_shape(x), static_shape(flat.outputs[0])
+    if shape is None or len(shape) < 3 or shape[-1] != w.shape[0]:
+        return None
+    if flat_shape != (int(np.prod(shape[:-1])), w.shape[0]):
+        return None
+    users = node.outputs[0].consumers()
+    if len(users) != 1 or node.outputs[0].is_graph_output() or users[0].op_type != "Reshape":
+        return None
+    if static_shape(users[0].outputs[0]) != tuple(shape[:-1]) + (w.shape[1],):
+        return None
+    return x, users[0]
 
 
 @register("MatMul")
 def matmul(t: Translation) -> None:
     w = t.const(1)
+    nd = _linear_nd(t.node)
+    if nd is not None:
+        x, back = nd
+        bias, add = _bias_for(t, w.shape[1], back)
+        _linear(t, np.ascontiguousarray(w.T), bias, t.gen.expr(x), add or back)
+        if add is not None:
+            t.absorb(back, t.gen.values[add.outputs[0]])
+        return
     if w is not None and w.ndim == 2 and t.const(0) is None:
         bias, add = _bias_for(t, w.shape[1])
         _linear(t, np.ascontiguousarray(w.T), bias, t.inp(0), add)
@@ -258,6 +415,13 @@ _COMPARE = {"Equal": "==", "Greater": ">", "Less": "<", "GreaterOrEqual": ">=", 
 @register(*_BINARY, *_COMPARE)
 def binary(t: Translation) -> None:
     sym = _BINARY.get(t.op) or _COMPARE[t.op]
+    for i in ((0, 1) if t.op == "Mul" else (1,) if t.op == "Div" else ()):
+        one = t.const(i)
+        other = t.node.inputs[1 - i]
+        if (one is not None and one.size == 1 and float(one.reshape(())) == 1.0 and other.dtype == t.out_dtype()
+                and static_shape(other) is not None and static_shape(other) == static_shape(t.node.outputs[0])):
+            t.alias(t.inp(1 - i))
+            return
     a, b = t.inp(0), t.inp(1)
     if t.op == "Div" and np.issubdtype(_np_dtype(t), np.integer):
         t.assign(f"torch.div({a}, {b}, rounding_mode='trunc')")
@@ -281,6 +445,11 @@ def nary(t: Translation) -> None:
         if t.op == "Mean":
             expr = f"({expr}) / {len(names)}"
         t.assign(expr)
+        return
+    scalars = [i for i in range(len(names)) if t.const(i) is not None and t.const(i).ndim == 0]
+    if len(names) == 2 and len(scalars) == 1 and t.const(1 - scalars[0]) is None:
+        x, bound = names[1 - scalars[0]], names[scalars[0]]
+        t.assign(f"torch.clamp({x}, {'min' if t.op == 'Max' else 'max'}={bound})")
         return
     fn = "torch.maximum" if t.op == "Max" else "torch.minimum"
     expr = names[0]
@@ -391,7 +560,11 @@ def transpose(t: Translation) -> None:
 
 @register("Reshape")
 def reshape(t: Translation) -> None:
-    t.assign(f"{t.inp(0)}.reshape{shape_literal(t.out_shape())}")
+    users = t.node.outputs[0].consumers()
+    if len(users) == 1 and _linear_nd(users[0]) is not None:
+        t.alias(f"{t.inp(0)}.reshape{_shape_args(t.out_shape())}")  # unused: the Linear takes the N-D input
+        return
+    t.assign(f"{t.inp(0)}.reshape{_shape_args(t.out_shape())}")
 
 
 @register("Flatten")
@@ -400,12 +573,12 @@ def flatten(t: Translation) -> None:
     if axis == 1:
         t.assign(f"torch.flatten({t.inp(0)}, 1)")
     else:
-        t.assign(f"{t.inp(0)}.reshape{shape_literal(t.out_shape())}")
+        t.assign(f"{t.inp(0)}.reshape{_shape_args(t.out_shape())}")
 
 
 @register("Squeeze", "Unsqueeze")
 def squeeze(t: Translation) -> None:
-    t.assign(f"{t.inp(0)}.reshape{shape_literal(t.out_shape())}")
+    t.assign(f"{t.inp(0)}.reshape{_shape_args(t.out_shape())}")
 
 
 @register("Concat")
@@ -437,7 +610,7 @@ def slice_(t: Translation) -> None:
             t.unsupported("negative slice steps")
         s = max(0, min(n, s + n if s < 0 else s))
         e = max(0, min(n, e + n if e < 0 else e))
-        index[a] = f"{s}:{e}" + (f":{st}" if st != 1 else "")
+        index[a] = f"{s or ''}:{e if e != n else ''}" + (f":{st}" if st != 1 else "")
     while index and index[-1] == ":":
         index.pop()
     t.assign(f"{t.inp(0)}[{', '.join(index) or '...'}]")
@@ -452,7 +625,7 @@ def gather(t: Translation) -> None:
     if idx is not None and idx.ndim == 0:
         t.assign(f"{t.inp(0)}[{prefix}{int(idx) % t.shape(0)[axis]}]")
         return
-    t.assign(f"torch.index_select({t.inp(0)}, {axis}, {t.inp(1)}.reshape(-1)).reshape{shape_literal(t.out_shape())}")
+    t.assign(f"torch.index_select({t.inp(0)}, {axis}, {t.inp(1)}.reshape(-1)).reshape{_shape_args(t.out_shape())}")
 
 
 _REDUCE = {
@@ -551,3 +724,71 @@ def einsum(t: Translation) -> None:
 @register("PRelu")
 def prelu(t: Translation) -> None:
     t.assign(f"torch.where({t.inp(0)} >= 0, {t.inp(0)}, {t.inp(0)} * {t.inp(1)})")
+
+
+_NEAREST = {  # (coordinate_transformation_mode, nearest_mode) -> PyTorch mode
+    ("asymmetric", "floor"): "nearest",  # src = floor(dst / scale)
+    ("half_pixel", "round_prefer_ceil"): "nearest-exact",  # src = floor((dst + 0.5) / scale)
+    ("tf_half_pixel_for_nn", "floor"): "nearest-exact",
+}
+_LINEAR = {3: "linear", 4: "bilinear", 5: "trilinear"}
+
+
+@register("Resize", "Upsample")
+def resize(t: Translation) -> None:
+    shape, out = t.shape(0), t.out_shape()
+    rank = len(shape)
+    if rank not in (3, 4, 5) or tuple(out[:2]) != tuple(shape[:2]):
+        t.unsupported("resizing other axes than the spatial ones of an (N, C, ...) tensor")
+    if t.ints("axes") is not None and sorted(a % rank for a in t.ints("axes")) != list(range(2, rank)):
+        t.unsupported("Resize axes other than the spatial ones")
+    if t.str("keep_aspect_ratio_policy", "stretch") != "stretch":
+        t.unsupported("keep_aspect_ratio_policy")
+    mode = t.str("mode", "nearest")
+    old_style = t.op == "Upsample" or len(t.node.inputs) == 2  # Upsample, Resize-10: (X, scales), asymmetric
+    coord = t.str("coordinate_transformation_mode", "asymmetric" if old_style else "half_pixel")
+    scales_at = 1 if old_style else 2
+    scales = t.const(scales_at) if t.has_input(scales_at) else None
+    if scales is not None and scales.size == 0:
+        scales = None
+    if scales is None and not (t.has_input(3) and t.const(3) is not None):
+        t.unsupported("scales or sizes must be constants")
+    spatial_scales = None if scales is None else [float(v) for v in scales.reshape(-1)[-(rank - 2):]]
+    if spatial_scales is not None:
+        products = [n * sc for n, sc in zip(shape[2:], spatial_scales)]
+        integral = all(sc.is_integer() for sc in spatial_scales)
+        if not integral and all(abs(p - o) < 1e-3 for p, o in zip(products, out[2:])):
+            spatial_scales = None  # the scales are float32 roundings of out / in: say the size
+        elif any(int(p) != o for p, o in zip(products, out[2:])):
+            t.unsupported("scales that do not give the output shape")
+    if t.int("antialias", 0) and any(o < n for n, o in zip(shape[2:], out[2:])):
+        t.unsupported("antialiased downscaling")
+    args = []
+    if mode == "nearest":
+        rounding = t.str("nearest_mode", "round_prefer_floor")
+        torch_mode = _NEAREST.get((coord, rounding))
+        if torch_mode is None:
+            t.unsupported(f"nearest resize with {coord} coordinates and {rounding} rounding")
+    elif mode in ("linear", "cubic"):
+        if mode == "cubic" and (rank != 4 or abs(t.float("cubic_coeff_a", -0.75) + 0.75) > 1e-6
+                                or t.int("exclude_outside", 0)):
+            t.unsupported("cubic resize other than PyTorch's (2-D, a=-0.75, exclude_outside=0)")
+        torch_mode = _LINEAR[rank] if mode == "linear" else "bicubic"
+        if coord == "align_corners":
+            args.append("align_corners=True")
+        elif not (coord == "half_pixel" or (coord == "pytorch_half_pixel" and min(out[2:]) > 1)):
+            t.unsupported(f"{mode} resize with {coord} coordinates")
+    else:
+        t.unsupported(f"resize mode {mode}")
+    if spatial_scales is not None:  # PyTorch then maps coordinates with 1 / scale, as ONNX does
+        size = f"scale_factor={_tuple_or_float(spatial_scales)}"
+    else:
+        size = f"size={_tuple_or_int(out[2:])}"
+    args = [size, f'mode="{torch_mode}"', *args]
+    mod = _module(t, f"nn.Upsample({', '.join(args)})")
+    t.assign(f"self.{mod}({t.inp(0)})")
+
+
+def _tuple_or_float(values) -> str:
+    values = [float(v) for v in values]
+    return repr(values[0]) if len(set(values)) == 1 else repr(tuple(values))
