@@ -196,16 +196,19 @@ class Translation:
             b = None  # exporters emit a zero bias for bias=False
         return w, b
 
-    def following_bias(self, units: int) -> tuple[np.ndarray | None, ir.Node | None]:
-        """A lone ``Add`` of a constant ``(units,)`` vector after this node, foldable into a bias."""
-        add = self.only_consumer()
+    def following_bias(self, units: int, node: ir.Node | None = None) -> tuple[np.ndarray | None, ir.Node | None]:
+        """A lone ``Add`` of a constant ``(units,)`` vector after ``node`` (default: this node), foldable into a bias."""
+        node = node or self.node
+        out = node.outputs[0]
+        users = out.consumers()
+        add = users[0] if len(users) == 1 and not out.is_graph_output() else None
         if add is None or add.op_type != "Add" or add.domain != "":
             return None, None
-        other = add.inputs[1] if add.inputs[0] is self.node.outputs[0] else add.inputs[0]
+        other = add.inputs[1] if add.inputs[0] is out else add.inputs[0]
         arr = const_array(other)
         if arr is None or arr.size != units or (arr.ndim > 1 and arr.shape[-1] != units):
             return None, None
-        if add.outputs[0].shape != self.node.outputs[0].shape:
+        if add.outputs[0].shape != out.shape:
             return None, None
         return arr.reshape(units).astype(np.float32), add
 

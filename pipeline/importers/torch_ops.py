@@ -122,12 +122,7 @@ def _crop_index(crop) -> str:
 
 @register("Conv", "ConvTranspose")
 def conv(t: Translation) -> None:
-    w = t.need_const(1, "the weight")
-    b = t.const(2) if t.has_input(2) else None
-    if t.has_input(2) and b is None:
-        t.unsupported("the bias must be a constant")
-    if b is not None and not np.any(b):
-        b = None  # an all-zero bias is no bias (exporters emit one for bias=False)
+    w, b = t.weight_and_bias()
     nd = w.ndim - 2
     if nd not in (1, 2, 3):
         t.unsupported(f"{nd}-D convolution")
@@ -325,22 +320,6 @@ def _linear(t: Translation, weight_oi: np.ndarray, bias: np.ndarray | None, x: s
         t.absorb(out_node, name)
 
 
-def _bias_for(t: Translation, out_features: int, node=None):
-    """A following ``Add`` of a constant vector that can become the Linear's bias."""
-    node = node or t.node
-    users = node.outputs[0].consumers()
-    add = users[0] if len(users) == 1 and not node.outputs[0].is_graph_output() else None
-    if add is None or add.op_type != "Add" or add.domain != "":
-        return None, None
-    other = add.inputs[1] if add.inputs[0] is node.outputs[0] else add.inputs[0]
-    arr = const_array(other)
-    if arr is None or arr.size != out_features or (arr.ndim > 1 and arr.shape[-1] != out_features):
-        return None, None
-    if add.outputs[0].shape != node.outputs[0].shape:
-        return None, None
-    return arr.reshape(out_features).astype(np.float32), add
-
-
 def _linear_nd(node):
     """``Reshape(x, (-1, K)) -> MatMul(W) -> Reshape(back)``: a Linear on ``x`` itself.
 
@@ -374,13 +353,13 @@ def matmul(t: Translation) -> None:
     nd = _linear_nd(t.node)
     if nd is not None:
         x, back = nd
-        bias, add = _bias_for(t, w.shape[1], back)
+        bias, add = t.following_bias(w.shape[1], back)
         _linear(t, np.ascontiguousarray(w.T), bias, t.gen.expr(x), add or back)
         if add is not None:
             t.absorb(back, t.gen.values[add.outputs[0]])
         return
     if w is not None and w.ndim == 2 and t.const(0) is None:
-        bias, add = _bias_for(t, w.shape[1])
+        bias, add = t.following_bias(w.shape[1])
         _linear(t, np.ascontiguousarray(w.T), bias, t.inp(0), add)
         return
     t.assign(f"torch.matmul({t.inp(0)}, {t.inp(1)})")
@@ -598,19 +577,9 @@ def split(t: Translation) -> None:
 @register("Slice")
 def slice_(t: Translation) -> None:
     shape = t.shape(0)
-    starts = t.need_const(1, "starts").tolist()
-    ends = t.need_const(2, "ends").tolist()
-    axes = t.const(3).tolist() if t.has_input(3) else list(range(len(starts)))
-    steps = t.const(4).tolist() if t.has_input(4) else [1] * len(starts)
     index = [":"] * len(shape)
-    for s, e, a, st in zip(starts, ends, axes, steps):
-        a %= len(shape)
-        n = shape[a]
-        if st < 0:
-            t.unsupported("negative slice steps")
-        s = max(0, min(n, s + n if s < 0 else s))
-        e = max(0, min(n, e + n if e < 0 else e))
-        index[a] = f"{s or ''}:{e if e != n else ''}" + (f":{st}" if st != 1 else "")
+    for a, start, stop, step in t.slice_bounds():
+        index[a] = f"{start or ''}:{stop if stop != shape[a] else ''}" + (f":{step}" if step != 1 else "")
     while index and index[-1] == ":":
         index.pop()
     t.assign(f"{t.inp(0)}[{', '.join(index) or '...'}]")
@@ -640,18 +609,11 @@ _REDUCE = {
 
 @register(*_REDUCE)
 def reduce(t: Translation) -> None:
-    rank = len(t.shape(0))
-    axes = t.ints("axes")
-    if axes is None and t.has_input(1):
-        axes = t.need_const(1, "axes").tolist()
-    if not axes:
-        if t.int("noop_with_empty_axes", 0):
-            t.alias(t.inp(0))
-            return
-        axes = list(range(rank))
-    dims = tuple(sorted(a % rank for a in axes))
-    keep = bool(t.int("keepdims", 1))
-    t.assign(_REDUCE[t.op].format(x=t.inp(0), d=dims, k=keep))
+    dims = t.reduce_axes()
+    if dims is None:
+        t.alias(t.inp(0))
+        return
+    t.assign(_REDUCE[t.op].format(x=t.inp(0), d=tuple(dims), k=bool(t.int("keepdims", 1))))
 
 
 @register("Cast")
