@@ -46,5 +46,8 @@ test: setup
 test-slow: setup
 	$(PY) -m pytest -q -m slow $(ARGS)
 
+bench: setup
+	$(PY) bench/compare_onnx2tf.py
+
 clean:
 	rm -rf build .pytest_cache

@@ -277,3 +277,25 @@ SHAPES = {
     "transformer": {"ids": ((2, 12), "int64")},
     "vit_stem": {"x": (2, 3, 16, 16)},
 }
+
+
+class ConvNeXtT(nn.Module):
+    """ConvNeXt-T sized (depths 3-3-9-3, widths 96-192-384-768; 28 M parameters).  (N, 3, 224, 224) -> (N, 1000)."""
+
+    def __init__(self, depths=(3, 3, 9, 3), dims=(96, 192, 384, 768), classes=1000):
+        super().__init__()
+        self.downsample = nn.ModuleList([nn.Sequential(nn.Conv2d(3, dims[0], 4, 4), ChannelsFirstLayerNorm(dims[0]))])
+        for i in range(3):
+            self.downsample.append(nn.Sequential(ChannelsFirstLayerNorm(dims[i]), nn.Conv2d(dims[i], dims[i + 1], 2, 2)))
+        self.stages = nn.ModuleList(nn.Sequential(*[ConvNeXtBlock(d) for _ in range(n)]) for n, d in zip(depths, dims))
+        self.norm = nn.LayerNorm(dims[-1])
+        self.head = nn.Linear(dims[-1], classes)
+
+    def forward(self, x):
+        for down, stage in zip(self.downsample, self.stages):
+            x = stage(down(x))
+        return self.head(self.norm(x.mean((-2, -1))))
+
+
+def convnext_t():
+    return _randomize(ConvNeXtT())

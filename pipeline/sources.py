@@ -150,6 +150,9 @@ def _keras_source(model, name: str, origin: str, specs: list[InputSpec]) -> Sour
     if not model_inputs:
         raise BadInput(f"{origin}: the Keras model has no defined inputs (build it with keras.Input)")
     names = [_keras_input_name(t) for t in model_inputs]
+    if len(specs) == 1 and len(names) == 1 and specs[0].name != names[0]:
+        # One input: unambiguous.  (Keras renames auto-named inputs per build: input_layer_1, ...)
+        specs = [InputSpec(names[0], specs[0].shape, specs[0].dtype)]
     if specs:
         _check_names(specs, names, origin)
         by_name = {s.name: s for s in specs}
