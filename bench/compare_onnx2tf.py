@@ -68,7 +68,8 @@ def main() -> int:
         "pipeline_max_rel_err": ours.report["parity"]["outputs"][0]["max_rel_err"],
         "onnx2tf_s": theirs_s,
         "onnx2tf_exit_code": rc,
-        "ratio": round(theirs_s / ours_s, 1) if ours_s else None,
+        # A time ratio means something only if onnx2tf produced a model.
+        "ratio": round(theirs_s / ours_s, 1) if ours_s and rc == 0 else None,
         "dynamo_file": {"pipeline_parity": ours_dyn.report["parity"]["passed"],
                         "pipeline_onnx_to_keras_s": round(ours_dyn.report["timings_s"]["normalize"]
                                                           + ours_dyn.report["timings_s"]["import"], 2),
@@ -78,7 +79,7 @@ def main() -> int:
     d = row["dynamo_file"]
     print("| ONNX file | pipeline ONNX->Keras s (parity) | onnx2tf s (exit code) | onnx2tf / pipeline |")
     print("| --- | --- | --- | --- |")
-    print(f"| TorchScript export, opset 17 | {ours_s} ({'pass' if row['pipeline_parity'] else 'FAIL'}) | {theirs_s} ({rc}) | {row['ratio']}x |")
+    print(f"| TorchScript export, opset 17 | {ours_s} ({'pass' if row['pipeline_parity'] else 'FAIL'}) | {theirs_s} ({rc}) | {str(row['ratio']) + 'x' if row['ratio'] else 'onnx2tf failed'} |")
     print(f"| dynamo export (pipeline's own) | {d['pipeline_onnx_to_keras_s']} ({'pass' if d['pipeline_parity'] else 'FAIL'}) | {d['onnx2tf_s']} ({d['onnx2tf_exit_code']}) | - |")
     return 0
 
