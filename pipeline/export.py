@@ -77,6 +77,7 @@ def _tf2onnx(fn, specs, path: Path, opset: int | None, output_names: list[str]) 
 
     model = ir.from_proto(proto)
     _rename_outputs(model.graph, output_names)
+    _erfc_to_erf(model.graph)
     ir.save(model, str(path))
 
 
@@ -99,6 +100,30 @@ def _export_savedmodel(source: Source, path: Path, opset: int | None) -> None:
         return [out[k] for k in keys]
 
     _tf2onnx(call, source.inputs, path, opset, keys)
+
+
+def _erfc_to_erf(graph) -> None:
+    """tf2onnx passes TensorFlow's ``Erfc`` (Keras' exact gelu) through as an ONNX node,
+    but ONNX has no Erfc: write it as ``1 - Erf(x)`` so the exported file is valid ONNX."""
+    import numpy as np
+    import onnx_ir as ir
+
+    for node in [n for n in graph if n.op_type == "Erfc" and n.domain == ""]:
+        x, out = node.inputs[0], node.outputs[0]
+        dtype = x.dtype.numpy() if x.dtype is not None else np.float32  # tf2onnx leaves some types unset
+        one = ir.Value(name=f"{node.name}_one", const_value=ir.tensor(np.array(1.0, dtype=dtype)))
+        one.dtype, one.shape = ir.DataType.from_numpy(np.dtype(dtype)), ir.Shape([])
+        graph.register_initializer(one)
+        erf = ir.node("Erf", [x], name=f"{node.name}_erf")
+        sub = ir.node("Sub", [one, erf.outputs[0]], name=f"{node.name}_one_minus")
+        erf.outputs[0].name = f"{node.name}_erf_out"
+        graph.insert_before(node, [erf, sub])
+        if out.type is not None:
+            sub.outputs[0].type, sub.outputs[0].shape = out.type, out.shape
+        public = out.name
+        out.replace_all_uses_with(sub.outputs[0], replace_graph_outputs=True)
+        graph.remove(node, safe=True)
+        sub.outputs[0].name = public
 
 
 def _rename_outputs(graph, names: list[str]) -> None:

@@ -365,13 +365,11 @@ def test_activation(tmp_path, name):
         assert "F.relu6(x)" in code
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "export gap: Keras 3 exact gelu is 0.5*x*erfc(-x/sqrt(2)); tf2onnx passes TF's Erfc through as an ONNX "
-    "'Erfc' node, which is no ONNX op, so onnxruntime refuses the graph. Needs Erfc(x) -> 1 - Erf(x) "
-    "before onnxruntime runs (export.py or a first normalize pass)"))
 def test_activation_gelu_exact(tmp_path):
-    result, _ = convert_keras(tmp_path, SEQ, lambda x: L.Activation("gelu")(x))
+    # tf2onnx emits Erfc (no ONNX op); export rewrites it as 1 - Erf(x).
+    result, code = convert_keras(tmp_path, SEQ, lambda x: L.Activation("gelu")(x))
     assert_exact(result)
+    assert "torch.erf(" in code
 
 
 def test_activation_gelu_tanh_approximation(tmp_path):
