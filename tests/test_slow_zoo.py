@@ -13,7 +13,7 @@ KERAS_APPS = {
     "ResNet50": 96, "ResNet50V2": 96, "ResNet101": 96, "ResNet152": 96,
     "DenseNet121": 96, "EfficientNetB0": 96, "EfficientNetV2B0": 96, "VGG16": 64, "VGG19": 64,
     "InceptionV3": 96, "InceptionResNetV2": 96, "Xception": 96, "NASNetMobile": 96,
-    "ConvNeXtTiny": 96, "RegNetX002": 96,
+    "ConvNeXtTiny": 96,
 }
 
 FACTORY = """
@@ -26,9 +26,9 @@ def build():
     rng = np.random.default_rng(0)
     for layer in model.layers:  # stand-in for trained statistics
         if isinstance(layer, keras.layers.BatchNormalization):
-            g, b, m, v = layer.get_weights()
-            layer.set_weights([rng.uniform(0.5, 1.5, g.shape), rng.uniform(-.2, .2, b.shape),
-                               rng.uniform(-.2, .2, m.shape), rng.uniform(0.5, 1.5, v.shape)])
+            # gamma/beta may be absent (scale=False, center=False): randomize what the layer has.
+            ranges = dict(gamma=(0.5, 1.5), beta=(-.2, .2), moving_mean=(-.2, .2), moving_variance=(0.5, 1.5))
+            layer.set_weights([rng.uniform(*ranges[w.name], w.shape) for w in layer.weights])
     return model
 """
 
