@@ -153,9 +153,9 @@ def convert(opts: Options, progress: Progress | None = None) -> Result:
         if not report_parity["passed"]:
             progress("bisect: comparing every intermediate tensor to find the first divergence")
             from .bisect import first_divergence
+            from .referee import laid_out_inputs
 
-            feed = {k: (v.transpose(result.interface["inputs"][k]) if k in result.interface["inputs"] else v)
-                    for k, v in inputs.items()}
+            feed = laid_out_inputs(inputs, result.interface)
             try:
                 found = first_divergence(result.model, gen.get("node_vars", {}), feed, tmp, target,
                                          opts.atol, opts.rtol)

@@ -105,15 +105,14 @@ def _export_savedmodel(source: Source, path: Path, opset: int | None) -> None:
 def _erfc_to_erf(graph) -> None:
     """tf2onnx passes TensorFlow's ``Erfc`` (Keras' exact gelu) through as an ONNX node,
     but ONNX has no Erfc: write it as ``1 - Erf(x)`` so the exported file is valid ONNX."""
-    import numpy as np
     import onnx_ir as ir
+
+    from .normalize.graph import add_initializer
 
     for node in [n for n in graph if n.op_type == "Erfc" and n.domain == ""]:
         x, out = node.inputs[0], node.outputs[0]
         dtype = x.dtype.numpy() if x.dtype is not None else np.float32  # tf2onnx leaves some types unset
-        one = ir.Value(name=f"{node.name}_one", const_value=ir.tensor(np.array(1.0, dtype=dtype)))
-        one.dtype, one.shape = ir.DataType.from_numpy(np.dtype(dtype)), ir.Shape([])
-        graph.register_initializer(one)
+        one = add_initializer(graph, np.array(1.0, dtype=dtype), "one")
         erf = ir.node("Erf", [x], name=f"{node.name}_erf")
         sub = ir.node("Sub", [one, erf.outputs[0]], name=f"{node.name}_one_minus")
         erf.outputs[0].name = f"{node.name}_erf_out"

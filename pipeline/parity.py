@@ -11,15 +11,12 @@ only if every comparison is within tolerance.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-import uuid
 from pathlib import Path
 
 import numpy as np
 
-from .referee import compare, run_onnx
-from .sources import Source
+from .referee import compare, laid_out_inputs, run_onnx
+from .sources import Source, import_file
 
 
 def _as_list(out) -> list:
@@ -65,12 +62,7 @@ def run_source(source: Source, inputs: dict[str, np.ndarray], onnx_path: Path | 
 
 def load_generated(path: Path):
     """Import ``path`` (a generated model.py) under a fresh module name and call its load()."""
-    name = f"_pipeline_converted_{uuid.uuid4().hex[:8]}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module.load()
+    return import_file(path, "_pipeline_converted").load()
 
 
 def run_generated(out_dir: Path, target: str, ordered_inputs: list[np.ndarray]) -> list[np.ndarray]:
@@ -91,7 +83,7 @@ def check(source: Source, inputs: dict[str, np.ndarray], source_onnx: Path, norm
     """Run all four executors and compare; return the ``parity`` section of the report."""
     reference = run_source(source, inputs, source_onnx)
     exported = run_onnx(str(source_onnx), inputs)
-    feed = {k: (v.transpose(interface["inputs"][k]) if k in interface["inputs"] else v) for k, v in inputs.items()}
+    feed = laid_out_inputs(inputs, interface)
     normalized = run_onnx(str(normalized_onnx), feed)
     converted = run_generated(out_dir, target, [feed[name] for name in input_order])
 

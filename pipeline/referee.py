@@ -54,6 +54,12 @@ def compare(name: str, ref: np.ndarray, got: np.ndarray, atol: float, rtol: floa
     return Comparison(name, max_abs, max_rel, passed, list(ref.shape))
 
 
+def laid_out_inputs(inputs: dict[str, np.ndarray], interface: dict) -> dict[str, np.ndarray]:
+    """The inputs permuted into the converted model's interface layout (``report["interface"]``)."""
+    perms = interface.get("inputs", {})
+    return {k: (v.transpose(perms[k]) if k in perms else v) for k, v in inputs.items()}
+
+
 def session(model_bytes_or_path, threads: int | None = None):
     import onnxruntime as ort
 

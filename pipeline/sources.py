@@ -10,13 +10,13 @@ MODEL may be
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.util
 import inspect
 import os
 import re
 import sys
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,18 +51,23 @@ def list_registered() -> list[str]:
     return sorted(p.stem for p in MODELS_DIR.glob("*.py") if not p.stem.startswith("_"))
 
 
+def import_file(path: Path, prefix: str = "_pipeline_user"):
+    """Import a Python file under a fresh module name (user factories, generated model.py)."""
+    stem = re.sub(r"\W", "_", Path(path).stem)
+    name = f"{prefix}_{stem}_{uuid.uuid4().hex[:8]}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def _load_module_from_file(path: Path):
     if not path.is_file():
         raise BadInput(f"model file not found: {path}")
-    digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10]
-    stem = re.sub(r"\W", "_", path.stem)
-    mod_name = f"_pipeline_user_{stem}_{digest}"
-    spec = importlib.util.spec_from_file_location(mod_name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[mod_name] = module
     try:
         with native_stderr_to_log():  # user code may import TensorFlow, which is noisy on fd 2
-            spec.loader.exec_module(module)
+            module = import_file(path)
     except Exception as exc:
         raise BadInput(f"importing {path} failed: {type(exc).__name__}: {exc}") from exc
     return module

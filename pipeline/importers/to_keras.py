@@ -8,15 +8,13 @@ and ``keras.ops`` calls, and ``load()``, which builds it and loads
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-import uuid
 from pathlib import Path
 
 import numpy as np
 import onnx_ir as ir
 
 from ..normalize.graph import static_shape
+from ..sources import import_file
 from .codegen import Generator, py_literal
 from .docs import interface_doc
 from .keras_ops import KERAS_DTYPES, OPS
@@ -82,7 +80,7 @@ def generate(model: ir.Model, out_dir: Path, title: str, origin: str, interface:
         np.savez(out_dir / "constants.npz", **gen.constants)
         files.append("constants.npz")
 
-    built = _import_generated(out_dir / "model.py").build()
+    built = import_file(out_dir / "model.py", "_pipeline_generated").build()
     for name, weights in gen.layer_weights.items():
         layer = built.get_layer(name)
         expected = [tuple(w.shape) for w in layer.get_weights()]
@@ -100,11 +98,3 @@ def generate(model: ir.Model, out_dir: Path, title: str, origin: str, interface:
     params = int(sum(w.size for ws in gen.layer_weights.values() for w in ws))
     return {"files": files, "node_vars": gen.node_vars, "parameters": params, "note": note}
 
-
-def _import_generated(path: Path):
-    name = f"_pipeline_generated_{uuid.uuid4().hex[:8]}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module

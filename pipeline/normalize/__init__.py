@@ -16,7 +16,7 @@ import onnx_ir as ir
 from onnx_ir.passes.common import RemoveUnusedNodesPass, ShapeInferencePass, TopologicalSortPass
 
 from ..errors import EXIT_PARITY, PipelineError
-from ..referee import compare, run_onnx
+from ..referee import compare, laid_out_inputs, run_onnx
 from .fuse import FuseConvBias
 from .layout import ChannelsLast, InterfaceLayout, SqueezeUnitConv
 from .padding import ExplicitPads
@@ -140,8 +140,7 @@ def normalize(model: ir.Model, target: str, layout: str = "source", inputs: dict
         if isinstance(p, InterfaceLayout):
             interface = p.interface
         if changed and reference is not None:
-            feed = {k: (v.transpose(interface["inputs"][k]) if k in interface["inputs"] else v)
-                    for k, v in inputs.items()}
+            feed = laid_out_inputs(inputs, interface)
             got = run_onnx(model, feed)
             worst = 0.0
             for ref, val, oname in zip(reference, got, out_names):
