@@ -17,6 +17,7 @@ import os
 import re
 import sys
 import uuid
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -228,6 +229,8 @@ def _onnx_source(path: Path, overrides: list[InputSpec]) -> Source:
 def _keras_file_source(path: Path, overrides: list[InputSpec]) -> Source:
     from .quiet import import_tensorflow
 
+    if path.suffix == ".keras" and not zipfile.is_zipfile(path):
+        raise BadInput(f"{path}: cannot load as a Keras model (a .keras file is a zip archive; this one is not)")
     _, keras = import_tensorflow()
     try:
         model = keras.models.load_model(str(path), compile=False)

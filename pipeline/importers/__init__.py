@@ -10,18 +10,24 @@ TARGETS = ("torch", "keras")
 
 
 def preflight(target: str, model: ir.Model) -> None:
-    """Refuse graphs with ops from custom domains before anything tries to run them.
+    """Refuse graphs with custom-domain or unknown ops before anything tries to run them.
 
     onnxruntime cannot execute them and no translator exists, so every such
     node is listed at once (exit 3).  Standard ops without a translator are
     reported by the generator, after normalization has folded what it can.
     """
+    import onnx.defs
+
     from ..errors import Unsupported
 
-    custom = [(f"{n.domain}::{n.op_type}", n.name or "?", "custom-domain op")
-              for n in model.graph if n.domain not in ("", "ai.onnx")]
-    if custom:
-        raise Unsupported(target, custom)
+    problems = []
+    for n in model.graph:
+        if n.domain not in ("", "ai.onnx"):
+            problems.append((f"{n.domain}::{n.op_type}", n.name or "?", "custom-domain op"))
+        elif not onnx.defs.has(n.op_type):
+            problems.append((n.op_type, n.name or "?", "not an ONNX operator"))
+    if problems:
+        raise Unsupported(target, problems)
 
 
 def generate(target: str, model: ir.Model, out_dir: Path, title: str, origin: str, interface: dict,

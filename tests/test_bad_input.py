@@ -1,0 +1,203 @@
+"""Bad input gets one clear line on stderr and the documented exit code, never a traceback.
+
+Exit codes (README): 2 bad input or usage, 3 unsupported ops.  Each case runs
+the real CLI entry point (``pipeline.cli.main``) in-process, with the process'
+stderr captured at the file-descriptor level so framework noise would show too.
+A few cases also run as a subprocess, exactly as a user types them.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import pipeline.quiet  # noqa: E402,F401  (silences TensorFlow before anything imports it)
+
+import numpy as np  # noqa: E402
+import onnx  # noqa: E402
+import pytest  # noqa: E402
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from pipeline.cli import main  # noqa: E402
+
+
+def run(capfd, *args: str) -> tuple[int, list[str], str]:
+    """Run the CLI; return (exit code, the stderr lines that start with 'pipeline:', all stderr)."""
+    code = main(list(args))
+    err = capfd.readouterr().err
+    return code, [line for line in err.splitlines() if line.startswith("pipeline:")], err
+
+
+def assert_one_line(capfd, code_wanted: int, needle: str, *args: str) -> str:
+    code, lines, err = run(capfd, *args)
+    assert code == code_wanted, err
+    assert len(lines) == 1, err
+    assert needle in lines[0], lines[0]
+    assert "Traceback" not in err
+    return lines[0]
+
+
+# -- artifacts: a valid file of each kind, so "truncated" is a real prefix of one --------------
+
+def _onnx_bytes() -> bytes:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    w = numpy_helper.from_array(np.ones((4, 3, 3), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1])], "g", [x], [y], [w])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9).SerializeToString()
+
+
+@pytest.fixture(scope="module")
+def good_files(tmp_path_factory):
+    """One valid .onnx, .keras and .pt2 file (each converts; see test_good_files_convert)."""
+    from pipeline.quiet import import_tensorflow, import_torch
+
+    root = tmp_path_factory.mktemp("good")
+    (root / "m.onnx").write_bytes(_onnx_bytes())
+    _, keras = import_tensorflow()
+    inp = keras.Input(shape=(8, 3), batch_size=1, name="x")
+    keras.Model(inp, keras.layers.Conv1D(4, 3, padding="same")(inp)).save(root / "m.keras")
+    torch = import_torch()
+    program = torch.export.export(torch.nn.Conv1d(3, 4, 3, padding=1).eval(), (torch.randn(1, 3, 8),))
+    torch.export.save(program, str(root / "m.pt2"))
+    return root
+
+
+def test_good_files_convert(good_files, tmp_path, capfd):
+    """The fixtures are real models: the damage in the other tests is what breaks them."""
+    for name, to in (("m.onnx", "torch"), ("m.keras", "torch"), ("m.pt2", "keras")):
+        code, _, err = run(capfd, "convert", str(good_files / name), "--to", to, "--out", str(tmp_path / name),
+                           "--quiet")
+        assert code == 0, (name, err)
+
+
+@pytest.mark.parametrize("suffix", [".onnx", ".keras", ".pt2", ".h5"])
+@pytest.mark.parametrize("damage", ["empty", "truncated", "random"])
+def test_broken_model_file(good_files, tmp_path, capfd, suffix, damage):
+    source = good_files / ("m.keras" if suffix == ".h5" else f"m{suffix}")
+    data = source.read_bytes()
+    broken = {"empty": b"", "truncated": data[: len(data) // 2],
+              "random": np.random.default_rng(len(suffix)).bytes(4096)}[damage]
+    path = tmp_path / f"broken{suffix}"
+    path.write_bytes(broken)
+    line = assert_one_line(capfd, 2, str(path), "convert", str(path), "--to", "torch", "--out", str(tmp_path / "o"))
+    assert ("empty" in line) if damage == "empty" else ("cannot load" in line or "not a readable" in line)
+    assert not (tmp_path / "o").exists()
+
+
+FACTORIES = {
+    "raises": ("def build():\n    raise RuntimeError('weights missing')\n", "raised RuntimeError: weights missing"),
+    "returns_int": ("def build():\n    return 42\n", "int"),
+    "returns_array": ("import numpy as np\ndef build():\n    return np.zeros(3)\n", "ndarray"),
+    "returns_tensor": ("import torch\ndef build():\n    return torch.zeros(3)\n", "Tensor"),
+    "not_callable": ("build = 3\n", "not callable"),
+    "syntax_error": ("def build(:\n    pass\n", "SyntaxError"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FACTORIES))
+def test_bad_factory(tmp_path, capfd, case):
+    text, needle = FACTORIES[case]
+    path = tmp_path / "factory.py"
+    path.write_text(text)
+    assert_one_line(capfd, 2, needle, "convert", f"{path}:build", "--input", "x=1,3,8", "--out", str(tmp_path / "o"))
+
+
+def test_missing_factory_attribute(tmp_path, capfd):
+    path = tmp_path / "factory.py"
+    path.write_text("def build():\n    return None\n")
+    assert_one_line(capfd, 2, "no attribute 'make'", "convert", f"{path}:make", "--out", str(tmp_path / "o"))
+
+
+def test_input_disagrees_with_keras_model(good_files, tmp_path, capfd):
+    line = assert_one_line(capfd, 2, "does not fit", "convert", str(good_files / "m.keras"), "--input", "x=1,9,3",
+                           "--out", str(tmp_path / "o"))
+    assert "[1, 8, 3]" in line
+
+
+def test_input_disagrees_with_onnx_model(good_files, tmp_path, capfd):
+    assert_one_line(capfd, 2, "does not fit", "convert", str(good_files / "m.onnx"), "--to", "keras",
+                    "--input", "x=1,3", "--out", str(tmp_path / "o"))
+
+
+def test_torch_factory_without_input(tmp_path, capfd):
+    path = tmp_path / "factory.py"
+    path.write_text("import torch\ndef build():\n    return torch.nn.Conv1d(3, 4, 3)\n")
+    assert_one_line(capfd, 2, "--input", "convert", f"{path}:build", "--out", str(tmp_path / "o"))
+
+
+def test_dynamic_dims_without_input(tmp_path, capfd):
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])
+    model = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y]),
+                              opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
+    path = tmp_path / "dyn.onnx"
+    onnx.save(model, path)
+    line = assert_one_line(capfd, 2, "dynamic", "convert", str(path), "--to", "torch", "--out", str(tmp_path / "o"))
+    assert "--input x=" in line  # the message says what to type
+    code, _, err = run(capfd, "convert", str(path), "--to", "torch", "--input", "x=2,4", "--out", str(tmp_path / "o"))
+    assert code == 0, err
+
+
+def _chain_model(path, *ops: tuple[str, str]) -> None:
+    """x -> Relu -> op1 -> op2 ... -> y, each (op_type, node name), saved to ``path``."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    nodes, prev = [helper.make_node("Relu", ["x"], ["v0"], name="fine")], "v0"
+    for i, (op, name) in enumerate(ops):
+        out = "y" if i == len(ops) - 1 else f"v{i + 1}"
+        nodes.append(helper.make_node(op, [prev], [out], name=name))
+        prev = out
+    onnx.save(helper.make_model(helper.make_graph(nodes, "g", [x], [y]),
+                                opset_imports=[helper.make_opsetid("", 18)], ir_version=9), path)
+
+
+def test_unknown_ops_listed_at_once(tmp_path, capfd):
+    """Made-up ops in the default domain: all named in one line, exit 3, before onnxruntime is asked."""
+    path = tmp_path / "ops.onnx"
+    _chain_model(path, ("NotAnOnnxOp", "made_up"), ("AlsoMadeUp", "second"))
+    line = assert_one_line(capfd, 3, "made_up", "convert", str(path), "--to", "torch", "--out", str(tmp_path / "o"))
+    assert "NotAnOnnxOp" in line and "AlsoMadeUp" in line and "second" in line
+
+
+@pytest.mark.parametrize("to", ["torch", "keras"])
+def test_op_without_translator(tmp_path, capfd, to):
+    """A real ONNX op (onnxruntime runs it) that no translator covers: named, exit 3."""
+    path = tmp_path / "hardmax.onnx"
+    _chain_model(path, ("Hardmax", "no_translator"))
+    line = assert_one_line(capfd, 3, "no_translator", "convert", str(path), "--to", to, "--out", str(tmp_path / "o"))
+    assert "Hardmax" in line
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_usage_values(capfd, tmp_path):
+    assert_one_line(capfd, 2, "--atol", "convert", "seed_torch_encoder", "--atol", "-1", "--out", str(tmp_path / "o"))
+    assert_one_line(capfd, 2, "--opset", "convert", "seed_torch_encoder", "--opset", "99", "--out", str(tmp_path / "o"))
+
+
+def test_out_is_a_file(good_files, tmp_path, capfd):
+    target = tmp_path / "taken"
+    target.write_text("keep me")
+    assert_one_line(capfd, 2, "not a folder", "convert", str(good_files / "m.onnx"), "--to", "torch",
+                    "--out", str(target))
+    assert target.read_text() == "keep me"
+
+
+def test_debug_shows_the_traceback(tmp_path, capfd):
+    path = tmp_path / "broken.onnx"
+    path.write_bytes(b"\x00garbage")
+    code, _, err = run(capfd, "--debug", "convert", str(path), "--to", "torch", "--out", str(tmp_path / "o"))
+    assert code == 2
+    assert "Traceback" in err
+
+
+def test_broken_file_as_a_user_types_it(tmp_path, cli):
+    """The same contract through a real process: one line, exit 2, nothing else on stderr."""
+    path = tmp_path / "model.keras"
+    path.write_bytes(b"PK\x03\x04 not really a zip")
+    proc = cli("convert", str(path), "--quiet", "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pipeline: error:"), proc.stderr
+    assert "zip archive" in lines[0]
