@@ -201,3 +201,34 @@ def test_broken_file_as_a_user_types_it(tmp_path, cli):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("pipeline: error:"), proc.stderr
     assert "zip archive" in lines[0]
+
+
+@pytest.mark.parametrize("stage", ["export:", "import:"])
+def test_ctrl_c_leaves_nothing_half_written(tmp_path, stage):
+    """SIGINT mid-conversion: exit 130, no temporary folder left, the earlier good output untouched."""
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "report.json").write_text('{"parity": {"passed": true}}')
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "convert", "seed_torch_encoder", "--to", "keras",
+                             "--out", str(out)], cwd=REPO, env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if line.strip().startswith(stage):
+            proc.send_signal(signal.SIGINT)
+            break
+    rest = proc.communicate(timeout=300)[1]
+    assert proc.returncode == 130, "".join(seen) + rest
+    assert "interrupted" in rest
+    assert "Traceback" not in rest
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no .out.tmp-* left
+    assert [p.name for p in out.iterdir()] == ["report.json"]
+    assert (out / "report.json").read_text() == '{"parity": {"passed": true}}'
