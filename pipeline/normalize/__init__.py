@@ -45,9 +45,23 @@ class FoldConstants(ir.passes.InPlacePass):
 
         before = _fingerprint(model)
         onnxscript.optimizer.inline(model)
+        _drop_empty_squeeze_axes(model.graph)
         onnxscript.optimizer.fold_constants_ir(model)
         RemoveUnusedNodesPass()(model)
         return ir.passes.PassResult(model, _fingerprint(model) != before)
+
+
+def _drop_empty_squeeze_axes(graph: ir.Graph) -> None:
+    """``Squeeze(x, axes=[])``: onnxruntime squeezes every unit axis, ONNX shape inference
+    squeezes none.  Dropping the empty ``axes`` input says what onnxruntime does in the
+    form both agree on, so later passes can trust the inferred shapes."""
+    from .graph import const_array
+
+    for node in graph:
+        if node.op_type == "Squeeze" and node.domain == "" and len(node.inputs) > 1 and node.inputs[1] is not None:
+            axes = const_array(node.inputs[1])
+            if axes is not None and axes.size == 0:
+                node.resize_inputs(1)
 
 
 class RefreshShapes(ir.passes.InPlacePass):
