@@ -56,8 +56,21 @@ def _export_torch(source: Source, inputs, path: Path, opset: int | None) -> None
             program = torch.onnx.export(model, args, **kwargs)
             program.save(str(path))
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-        raise ExportError(f"torch.onnx.export failed: {type(exc).__name__}: {first}") from exc
+        raise ExportError(f"torch.onnx.export failed: {_torch_export_reason(exc)}") from exc
+
+
+def _torch_export_reason(exc: Exception) -> str:
+    """One line saying why torch.onnx.export failed: the root exception from its
+    "## Exception summary" section when there is one (its first line is boilerplate)."""
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if "## Exception summary" in lines:
+        summary = lines[lines.index("## Exception summary") + 1:]
+        if summary:
+            return re.sub(r"^<class '([\w.]+)'>:", lambda m: m.group(1).rsplit(".", 1)[-1] + ":", summary[0])[:300]
+    return f"{type(exc).__name__}: {lines[0][:300] if lines else ''}"
 
 
 def _tf2onnx(fn, specs, path: Path, opset: int | None, output_names: list[str]) -> None:

@@ -232,3 +232,19 @@ def test_ctrl_c_leaves_nothing_half_written(tmp_path, stage):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no .out.tmp-* left
     assert [p.name for p in out.iterdir()] == ["report.json"]
     assert (out / "report.json").read_text() == '{"parity": {"passed": true}}'
+
+
+def test_forward_that_fails_in_export_names_the_cause(tmp_path, capfd):
+    """torch.onnx.export's first line is boilerplate; the user sees the model's own error."""
+    path = tmp_path / "factory.py"
+    path.write_text("import torch\n"
+                    "class M(torch.nn.Module):\n"
+                    "    def __init__(self):\n"
+                    "        super().__init__()\n"
+                    "        self.c = torch.nn.Conv1d(4, 4, 1)\n"
+                    "    def forward(self, x):\n"
+                    "        return self.c(torch.cat([x, x], 1))\n"
+                    "def build():\n    return M().eval()\n")
+    line = assert_one_line(capfd, 2, "expected input[1, 8, 5] to have 4 channels", "convert", f"{path}:build",
+                           "--input", "x=1,4,5", "--out", str(tmp_path / "o"))
+    assert "RuntimeError" in line and "\x1b[" not in line
