@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..normalize.graph import PIN_IN, PIN_OUT, pin_role
-from ..normalize.padding import same_pads
+from ..normalize.padding import same_pads, valid_counts
 from .codegen import Translation, layout_note, py_literal, registry, shape_literal
 
 OPS, register = registry()
@@ -194,6 +194,26 @@ def instance_norm(t: Translation) -> None:
     t.assign(_layer(t, "GroupNormalization", args, [scale, bias], t.inp(0)))
 
 
+def _ceil_as_end_pads(t: Translation, in_sizes, kernel, strides, pads) -> list[int]:
+    """ceil_mode pooling as floor-mode pooling with larger end pads: the extra window
+    ceil_mode adds sees only padding beyond the input, which max pooling and
+    pad-excluding average pooling both ignore.
+
+    The output length follows onnxruntime and PyTorch, which drop a last window that
+    would start inside the end padding (ONNX shape inference does not, so it is not used).
+    """
+    if t.op == "AveragePool" and t.int("count_include_pad", 0):
+        t.unsupported("ceil_mode average pooling that counts the padding")
+    nd = len(kernel)
+    ends = []
+    for n, k, s, b, e in zip(in_sizes, kernel, strides, pads[:nd], pads[nd:]):
+        out = -(-(n + b + e - k) // s) + 1
+        if (out - 1) * s >= n + b:
+            out -= 1
+        ends.append(max(e, (out - 1) * s + k - n - b))
+    return list(pads[:nd]) + ends
+
+
 @register("MaxPool", "AveragePool")
 def pool(t: Translation) -> None:
     _channels_last(t)
@@ -206,11 +226,14 @@ def pool(t: Translation) -> None:
     strides = t.ints("strides", [1] * nd)
     pads = t.ints("pads", [0] * (2 * nd))
     dil = t.ints("dilations", [1] * nd)
-    if any(d != 1 for d in dil) or t.int("ceil_mode", 0):
-        t.unsupported("dilated or ceil_mode pooling")
+    if any(d != 1 for d in dil):
+        t.unsupported("dilated pooling")
     is_max = t.op == "MaxPool"
     x = t.inp(0)
+    rescale = None
     in_sizes = t.shape(0)[2:]
+    if t.int("ceil_mode", 0):
+        pads = _ceil_as_end_pads(t, in_sizes, kernel, strides, pads)
     if not any(pads):
         padding = "valid"
     elif pads == same_pads(in_sizes, kernel, strides, dil, upper=True) and (is_max or not t.int("count_include_pad", 0)):
@@ -222,13 +245,25 @@ def pool(t: Translation) -> None:
         var = t.gen.names.take(t.layer_hint() + "_padded")
         t.gen.emit(f"{var} = ops.pad({x}, {width}, constant_values={fill})", "explicit pooling padding")
         x, padding = var, "valid"
-    else:
-        t.unsupported("average pooling with asymmetric padding excluded from the mean")
+    else:  # mean over the unpadded part of each window: zero-pad, average, rescale by kernel / count
+        begins, ends = pads[:nd], pads[nd:]
+        width = [(0, 0)] + [(int(b), int(e)) for b, e in zip(begins, ends)] + [(0, 0)]
+        var = t.gen.names.take(t.layer_hint() + "_padded")
+        t.gen.emit(f"{var} = ops.pad({x}, {width})", "explicit pooling padding")
+        out_sizes = [(n + b + e - k) // s + 1 for n, b, e, k, s in zip(in_sizes, begins, ends, kernel, strides)]
+        counts = valid_counts(in_sizes, kernel, strides, begins, out_sizes)
+        rescale = np.moveaxis(float(np.prod(kernel)) / counts, 1, -1)  # (1, *spatial, 1): channels-last
+        x, padding = var, "valid"
     cls = f"{'Max' if is_max else 'Average'}Pooling{nd}D"
     args = [f"pool_size={_ints(kernel)}", f"strides={_ints(strides)}"]
     if padding != "valid":
         args.append(f"padding={padding!r}")
-    t.assign(_layer(t, cls, args, None, x))
+    if rescale is None:
+        t.assign(_layer(t, cls, args, None, x))
+    else:
+        pooled = _layer(t, cls, args, None, x)
+        t.assign(f"ops.multiply({pooled}, {_new_constant(t, rescale, 'rescale')})",
+                 comment="mean over the unpadded part of each window")
 
 
 @register("GlobalAveragePool", "GlobalMaxPool")

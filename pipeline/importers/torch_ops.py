@@ -14,6 +14,7 @@ import re
 import numpy as np
 
 from ..normalize.graph import const_array, static_shape
+from ..normalize.padding import valid_counts
 from .codegen import Translation, layout_note, py_literal, registry, shape_literal
 
 OPS, register = registry()
@@ -201,18 +202,6 @@ def _ceil_pads_fit(t: Translation, shape, kernel, strides, begins, ends, dil) ->
                for n, k, s, bg, d, o in zip(shape, kernel, strides, begins, dil, out))
 
 
-def _valid_counts(shape, kernel, strides, begins, out) -> np.ndarray:
-    """Per output position, how many input (not padding) elements its window covers."""
-    total = np.ones((1, 1) + (1,) * len(shape), np.float32)
-    for axis, (n, k, s, bg, o) in enumerate(zip(shape, kernel, strides, begins, out)):
-        starts = np.arange(o) * s - bg
-        count = np.minimum(starts + k, n) - np.maximum(starts, 0)
-        view = [1] * (len(shape) + 2)
-        view[axis + 2] = o
-        total = total * count.astype(np.float32).reshape(view)
-    return total
-
-
 def _buffer(t: Translation, hint: str, arr: np.ndarray) -> str:
     """A constant tensor saved with the weights: ``self.<name>``."""
     gen = t.gen
@@ -266,7 +255,7 @@ def pool(t: Translation) -> None:
             t.unsupported("ceil_mode average pooling with asymmetric padding excluded from the mean")
         x = _pad_first(t, x, list(zip(begins, ends)), nd)
         if not include_pad:  # the zero-padded mean divides by the whole window; TF by its real part
-            counts = _valid_counts(t.shape(0)[2:], kernel, strides, begins, t.out_shape()[2:])
+            counts = valid_counts(t.shape(0)[2:], kernel, strides, begins, t.out_shape()[2:])
             rescale = _buffer(t, _hint(t) + "_rescale", float(np.prod(kernel)) / counts)
     if ceil:
         args.append("ceil_mode=True")

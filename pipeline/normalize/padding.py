@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import onnx_ir as ir
 
 from .graph import const_array, static_shape
@@ -79,6 +80,19 @@ def pads_for_output_shape(in_sizes, kernel, strides, dilations, output_padding, 
         ends.append(large if upper else small)
         outpad.append(op)
     return begins + ends, outpad
+
+
+def valid_counts(in_sizes, kernel, strides, begins, out_sizes) -> np.ndarray:
+    """Per output position of a pool, how many input (not padding) elements its window
+    covers, shaped ``(1, 1, *out_sizes)``: the divisor of a mean that excludes padding."""
+    total = np.ones((1, 1) + (1,) * len(in_sizes), np.float32)
+    for axis, (n, k, s, bg, o) in enumerate(zip(in_sizes, kernel, strides, begins, out_sizes)):
+        starts = np.arange(o) * s - bg
+        count = np.minimum(starts + k, n) - np.maximum(starts, 0)
+        view = [1] * (len(in_sizes) + 2)
+        view[axis + 2] = o
+        total = total * count.astype(np.float32).reshape(view)
+    return total
 
 
 class ExplicitPads(ir.passes.InPlacePass):
