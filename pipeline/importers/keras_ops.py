@@ -261,8 +261,11 @@ def pool(t: Translation) -> None:
     if rescale is None:
         t.assign(_layer(t, cls, args, None, x))
     else:
+        import onnx_ir as ir
+
         pooled = _layer(t, cls, args, None, x)
-        t.assign(f"ops.multiply({pooled}, {_new_constant(t, rescale, 'rescale')})",
+        factor = t.gen.constant(ir.Value(name=f"{t.layer_hint()}_rescale"), np.ascontiguousarray(rescale))
+        t.assign(f"ops.multiply({pooled}, {factor})",
                  comment="mean over the unpadded part of each window")
 
 
