@@ -144,10 +144,9 @@ def _torch_source(model, name: str, origin: str, specs: list[InputSpec]) -> Sour
     if not specs:
         example = ",".join(f"--input {p}=D0,D1,..." for p in params)
         raise BadInput(f"{origin}: a PyTorch model needs input shapes; pass {example}")
-    if not (len(specs) == 1 and len(params) == 1):  # one input: any name is unambiguous (and names the ONNX input)
-        _check_names(specs, params, origin)
-        order = {p: i for i, p in enumerate(params)}
-        specs = sorted(specs, key=lambda s: order[s.name])
+    _check_names(specs, params, origin)
+    order = {p: i for i, p in enumerate(params)}
+    specs = sorted(specs, key=lambda s: order[s.name])
     model.eval()
     return Source("torch", name, origin, model, specs)
 
