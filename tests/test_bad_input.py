@@ -209,6 +209,7 @@ def test_ctrl_c_leaves_nothing_half_written(tmp_path, stage):
     import signal
     import subprocess
     import sys
+    import time
 
     from conftest import REPO
 
@@ -216,19 +217,19 @@ def test_ctrl_c_leaves_nothing_half_written(tmp_path, stage):
     out.mkdir()
     (out / "report.json").write_text('{"parity": {"passed": true}}')
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "convert", "seed_torch_encoder", "--to", "keras",
-                             "--out", str(out)], cwd=REPO, env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True)
-    seen = []
-    for line in proc.stderr:
-        seen.append(line)
-        if line.strip().startswith(stage):
-            proc.send_signal(signal.SIGINT)
-            break
-    rest = proc.communicate(timeout=300)[1]
-    assert proc.returncode == 130, "".join(seen) + rest
-    assert "interrupted" in rest
-    assert "Traceback" not in rest
+    log_path = tmp_path.parent / f"{tmp_path.name}.stderr"  # a file, not a pipe: nothing lost to read-ahead
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "pipeline", "convert", "seed_torch_encoder", "--to", "keras",
+                                 "--out", str(out)], cwd=REPO, env=env, stderr=log, stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 300
+        while stage not in log_path.read_text() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=300)
+    err = log_path.read_text()
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    assert "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no .out.tmp-* left
     assert [p.name for p in out.iterdir()] == ["report.json"]
     assert (out / "report.json").read_text() == '{"parity": {"passed": true}}'
