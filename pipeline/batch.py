@@ -3,7 +3,7 @@
 Schema::
 
     output_dir: build/            # optional, default build/
-    defaults:                     # optional: to, atol, rtol, opset, layout, seed
+    defaults:                     # optional: to, atol, rtol, opset, layout, seed, fold_bn
       atol: 1.0e-4
     models:
       - name: seed_keras_conv1d   # output lands in output_dir/name/
@@ -11,6 +11,7 @@ Schema::
         to: torch                 # optional (default: the other framework)
         inputs: {x: [256, 237, 21]}   # optional; NAME: [dims] or NAME: {shape: [...], dtype: int64}
         atol: 1.0e-4              # optional, also rtol, opset, layout, seed
+        fold_bn: true             # optional (default false): fold BatchNorm into the layer before it
 
 One failing entry never stops the others.  A summary table is printed and
 written to ``output_dir/summary.json``; the exit code is 0 only if every entry
@@ -30,8 +31,8 @@ from . import __version__
 from .errors import EXIT_INTERNAL, BadInput, PipelineError
 from .spec import DTYPES, InputSpec
 
-ENTRY_KEYS = {"name", "model", "to", "inputs", "atol", "rtol", "opset", "layout", "seed"}
-DEFAULT_KEYS = {"to", "atol", "rtol", "opset", "layout", "seed"}
+ENTRY_KEYS = {"name", "model", "to", "inputs", "atol", "rtol", "opset", "layout", "seed", "fold_bn"}
+DEFAULT_KEYS = {"to", "atol", "rtol", "opset", "layout", "seed", "fold_bn"}
 
 
 def load_config(path: str) -> dict:
@@ -74,6 +75,10 @@ def _settings(entry: dict, where: str, path: str) -> dict:
         if entry["layout"] not in ("source", "target"):
             raise BadInput(f"{path}: {where}.layout: expected 'source' or 'target', got {entry['layout']!r}")
         out["layout"] = entry["layout"]
+    if "fold_bn" in entry:
+        if not isinstance(entry["fold_bn"], bool):
+            raise BadInput(f"{path}: {where}.fold_bn: expected true or false, got {entry['fold_bn']!r}")
+        out["fold_bn"] = entry["fold_bn"]
     return out
 
 
@@ -139,7 +144,9 @@ def _fingerprint(entry: dict) -> str:
 
     h = hashlib.sha256()
     h.update(__version__.encode())
-    h.update(json.dumps({k: v for k, v in entry.items() if k != "inputs"}, sort_keys=True, default=str).encode())
+    # fold_bn: false is the default, so it hashes like an entry without the key.
+    settings = {k: v for k, v in entry.items() if k != "inputs" and not (k == "fold_bn" and v is False)}
+    h.update(json.dumps(settings, sort_keys=True, default=str).encode())
     h.update(json.dumps([(s.name, s.shape, s.dtype) for s in entry["inputs"]]).encode())
     model = entry["model"]
     candidates = [Path(model), Path(model.rpartition(":")[0]) if ":" in model else None, MODELS_DIR / f"{model}.py"]
@@ -182,7 +189,8 @@ def run_batch(path: str, force: bool = False, stream=sys.stdout) -> int:
         start = time.perf_counter()
         opts = Options(model=entry["model"], to=entry.get("to"), out=str(out), inputs=entry["inputs"],
                        atol=entry.get("atol", 1e-4), rtol=entry.get("rtol", 1e-4), opset=entry.get("opset"),
-                       layout=entry.get("layout", "source"), seed=entry.get("seed", 0))
+                       layout=entry.get("layout", "source"), seed=entry.get("seed", 0),
+                       fold_bn=entry.get("fold_bn", False))
         try:
             result = convert(opts, Progress(True))
             worst = max((c["max_abs_err"] for c in result.report["parity"]["outputs"]), default=0.0)

@@ -35,6 +35,9 @@ def _add_convert_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layout", choices=["source", "target"], default="source",
                    help="interface layout: the source model's (default) or the target framework's idiom")
     p.add_argument("--seed", type=int, default=0, help="seed of the random parity inputs")
+    p.add_argument("--fold-bn", dest="fold_bn", action="store_true",
+                   help="fold inference BatchNorm into the Conv/ConvTranspose/Gemm/MatMul that alone feeds it "
+                        "(default: keep it as nn.BatchNorm*d / layers.BatchNormalization)")
     p.add_argument("--no-check-passes", dest="check_passes", action="store_false",
                    help="skip running onnxruntime after every normalize pass")
 
@@ -95,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
 
             opts = Options(model=args.model, to=args.to, out=args.out,
                            inputs=[parse_input(s) for s in args.inputs], atol=args.atol, rtol=args.rtol,
-                           opset=args.opset, layout=args.layout, seed=args.seed, check_passes=args.check_passes)
+                           opset=args.opset, layout=args.layout, seed=args.seed, check_passes=args.check_passes,
+                           fold_bn=args.fold_bn)
             result = convert(opts, Progress(not args.quiet))
             _print_result(result)
             return result.exit_code

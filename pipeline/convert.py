@@ -35,6 +35,7 @@ class Options:
     layout: str = "source"
     seed: int = 0
     check_passes: bool = True
+    fold_bn: bool = False
 
 
 @dataclass
@@ -133,7 +134,7 @@ def convert(opts: Options, progress: Progress | None = None) -> Result:
         importers.preflight(target, model)
         output_names = [v.name for v in model.graph.outputs]
         result = normalize.normalize(model, target, opts.layout, inputs if opts.check_passes else None,
-                                     opts.atol, opts.rtol)
+                                     opts.atol, opts.rtol, fold_bn=opts.fold_bn)
         import onnx_ir as ir
 
         ir.save(result.model, str(norm_onnx))
@@ -173,6 +174,7 @@ def convert(opts: Options, progress: Progress | None = None) -> Result:
             "source": source.framework,
             "target": target,
             "layout": opts.layout,
+            "fold_bn": opts.fold_bn,
             "opset": opts.opset,
             "interface": result.interface,
             "parity": report_parity,

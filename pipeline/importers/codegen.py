@@ -11,6 +11,7 @@ collects every such node and reports them all at once.
 
 from __future__ import annotations
 
+import builtins
 import keyword
 import re
 from collections.abc import Callable
@@ -44,8 +45,32 @@ class NotExpressible(Exception):
     """Raised by a translator through ``Translation.unsupported``."""
 
 
+# Globals of the generated model.py files (both targets), which a name must not rebind.
+MODULE_GLOBALS = frozenset({
+    "self", "os", "torch", "nn", "F", "load_file", "WEIGHTS", "Model", "load",  # PyTorch model.py
+    "keras", "layers", "ops", "np", "C", "HERE", "build",  # Keras model.py
+})
+# Every name an ONNX node or value name must not become as is: Python's builtins
+# (``max``, ``input``, ``sum``, ``type``...) and the generated file's own globals.
+# ``identifier`` appends ``_`` to these; keywords get the same treatment.
+SHADOWED = frozenset(dir(builtins)) | MODULE_GLOBALS
+# Attributes of ``torch.nn.Module`` (as of torch 2.x): a submodule or buffer by one of these
+# names would hide or break the method (``self.train = nn.Conv2d(...)`` breaks ``.eval()``).
+TORCH_MODULE_ATTRS = frozenset({
+    "T_destination", "add_module", "apply", "bfloat16", "buffers", "call_super_init", "children", "compile", "cpu",
+    "cuda", "double", "dump_patches", "eval", "extra_repr", "float", "forward", "get_buffer", "get_extra_state",
+    "get_parameter", "get_submodule", "half", "ipu", "load_state_dict", "modules", "mtia", "named_buffers",
+    "named_children", "named_modules", "named_parameters", "parameters", "register_backward_hook",
+    "register_buffer", "register_forward_hook", "register_forward_pre_hook", "register_full_backward_hook",
+    "register_full_backward_pre_hook", "register_load_state_dict_post_hook", "register_load_state_dict_pre_hook",
+    "register_module", "register_parameter", "register_state_dict_post_hook", "register_state_dict_pre_hook",
+    "requires_grad_", "set_extra_state", "set_submodule", "share_memory", "state_dict", "to", "to_empty", "train",
+    "training", "type", "xpu", "zero_grad",
+})
+
+
 def identifier(text: str, fallback: str = "v") -> str:
-    """A readable Python identifier from an ONNX name."""
+    """A readable Python identifier from an ONNX name; never a keyword, builtin or generated-file global."""
     text = text or fallback
     text = re.sub(r":\d+$", "", text)
     if "/" in text:  # tf2onnx: model/layer/op -> layer_op
@@ -55,9 +80,10 @@ def identifier(text: str, fallback: str = "v") -> str:
     text = re.sub(r"\W+", "_", text).strip("_") or fallback
     if text[0].isdigit():
         text = f"{fallback}_{text}"
-    if keyword.iskeyword(text) or text in {"self", "torch", "nn", "F", "np", "ops", "layers", "keras", "os"}:
+    text = text[:40]
+    if keyword.iskeyword(text) or text in SHADOWED:
         text += "_"
-    return text[:40]
+    return text
 
 
 class Names:
@@ -285,7 +311,8 @@ class Generator:
 
     def __post_init__(self):
         self.names = Names(self.reserved)
-        self.layer_names = Names(self.reserved)
+        # Layer names become ``self.<name>`` attributes of an nn.Module for PyTorch.
+        self.layer_names = Names((*self.reserved, *(TORCH_MODULE_ATTRS if self.target == "torch" else ())))
 
     def expr(self, value: ir.Value) -> str:
         if value in self.values:
