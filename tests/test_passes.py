@@ -1056,3 +1056,75 @@ def test_channels_last_random_chains():
         pinned = [t for t in nodes_of(model, "Transpose") if is_pinned(t)]
         assert len(pinned) == 2 * n_layout, f"graph {i}:\n{text}"
         assert n_transposes(model) - len(pinned) <= before + 2 * n_layout
+
+
+# --------------------------------------------------------------------------- SqueezeUnitConv: ConvTranspose
+
+
+def _tf_conv1d_transpose(g: G, x: str, cin: int, cout: int, k: int, stride: int, pads, seed: int,
+                         group: int = 1, output_padding=None, output_shape=None) -> str:
+    """tf2onnx's Conv1DTranspose: ExpandDims(1) -> NHWC->NCHW -> ConvTranspose(1 x k) -> Squeeze(2) -> (N, L, C)."""
+    rng = np.random.default_rng(seed)
+    u = g.op("Unsqueeze", x, g.const(np.array([1], np.int64)))
+    t = g.t(u, NHWC_TO_NCHW)
+    w = g.const(rng.standard_normal((cin, cout // group, 1, k)).astype(np.float32))
+    attrs = dict(kernel_shape=[1, k], strides=[1, stride], dilations=[1, 1], pads=pads, group=group)
+    if output_padding is not None:
+        attrs["output_padding"] = output_padding
+    if output_shape is not None:
+        attrs["output_shape"] = output_shape
+    c = g.op("ConvTranspose", t, w, **attrs)
+    return g.t(g.op("Squeeze", c, g.const(np.array([2], np.int64))), [0, 2, 1])
+
+
+@pytest.mark.parametrize("k,stride,pads,outpad,group", [
+    (3, 2, [0, 0, 0, 1], None, 1),      # Keras "same", stride 2
+    (3, 2, [0, 0, 0, 0], [0, 1], 1),    # "valid" with output_padding
+    (4, 2, [0, 1, 0, 1], None, 2),      # grouped
+    (3, 1, [0, 1, 0, 1], [0, 0], 1),
+])
+def test_squeeze_unit_conv_transpose(k, stride, pads, outpad, group):
+    g = G()
+    x = g.input("x", [2, 7, 4])
+    h = _tf_conv1d_transpose(g, x, 4, 6, k, stride, pads, seed=21, group=group, output_padding=outpad)
+    g.op("Relu", h, out="y")
+    model = g.model("y")
+    feeds = random_feeds(model)
+    model = check(model, SqueezeUnitConv(), TransposeOptimizer(), feeds=feeds)
+    (ct,) = nodes_of(model, "ConvTranspose")
+    assert const_array(ct.inputs[1]).shape == (4, 6 // group, k)  # (C_in, C_out/g, k)
+    assert list(ct.attributes.get_ints("kernel_shape")) == [k]
+    assert list(ct.attributes.get_ints("strides")) == [stride]
+    assert list(ct.attributes.get_ints("pads")) == [pads[1], pads[3]]
+    if outpad is not None:
+        assert list(ct.attributes.get_ints("output_padding")) == [outpad[1]]
+    assert ct.attributes.get_int("group", 1) == group
+    assert not {"Squeeze", "Unsqueeze", "Reshape"} & set(ops(model))
+    assert n_transposes(model) == 2 and all(perm_of(t) == [0, 2, 1] for t in nodes_of(model, "Transpose"))
+
+
+def test_squeeze_unit_conv_transpose_output_shape():
+    g = G()
+    x = g.input("x", [1, 5, 3])
+    g.op("Relu", _tf_conv1d_transpose(g, x, 3, 2, 3, 2, [0, 0, 0, 0], seed=22, output_shape=[1, 10]), out="y")
+    model = check(g.model("y"), SqueezeUnitConv())
+    (ct,) = nodes_of(model, "ConvTranspose")
+    assert list(ct.attributes.get_ints("output_shape")) == [10]
+    assert static_shape(ct.outputs[0]) == (1, 2, 10)
+
+
+@pytest.mark.parametrize("kh,pads,outpad", [(1, [0, 0, 0, 0], [1, 0]), (1, [-1, 0, 0, 0], None),
+                                             (2, [0, 0, 0, 0], None)])
+def test_squeeze_unit_conv_transpose_keeps_a_grown_unit_axis(kh, pads, outpad):
+    # Output padding, a negative pad or a taller kernel on the inserted axis: it does not stay size 1.
+    rng = np.random.default_rng(23)
+    g = G()
+    x = g.input("x", [1, 6, 3])
+    t = g.t(g.op("Unsqueeze", x, g.const(np.array([1], np.int64))), NHWC_TO_NCHW)
+    attrs = dict(kernel_shape=[kh, 3], strides=[2, 2], pads=pads)
+    if outpad:
+        attrs["output_padding"] = outpad
+    w = g.const(rng.standard_normal((3, 2, kh, 3)).astype(np.float32))
+    g.op("ConvTranspose", t, w, out="y", **attrs)
+    model = check(g.model("y"), SqueezeUnitConv(), expect_change=False)
+    assert static_shape(model.graph.outputs[0])[2] == 2

@@ -17,9 +17,10 @@ from onnx_ir.passes.common import RemoveUnusedNodesPass, ShapeInferencePass, Top
 
 from ..errors import EXIT_PARITY, PipelineError
 from ..referee import compare, laid_out_inputs, run_onnx
-from .fuse import FuseConvBias
+from .fuse import FoldBatchNorm, FuseConvBias
 from .layout import ChannelsLast, InterfaceLayout, SqueezeUnitConv
 from .padding import ExplicitPads
+from .patterns import fill_kept_shapes
 from .transpose import TransposeOptimizer
 
 
@@ -46,8 +47,13 @@ class FoldConstants(ir.passes.InPlacePass):
         before = _fingerprint(model)
         onnxscript.optimizer.inline(model)
         _drop_empty_squeeze_axes(model.graph)
-        onnxscript.optimizer.fold_constants_ir(model)
-        RemoveUnusedNodesPass()(model)
+        for _ in range(4):  # to a fixpoint: a fold can make shapes static, so a Shape further on folds too
+            start = _fingerprint(model)
+            onnxscript.optimizer.fold_constants_ir(model)
+            RemoveUnusedNodesPass()(model)
+            if _fingerprint(model) == start:
+                break
+            RefreshShapes()(model)
         return ir.passes.PassResult(model, _fingerprint(model) != before)
 
 
@@ -73,6 +79,8 @@ class RefreshShapes(ir.passes.InPlacePass):
                 if not v.is_graph_output():
                     v.shape = None
         ShapeInferencePass(strict_mode=False)(model)
+        while fill_kept_shapes(model.graph):  # GroupNormalization: ONNX's inference gives no shape
+            ShapeInferencePass(strict_mode=False)(model)
         return ir.passes.PassResult(model, False)
 
 
@@ -109,8 +117,8 @@ class Normalized:
     interface: dict[str, dict[str, list[int]]] = field(default_factory=lambda: {"inputs": {}, "outputs": {}})
 
 
-def pass_plan(target: str, layout: str) -> list[tuple[str, ir.passes.PassBase]]:
-    """The passes for a target, in order."""
+def pass_plan(target: str, layout: str, fold_bn: bool = False) -> list[tuple[str, ir.passes.PassBase]]:
+    """The passes for a target, in order; ``fold_bn`` adds the opt-in BatchNorm folding."""
     plan: list[tuple[str, ir.passes.PassBase]] = [
         ("fold_constants", FoldConstants()),
         ("explicit_pads", ExplicitPads()),
@@ -118,6 +126,8 @@ def pass_plan(target: str, layout: str) -> list[tuple[str, ir.passes.PassBase]]:
         ("transposes", TransposeOptimizer()),
         ("fuse_conv_bias", FuseConvBias()),
     ]
+    if fold_bn:
+        plan.append(("fold_batch_norm", FoldBatchNorm()))
     if target == "keras":
         plan += [("channels_last", ChannelsLast()), ("transposes", TransposeOptimizer())]
     if layout == "target":
@@ -130,11 +140,70 @@ def pass_plan(target: str, layout: str) -> list[tuple[str, ir.passes.PassBase]]:
 def load(path) -> ir.Model:
     model = ir.load(str(path))
     RefreshShapes()(model)
+    if _split_sequences_as_split(model):
+        RefreshShapes()(model)
     return model
 
 
+def _split_sequences_as_split(model: ir.Model) -> bool:
+    """``SplitToSequence`` read only by ``SequenceAt(seq, constant)`` -> one ``Split``.
+
+    torch.onnx writes ``tensor.split(n, dim)`` (GPT-2's qkv split) this way.  Neither
+    target has tensor sequences, and onnx_ir's shape inference types the sequence as a
+    tensor, which onnxruntime then rejects; a plain ``Split`` says the same exactly."""
+    from .graph import add_initializer, const_array, fresh_name, static_shape
+
+    opset = model.opset_imports.get("", 0)
+    changed = False
+    for node in [n for n in model.graph if n.op_type == "SplitToSequence" and n.domain == ""]:
+        seq, shape = node.outputs[0], static_shape(node.inputs[0])
+        readers = list(seq.uses())
+        positions = [const_array(u.node.inputs[1]) if u.node.op_type == "SequenceAt" else None for u in readers]
+        if opset < 13 or shape is None or seq.is_graph_output() or any(p is None for p in positions):
+            continue
+        axis = node.attributes.get_int("axis", 0) % len(shape)
+        dim = shape[axis]
+        split = const_array(node.inputs[1]) if len(node.inputs) > 1 and node.inputs[1] is not None else None
+        if len(node.inputs) > 1 and node.inputs[1] is not None and split is None:
+            continue
+        if split is None:
+            sizes = [1] * dim
+        elif split.ndim == 0:
+            sizes = [int(split)] * (dim // int(split)) + ([dim % int(split)] if dim % int(split) else [])
+        else:
+            sizes = [int(s) for s in split]
+        squeeze = split is None and node.attributes.get_int("keepdims", 1) == 0
+        sizes_value = add_initializer(model.graph, np.array(sizes, np.int64), "split_sizes")
+        new = ir.node("Split", [node.inputs[0], sizes_value], {"axis": axis}, num_outputs=len(sizes),
+                      name=fresh_name(model.graph, "split"))
+        for out in new.outputs:
+            out.name = fresh_name(model.graph, "split_out")
+        model.graph.insert_before(node, new)
+        for u, pos in zip(readers, positions):
+            part = new.outputs[int(pos) % len(sizes)]
+            if squeeze:
+                axes = add_initializer(model.graph, np.array([axis], np.int64), "axes")
+                sq = ir.node("Squeeze", [part, axes], name=fresh_name(model.graph, "squeeze"))
+                sq.outputs[0].name = fresh_name(model.graph, "squeezed")
+                model.graph.insert_before(u.node, sq)
+                part = sq.outputs[0]
+            public = u.node.outputs[0]
+            if public.is_graph_output():
+                ident = ir.node("Identity", [part], name=fresh_name(model.graph, "identity"))
+                model.graph.insert_before(u.node, ident)
+                name = public.name
+                public.replace_all_uses_with(ident.outputs[0], replace_graph_outputs=True)
+                public.name, ident.outputs[0].name = fresh_name(model.graph, name), name
+            else:
+                public.replace_all_uses_with(part)
+            model.graph.remove(u.node, safe=True)
+        model.graph.remove(node, safe=True)
+        changed = True
+    return changed
+
+
 def normalize(model: ir.Model, target: str, layout: str = "source", inputs: dict[str, np.ndarray] | None = None,
-              atol: float = 1e-4, rtol: float = 1e-4, progress=None) -> Normalized:
+              atol: float = 1e-4, rtol: float = 1e-4, progress=None, fold_bn: bool = False) -> Normalized:
     """Run the pass plan on ``model`` in place; check each change under onnxruntime if ``inputs``."""
     try:
         reference = run_onnx(model, inputs) if inputs is not None else None
@@ -144,7 +213,7 @@ def normalize(model: ir.Model, target: str, layout: str = "source", inputs: dict
     out_names = [v.name for v in model.graph.outputs]
     records: list[PassRecord] = []
     interface = {"inputs": {}, "outputs": {}}
-    for name, p in pass_plan(target, layout):
+    for name, p in pass_plan(target, layout, fold_bn):
         if progress:
             progress(f"pass {name}")
         start = time.perf_counter()

@@ -110,7 +110,8 @@ def fresh_name(graph: ir.Graph, hint: str) -> str:
 
 
 def add_initializer(graph: ir.Graph, array: np.ndarray, hint: str) -> ir.Value:
-    value = ir.Value(name=fresh_name(graph, hint), const_value=ir.tensor(np.ascontiguousarray(array)))
+    array = np.asarray(array)  # ascontiguousarray alone turns a 0-d scalar into shape (1,)
+    value = ir.Value(name=fresh_name(graph, hint), const_value=ir.tensor(np.ascontiguousarray(array).reshape(array.shape)))
     value.shape = ir.Shape(array.shape)
     value.dtype = ir.DataType.from_numpy(array.dtype)
     graph.register_initializer(value)

@@ -1,11 +1,12 @@
 """Layout passes.
 
-``SqueezeUnitConv``: TensorFlow runs a 1-D convolution as a 2-D one over an
-axis it inserted with ``ExpandDims``.  When a Conv's spatial axis was made by
-an ``Unsqueeze`` (seen through Transposes), has size 1, kernel 1 and no
-padding, the Conv is rewritten one rank lower between Squeeze/Unsqueeze; the
-transpose optimizer then cancels the Squeeze/Unsqueeze pairs, leaving the
-Conv1d the user wrote.
+``SqueezeUnitConv``: TensorFlow runs a 1-D convolution (and a 1-D transposed
+convolution) as a 2-D one over an axis it inserted with ``ExpandDims``.  When
+a Conv's or ConvTranspose's spatial axis was made by an ``Unsqueeze`` (seen
+through Transposes), has size 1, kernel 1, no padding (and, for ConvTranspose,
+no output padding and an output size of 1), the op is rewritten one rank lower
+between Squeeze/Unsqueeze; the transpose optimizer then cancels the
+Squeeze/Unsqueeze pairs, leaving the Conv1d / ConvTranspose1d the user wrote.
 
 ``ChannelsLast``: for a channels-last target (Keras), each layout-sensitive op
 is wrapped as ``T_free(cf->cl) -> T_pin(cl->cf) -> op -> T_pin(cf->cl) ->
@@ -36,6 +37,7 @@ from .graph import (
     to_last,
     transpose_node,
 )
+from .patterns import fuse_patterns, group_norm_chains
 from .transpose import _axes
 
 # Ops whose axis 1 is "the channel" in ONNX and that a channels-last target
@@ -43,7 +45,7 @@ from .transpose import _axes
 LAYOUT_OPS = {
     "Conv", "ConvTranspose", "MaxPool", "AveragePool", "LpPool", "GlobalAveragePool",
     "GlobalMaxPool", "GlobalLpPool", "BatchNormalization", "InstanceNormalization", "LRN",
-    "DepthToSpace", "SpaceToDepth", "Resize",
+    "DepthToSpace", "SpaceToDepth", "Resize", "GroupNormalization",
 }
 
 
@@ -83,19 +85,14 @@ class SqueezeUnitConv(ir.passes.InPlacePass):
         graph = model.graph
         changed = False
         for node in list(graph):
-            if node.op_type != "Conv" or node.domain != "":
+            if node.op_type not in ("Conv", "ConvTranspose") or node.domain != "":
                 continue
             x, w = node.inputs[0], node.inputs[1]
             shape, warr = static_shape(x), const_array(w)
-            if shape is None or warr is None or len(shape) != 4:
+            if shape is None or warr is None or len(shape) != 4 or warr.ndim != 4:
                 continue
             pads = list(node.attributes.get_ints("pads", [0] * 4))
-            made = _unsqueezed_axes(x)
-            axis = next(
-                (a for a in (2, 3) if a in made and shape[a] == 1 and warr.shape[a] == 1
-                 and pads[a - 2] == 0 and pads[a] == 0),
-                None,
-            )
+            axis = _unit_axis(node, shape, warr, pads)
             if axis is None:
                 continue
             i = axis - 2
@@ -104,8 +101,10 @@ class SqueezeUnitConv(ir.passes.InPlacePass):
             sq_shape = [d for j, d in enumerate(shape) if j != axis]
             sq = make_node(graph, "Squeeze", [x, ax], hint="squeeze", before=node, shape=sq_shape, dtype=x.dtype)
             node.replace_input_with(0, sq.outputs[0])
+            # The kernel's spatial axes sit at 2, 3 for both layouts: Conv (C_out, C_in/g, kH, kW)
+            # and ConvTranspose (C_in, C_out/g, kH, kW).
             node.replace_input_with(1, add_initializer(graph, np.squeeze(warr, axis=axis), (w.name or "w") + "_1d"))
-            for name in ("kernel_shape", "strides", "dilations"):
+            for name in _PER_AXIS_ATTRS:
                 vals = node.attributes.get_ints(name)
                 if vals is not None:
                     node.attributes[name] = ir.AttrInt64s(name, [vals[keep]])
@@ -130,44 +129,95 @@ class SqueezeUnitConv(ir.passes.InPlacePass):
         return ir.passes.PassResult(model, changed)
 
 
+# Per-spatial-axis attributes of Conv / ConvTranspose (one value per spatial axis).
+_PER_AXIS_ATTRS = ("kernel_shape", "strides", "dilations", "output_padding", "output_shape")
+
+
+def _unit_axis(node: ir.Node, shape: tuple[int, ...], warr: np.ndarray, pads: list[int]) -> int | None:
+    """The spatial axis (2 or 3) of a rank-4 Conv/ConvTranspose that can be dropped, else None.
+
+    The axis must come from an ``Unsqueeze``, have size 1 and kernel 1, and no
+    padding; a ConvTranspose also needs no output padding and an output size of
+    1 there, so that the op maps a unit axis to a unit axis (stride and
+    dilation do not matter on a size-1 axis with a size-1 kernel).
+    """
+    if node.attributes.get_string("auto_pad", "NOTSET") != "NOTSET" or len(pads) != 4:
+        return None
+    transposed = node.op_type == "ConvTranspose"
+    outpad = list(node.attributes.get_ints("output_padding", [0, 0])) if transposed else [0, 0]
+    out_attr = node.attributes.get_ints("output_shape") if transposed else None
+    out_shape = static_shape(node.outputs[0])
+    made = _unsqueezed_axes(node.inputs[0])
+    for a in (2, 3):
+        i = a - 2
+        if a not in made or shape[a] != 1 or warr.shape[a] != 1 or pads[i] != 0 or pads[i + 2] != 0:
+            continue
+        if len(outpad) != 2 or outpad[i] != 0:
+            continue
+        if out_attr is not None and (len(out_attr) != 2 or out_attr[i] != 1):
+            continue
+        if out_shape is not None and out_shape[a] != 1:
+            continue
+        return a
+    return None
+
+
 class ChannelsLast(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
-        changed = False
+        changed = fuse_patterns(graph)  # exported GroupNorm(G == C) / LocalResponseNorm -> one layout op
+        inside = set()
+        for first, last in group_norm_chains(graph):  # exported GroupNorm(G < C): one layer in Keras
+            inside.update(_wrap(graph, first, last))
+        changed |= bool(inside)
         for node in list(graph):
-            if node.op_type not in LAYOUT_OPS or node.domain != "":
+            if node.op_type not in LAYOUT_OPS or node.domain != "" or node in inside:
                 continue
             if node.op_type == "Resize" and not _resizes_only_spatial(node):
                 continue
-            x = node.inputs[0]
-            rank = rank_of(x)
+            rank = rank_of(node.inputs[0])
             if rank is None or rank < 3 or rank > 5:
                 continue
             if len([o for o in node.outputs if o.uses() or o.is_graph_output()]) != 1:
                 continue
-            cl, cf = to_last(rank), to_first(rank)
-            free_in = transpose_node(graph, x, cl, before=node)
-            pin_in = transpose_node(graph, free_in.outputs[0], cf, before=node, role=PIN_IN)
-            node.replace_input_with(0, pin_in.outputs[0])
-            out = node.outputs[0]
-            users = list(out.uses())
-            was_output = out.is_graph_output()
-            pin_out = ir.node("Transpose", [out], {"perm": cl}, metadata_props={PIN_KEY: PIN_OUT})
-            pin_out.outputs[0].name = out.name + "__cl"
-            _copy_permuted(out, pin_out.outputs[0], cl)
-            graph.insert_after(node, pin_out)
-            free_out = ir.node("Transpose", [pin_out.outputs[0]], {"perm": cf})
-            graph.insert_after(pin_out, free_out)
-            free_out.outputs[0].name = out.name + "__cf"
-            free_out.outputs[0].shape, free_out.outputs[0].dtype = out.shape, out.dtype
-            for user, idx in users:
-                user.replace_input_with(idx, free_out.outputs[0])
-            if was_output:
-                public = out.name
-                out.name, free_out.outputs[0].name = public + "__op", public
-                graph.outputs[list(graph.outputs).index(out)] = free_out.outputs[0]
+            _wrap(graph, node, node)
             changed = True
         return ir.passes.PassResult(model, changed)
+
+
+def _wrap(graph: ir.Graph, first: ir.Node, last: ir.Node) -> list[ir.Node]:
+    """Put the chain ``first`` .. ``last`` between pinned transposes (and their free inverses).
+
+    ``first``'s input 0 and ``last``'s output 0 have the same rank; returns the chain's nodes.
+    """
+    x = first.inputs[0]
+    rank = rank_of(x)
+    chain, node = [first], first
+    while node is not last:
+        node = node.outputs[0].consumers()[0]
+        chain.append(node)
+    cl, cf = to_last(rank), to_first(rank)
+    free_in = transpose_node(graph, x, cl, before=first)
+    pin_in = transpose_node(graph, free_in.outputs[0], cf, before=first, role=PIN_IN)
+    first.replace_input_with(0, pin_in.outputs[0])
+    out = last.outputs[0]
+    users = list(out.uses())
+    was_output = out.is_graph_output()
+    pin_out = ir.node("Transpose", [out], {"perm": cl}, metadata_props={PIN_KEY: PIN_OUT})
+    pin_out.outputs[0].name = out.name + "__cl"
+    _copy_permuted(out, pin_out.outputs[0], cl)
+    graph.insert_after(last, pin_out)
+    free_out = ir.node("Transpose", [pin_out.outputs[0]], {"perm": cf})
+    graph.insert_after(pin_out, free_out)
+    free_out.outputs[0].name = out.name + "__cf"
+    free_out.outputs[0].shape, free_out.outputs[0].dtype = out.shape, out.dtype
+    for user, idx in users:
+        user.replace_input_with(idx, free_out.outputs[0])
+    if was_output:
+        public = out.name
+        out.name, free_out.outputs[0].name = public + "__op", public
+        graph.outputs[list(graph.outputs).index(out)] = free_out.outputs[0]
+    return chain
 
 
 def _copy_permuted(src: ir.Value, dst: ir.Value, perm) -> None:

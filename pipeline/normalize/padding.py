@@ -95,14 +95,53 @@ def valid_counts(in_sizes, kernel, strides, begins, out_sizes) -> np.ndarray:
     return total
 
 
+def ceil_adds_a_window(in_sizes, kernel, strides, dilations, pads) -> bool:
+    """Whether ``ceil_mode=1`` pooling has more windows than floor mode on some axis.
+
+    ceil mode adds one window when the span does not divide by the stride, unless that
+    window would start inside the end padding: onnxruntime and PyTorch drop it, ONNX
+    shape inference does not (it infers one element too many).
+    """
+    nd = len(kernel)
+    for i, (n, k, s, d) in enumerate(zip(in_sizes, kernel, strides, dilations)):
+        span = n + pads[i] + pads[nd + i] - ((k - 1) * d + 1)
+        if span >= 0 and span % s and (span // s + 1) * s < n + pads[i]:
+            return True
+    return False
+
+
+def drop_idle_ceil_mode(node: ir.Node) -> bool:
+    """``ceil_mode=1`` -> 0 on an explicitly padded pool whose windows it does not change."""
+    if node.op_type not in ("MaxPool", "AveragePool") or not node.attributes.get_int("ceil_mode", 0):
+        return False
+    if node.attributes.get_string("auto_pad", "NOTSET") != "NOTSET":
+        return False
+    kernel, shape = kernel_shape(node), static_shape(node.inputs[0])
+    if kernel is None or shape is None:
+        return False
+    n = len(kernel)
+    strides = list(node.attributes.get_ints("strides", [1] * n))
+    dilations = list(node.attributes.get_ints("dilations", [1] * n))
+    pads = list(node.attributes.get_ints("pads", [0] * (2 * n)))
+    if ceil_adds_a_window(shape[2:], kernel, strides, dilations, pads):
+        return False
+    node.attributes["ceil_mode"] = ir.AttrInt64("ceil_mode", 0)
+    return True
+
+
 class ExplicitPads(ir.passes.InPlacePass):
-    """Rewrite every ``auto_pad`` into explicit ``pads``; refuse nothing silently."""
+    """Rewrite every ``auto_pad`` into explicit ``pads``; refuse nothing silently.
+
+    A ``ceil_mode`` that adds no window is dropped too, so shape inference (which
+    misses the rule that drops a window starting in the end padding) stays right.
+    """
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         changed = False
         for node in model.graph:
             if node.op_type not in PADDED_OPS or node.domain != "":
                 continue
+            changed |= drop_idle_ceil_mode(node)
             mode = node.attributes.get_string("auto_pad", "NOTSET")
             out_shape = node.attributes.get_ints("output_shape") if node.op_type == "ConvTranspose" else None
             if mode == "NOTSET" and out_shape is None:

@@ -14,6 +14,8 @@ Rules, each a small function ``rule(graph, node) -> bool``:
 - ``cancel_unsqueeze``   Squeeze(Unsqueeze(x, A), A) -> x
 - ``singleton_transpose``  T that moves only size-1 axes next to a shape op -> Reshape
 - ``merge_reshapes``     chains of Reshape/Squeeze/Unsqueeze/Flatten with a static result -> one Reshape
+- ``push_reshape``       Reshape(T(x)) -> T'(Reshape'(x)) for a reshape that splits/merges axes; or
+                         T2(Reshape(T1(x))) -> Reshape'(T(x))
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ UNARY = {
 }
 BINARY = {
     "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Equal", "Greater", "Less", "GreaterOrEqual",
-    "LessOrEqual", "And", "Or", "Xor", "Where", "Mod", "Sum", "Mean", "BitShift",
+    "LessOrEqual", "And", "Or", "Xor", "Where", "Mod", "Sum", "Mean", "BitShift", "PRelu",
 }
 SHAPE_OPS = {"Reshape", "Squeeze", "Unsqueeze", "Flatten"}
 REDUCE = {
@@ -392,6 +394,22 @@ def merge_reshapes(graph: ir.Graph, node: ir.Node) -> bool:
     return True
 
 
+def _becomes_transposed(other: ir.Value, value: ir.Value) -> bool:
+    """``other`` is computed from ``value`` alone by a shape-keeping op the transpose pushes through.
+
+    Then once ``value``'s transpose is pushed on, ``other`` is a transpose by the same
+    perm too: ``x - mean(x, axis=1, keepdims=1)`` (a channels-first LayerNorm written
+    by hand) moves as a whole.
+    """
+    node = other.producer()
+    if node is None or node.domain != "" or not node.inputs or node.inputs[0] is not value:
+        return False
+    if node.op_type in UNARY or node.op_type in ("Softmax", "LogSoftmax"):
+        return True
+    return (node.op_type in REDUCE and node.attributes.get_int("keepdims", 1) == 1
+            and not _runtime_axes(node) and not node.attributes.get_int("noop_with_empty_axes", 0))
+
+
 def _accepts_push(consumer: ir.Node, value: ir.Value, perm: list[int]) -> bool:
     """Would ``consumer`` take a transpose of ``value`` by ``perm`` through itself right away?"""
     op = consumer.op_type
@@ -407,6 +425,8 @@ def _accepts_push(consumer: ir.Node, value: ir.Value, perm: list[int]) -> bool:
                 continue
             t = other.producer()
             if is_free_transpose(t) and perm_of(t) == perm:
+                continue
+            if _becomes_transposed(other, value):
                 continue
             arr = const_array(other)
             if arr is not None and arr.ndim <= len(perm):
@@ -433,6 +453,129 @@ def fan_out(graph: ir.Graph, node: ir.Node) -> bool:
     return True
 
 
+def _reshape_groups(src: tuple[int, ...], dst: tuple[int, ...]) -> list[tuple[list[int], list[int]]] | None:
+    """Pair the axes of a reshape ``src -> dst`` into blocks of equal size, in order.
+
+    A unit axis on either side is a block of its own (``([i], [])`` or ``([], [j])``);
+    other blocks are the shortest runs whose sizes multiply to the same number.
+    None if a size is 0 or the products never meet.
+    """
+    if 0 in src or 0 in dst:
+        return None
+    groups, i, j = [], 0, 0
+    while i < len(src) or j < len(dst):
+        if i < len(src) and src[i] == 1:
+            groups.append(([i], []))
+            i += 1
+            continue
+        if j < len(dst) and dst[j] == 1:
+            groups.append(([], [j]))
+            j += 1
+            continue
+        if i >= len(src) or j >= len(dst):
+            return None
+        a, b, pa, pb = [i], [j], src[i], dst[j]
+        i, j = i + 1, j + 1
+        while pa != pb:
+            if pa < pb and i < len(src):
+                a.append(i)
+                pa, i = pa * src[i], i + 1
+            elif pb < pa and j < len(dst):
+                b.append(j)
+                pb, j = pb * dst[j], j + 1
+            else:
+                return None
+        groups.append((a, b))
+    return groups
+
+
+def _reshape_node(graph: ir.Graph, x: ir.Value, shape: list[int], before: ir.Node) -> ir.Node:
+    target = add_initializer(graph, np.array(shape, np.int64), "shape")
+    return make_node(graph, "Reshape", [x, target], hint="reshape", before=before, shape=shape, dtype=x.dtype)
+
+
+def _push_through_reshape(graph: ir.Graph, node: ir.Node, t: ir.Node, groups, dst) -> bool:
+    """``Reshape(T(x, p))`` -> ``T'(Reshape'(x))`` when each block of the reshape is one axis of
+    ``T(x)`` split in place, or axes of ``T(x)`` that are consecutive, in order, in ``x`` too."""
+    p = perm_of(t)
+    x_shape = static_shape(t.inputs[0])
+    block_of = {}
+    for g, (a, b) in enumerate(groups):
+        if len(a) > 1 and len(b) > 1:
+            return False
+        if len(a) > 1 and [p[i] for i in a] != list(range(p[a[0]], p[a[0]] + len(a))):
+            return False
+        for i in a:
+            block_of[p[i]] = g
+    # x' lists the output axes block by block in x's order; inserted unit axes go last.
+    order, seen = [], set()
+    for k in range(len(x_shape)):
+        g = block_of[k]
+        if g not in seen:
+            seen.add(g)
+            order += groups[g][1]
+    order += [b[0] for a, b in groups if not a]
+    new_shape = [dst[k] for k in order]
+    perm = [order.index(k) for k in range(len(dst))]
+    reshape = _reshape_node(graph, t.inputs[0], new_shape, before=node)
+    out = reshape.outputs[0]
+    if not is_identity(perm):
+        out = transpose_node(graph, out, perm, before=node).outputs[0]
+    replace_value(graph, node.outputs[0], out)
+    remove_if_dead(graph, node)
+    remove_if_dead(graph, t)
+    return True
+
+
+def _pull_through_reshape(graph: ir.Graph, node: ir.Node, t: ir.Node, after: ir.Node, groups, src) -> bool:
+    """``T2(Reshape(T1(x)))`` -> ``Reshape'(T1∘T2'(x))`` when ``T2`` moves whole blocks of the reshape
+    (the output axes of a split stay together, in order): two transposes become one."""
+    q = perm_of(after)
+    block_of_out = {j: g for g, (a, b) in enumerate(groups) for j in b}
+    moved, at = [], 0
+    while at < len(q):
+        g = block_of_out[q[at]]
+        b = groups[g][1]
+        if q[at:at + len(b)] != b:
+            return False
+        moved.append(g)
+        at += len(b)
+    src_perm = [i for g in moved for i in groups[g][0]] + [a[0] for a, b in groups if not b]
+    out_shape = static_shape(after.outputs[0])
+    t2 = transpose_node(graph, t.outputs[0], src_perm, before=node)
+    reshape = _reshape_node(graph, t2.outputs[0], list(out_shape), before=node)
+    replace_value(graph, after.outputs[0], reshape.outputs[0])
+    remove_if_dead(graph, after)
+    remove_if_dead(graph, node)
+    return True
+
+
+def push_reshape(graph: ir.Graph, node: ir.Node) -> bool:
+    """Move a free Transpose through a Reshape that only splits and merges axes.
+
+    ``Reshape(T(x))`` becomes ``T'(Reshape'(x))`` when the merged axes are neighbours in ``x``
+    too; else, if a free Transpose follows, ``T2(Reshape(T1(x)))`` becomes
+    ``Reshape'(T(x))`` when ``T2`` keeps each split's axes together.  PyTorch's
+    PixelUnshuffle (reshape -> permute -> reshape on NCHW) then runs on NHWC with
+    no layout transpose around it.
+    """
+    if node.op_type != "Reshape" or node.domain != "":
+        return False
+    t = _upstream_transpose(node.inputs[0])
+    src, dst = static_shape(node.inputs[0]), static_shape(node.outputs[0])
+    if t is None or src is None or dst is None or static_shape(t.inputs[0]) is None:
+        return False
+    groups = _reshape_groups(src, dst)
+    if groups is None:
+        return False
+    if _push_through_reshape(graph, node, t, groups, dst):
+        return True
+    after = single_consumer(node.outputs[0])
+    if not is_free_transpose(after) or perm_of(after) is None or static_shape(after.outputs[0]) is None:
+        return False
+    return _pull_through_reshape(graph, node, t, after, groups, src)
+
+
 RULES = (
     merge_transposes,
     cancel_unsqueeze,
@@ -443,6 +586,7 @@ RULES = (
     singleton_transpose,
     merge_reshapes,
     fan_out,
+    push_reshape,
 )
 
 
