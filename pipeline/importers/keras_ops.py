@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..normalize.graph import PIN_IN, PIN_OUT, pin_role
+from ..normalize.graph import PIN_IN, PIN_OUT, const_array, pin_role, static_shape
+from ..normalize.patterns import match_group_norm, module_name
 from ..normalize.padding import same_pads, valid_counts
 from .codegen import Translation, layout_note, py_literal, registry, shape_literal
 
@@ -96,7 +97,8 @@ def conv(t: Translation) -> None:
         common.append(f"dilation_rate={_ints(dil)}")
     if b is None:
         common.append("use_bias=False")
-    if group == in_ch and in_per_group == 1 and group > 1 and nd in (1, 2):
+    # TF's CPU DepthwiseConv2dNative needs equal strides: otherwise a grouped Conv2D
+    if group == in_ch and in_per_group == 1 and group > 1 and nd in (1, 2) and len(set(strides)) == 1:
         mult = out_ch // in_ch
         # ONNX output channel c*mult + m reads input channel c -> Keras kernel[..., c, m].
         kernel_w = w.reshape(in_ch, mult, *kernel).transpose(*[i + 2 for i in range(nd)], 0, 1)
@@ -122,14 +124,22 @@ def conv_transpose(t: Translation) -> None:
     kernel = list(w.shape[2:])
     strides = t.ints("strides", [1] * nd)
     dil = t.ints("dilations", [1] * nd)
+    if any(d != 1 for d in dil):  # Keras refuses it with strides > 1, TF's CPU kernels always
+        t.unsupported("dilated transposed convolution (TensorFlow's CPU kernels have none)")
     pads = t.ints("pads", [0] * (2 * nd))
     outpad = t.ints("output_padding", [0] * nd)
     begins, ends = pads[:nd], pads[nd:]
-    if any(op > e for op, e in zip(outpad, ends)):
-        t.unsupported("output_padding larger than the end padding")
     k_eff = [(k - 1) * d + 1 for k, d in zip(kernel, dil)]
-    same = [max(k - s, 0) for k, s in zip(k_eff, strides)]
-    is_same = not any(outpad) and all(bg == tot // 2 and en == tot - tot // 2 for bg, en, tot in zip(begins, ends, same))
+    same = [k - s for k, s in zip(k_eff, strides)]  # Keras "same" crops k - s (TF: the odd one at the end)
+    is_same = not any(outpad) and all(0 <= tot and bg == tot // 2 and en == tot - tot // 2
+                                      for bg, en, tot in zip(begins, ends, same))
+    # Otherwise Keras' output_padding= gives the exact length (n - 1) * s + k + output_padding
+    # (without it, "valid" gives n * s when k < s); ONNX pads then crop that output.
+    extra = [op - en for op, en in zip(outpad, ends)]  # what ONNX keeps beyond the full output
+    if any(bg < 0 for bg in begins) or any(x >= s for x, s in zip(extra, strides)):
+        t.unsupported(f"ConvTranspose pads {pads} with output_padding {outpad}")
+    keras_outpad = [max(x, 0) for x in extra]
+    exact = not is_same and (any(keras_outpad) or any(k < s for k, s in zip(k_eff, strides)))
     # ONNX (Cin, Cout, k...) -> Keras (k..., Cout, Cin)
     kernel_w = w.transpose(*range(2, 2 + nd), 1, 0)
     args = [str(w.shape[1]), _ints(kernel)]
@@ -137,13 +147,15 @@ def conv_transpose(t: Translation) -> None:
         args.append(f"strides={_ints(strides)}")
     if is_same and any(same):
         args.append("padding='same'")
+    if exact:
+        args.append(f"output_padding={_ints(keras_outpad)}")
     if any(d != 1 for d in dil):
         args.append(f"dilation_rate={_ints(dil)}")
     if b is None:
         args.append("use_bias=False")
     weights = [kernel_w] + ([b] if b is not None else [])
     expr = _layer(t, f"Conv{nd}DTranspose", args, weights, t.inp(0))
-    crop = [(bg, en - op) for bg, en, op in zip(begins, ends, outpad)]
+    crop = [(bg, max(-x, 0)) for bg, x in zip(begins, extra)]
     if is_same or not any(c for pair in crop for c in pair):
         t.assign(expr)
         return
@@ -182,7 +194,63 @@ def resize(t: Translation) -> None:
         else:
             t.assign(_layer(t, "Resizing", [str(spatial_out[0]), str(spatial_out[1]), "interpolation='bilinear'"], None, x))
         return
+    if mode == "linear" and coord in _MATRIX_COORDS and not t.int("antialias", 0):
+        _resize_by_matrices(t, coord, x)  # no Keras layer resizes so: exact interpolation weights instead
+        return
     t.unsupported(f"{mode} resize with {coord} coordinates in {nd}-D")
+
+
+_MATRIX_COORDS = ("align_corners", "asymmetric", "half_pixel", "pytorch_half_pixel")
+
+
+def linear_resize_matrix(n_in: int, n_out: int, coord: str, scale: float) -> np.ndarray:
+    """``(n_out, n_in)`` weights of ONNX linear Resize along one axis (the spec's coordinate formulas).
+
+    ``align_corners``: ``x = o * (n_in - 1) / (n_out - 1)``; ``asymmetric``: ``x = o / scale``;
+    ``half_pixel``: ``x = (o + 0.5) / scale - 0.5`` (``pytorch_half_pixel``: 0 for one output); ``x`` is
+    clamped to ``[0, n_in - 1]`` and split between its two neighbours.
+    """
+    o = np.arange(n_out, dtype=np.float64)
+    if coord == "align_corners":
+        src = o * (n_in - 1) / (n_out - 1) if n_out > 1 else np.zeros(n_out)
+    elif coord == "asymmetric":
+        src = o / scale
+    elif coord == "pytorch_half_pixel" and n_out == 1:
+        src = np.zeros(n_out)
+    else:
+        src = (o + 0.5) / scale - 0.5
+    src = np.clip(src, 0, n_in - 1)
+    lo = np.floor(src).astype(np.int64)
+    hi = np.minimum(lo + 1, n_in - 1)
+    frac = src - lo
+    weights = np.zeros((n_out, n_in))
+    np.add.at(weights, (np.arange(n_out), lo), 1 - frac)
+    np.add.at(weights, (np.arange(n_out), hi), frac)
+    return weights.astype(np.float32)
+
+
+def _resize_by_matrices(t: Translation, coord: str, x: str) -> None:
+    """Linear resize of a channels-last ``(N, *spatial, C)`` tensor: one interpolation matrix per axis."""
+    spatial_in, spatial_out = t.shape(0)[2:], t.out_shape()[2:]
+    scales = t.const(2) if t.has_input(2) else None
+    letters = "dhw"[-len(spatial_in):] if len(spatial_in) <= 3 else None
+    if letters is None:
+        t.unsupported(f"linear resize in {len(spatial_in)}-D")
+    for k, (n_in, n_out) in enumerate(zip(spatial_in, spatial_out)):
+        given = scales is not None and scales.size  # else ONNX scales by out / in, as sizes say
+        scale = float(scales.reshape(-1)[-len(spatial_in):][k]) if given else n_out / n_in
+        weights = linear_resize_matrix(n_in, n_out, coord, scale)
+        if weights.shape[0] == weights.shape[1] and np.array_equal(weights, np.eye(n_in, dtype=np.float32)):
+            continue
+        a = letters[k]
+        new = {"d": "e", "h": "p", "w": "q"}[a]  # the resized axis (Keras einsum wants lowercase letters)
+        eq = f"{new}{a},n{letters}c->n{letters.replace(a, new)}c"
+        matrix = _constant(t, f"{t.layer_hint()}_{a}_weights", weights)
+        var = t.gen.names.take(f"{t.layer_hint()}_{a}")
+        axis_name = {"d": "depth", "h": "height", "w": "width"}[a]
+        t.gen.emit(f"{var} = ops.einsum({eq!r}, {matrix}, {x})", f"linear resize of the {axis_name} ({coord})")
+        x = var
+    t.alias(x)
 
 
 @register("InstanceNormalization")
@@ -345,6 +413,9 @@ def binary(t: Translation) -> None:
     fn = _BINARY[t.op]
     if t.op == "Div" and np.issubdtype(np.dtype(t.out_dtype().numpy()), np.integer):
         t.unsupported("integer division (ONNX truncates toward zero)")
+    if t.op == "Add" and _bias_add_misplaced(t):
+        _add_around_bias_add(t)
+        return
     expr = t.inp(0)
     for i in range(1, len(t.node.inputs)):
         expr = f"{fn}({expr}, {t.inp(i)})"
@@ -431,11 +502,15 @@ def clip(t: Translation) -> None:
 @register("Softmax", "LogSoftmax")
 def softmax(t: Translation) -> None:
     fn = "ops.softmax" if t.op == "Softmax" else "ops.log_softmax"
-    t.assign(f"{fn}({t.inp(0)}, axis={t.int('axis', -1)})")
+    axis, shape = t.int("axis", -1), t.value(0).shape
+    last = shape is not None and axis % len(shape) == len(shape) - 1
+    t.assign(f"{fn}({t.inp(0)}, axis={-1 if last else axis})")
 
 
 @register("Reshape", "Flatten", "Squeeze", "Unsqueeze")
 def reshape(t: Translation) -> None:
+    if _wrapped_group_norm(t):
+        return
     t.assign(f"ops.reshape({t.inp(0)}, {shape_literal(t.out_shape())})")
 
 
@@ -567,5 +642,407 @@ def einsum(t: Translation) -> None:
 
 @register("PRelu")
 def prelu(t: Translation) -> None:
-    x = t.inp(0)
+    """``layers.PReLU`` when the slope is a constant shared over the batch; else an expression."""
+    x, shape, slope = t.inp(0), t.shape(0), t.const(1)
+    if slope is not None and len(shape) >= 2 and slope.ndim <= len(shape):
+        full = slope.reshape((1,) * (len(shape) - slope.ndim) + slope.shape)
+        if full.shape[0] == 1 and all(d in (1, n) for d, n in zip(full.shape, shape)):
+            shared = [i for i in range(1, len(shape)) if full.shape[i] == 1]
+            args = [f"shared_axes={shared}"] if shared else []
+            t.assign(_layer(t, "PReLU", args, [full[0].astype(np.float32)], x, hint=module_name(t.node)))
+            return
     t.assign(f"ops.where(ops.greater_equal({x}, 0.0), {x}, ops.multiply({x}, {t.inp(1)}))")
+
+
+def _new_constant(t: Translation, arr: np.ndarray, hint: str) -> str:
+    """An array computed while generating (not an ONNX value), stored with the model's constants."""
+    import onnx_ir as ir
+
+    arr = np.ascontiguousarray(arr)
+    if arr.ndim == 0:
+        return py_literal(arr)
+    return t.gen.constant(ir.Value(name=f"{t.layer_hint()}_{hint}"), arr)
+
+
+def _shape_of(t: Translation, i: int) -> tuple[int, ...]:
+    """Input ``i``'s static shape, read off its value when it is a constant (folded
+    constants can carry symbolic shapes)."""
+    arr = t.const(i)
+    return tuple(arr.shape) if arr is not None else t.shape(i)
+
+
+@register("GatherND")
+def gather_nd(t: Translation) -> None:
+    """``data[idx[..., 0], ..., idx[..., k-1]]`` as one ``ops.take`` on ``data`` flattened over the
+    indexed (and batch) axes: the index tuple becomes one linear index (a constant when the
+    indices are).  Transformers' padding masks are written this way."""
+    shape, ishape = _shape_of(t, 0), _shape_of(t, 1)
+    b = t.int("batch_dims", 0)
+    k = ishape[-1]
+    if k == 0:
+        t.unsupported("empty index tuples")
+    dims = shape[b:b + k]
+    strides = [int(np.prod(dims[j + 1:], dtype=np.int64)) for j in range(k)]
+    inner = int(np.prod(dims, dtype=np.int64))
+    batch = int(np.prod(shape[:b], dtype=np.int64))
+    data = f"ops.reshape({t.inp(0)}, {shape_literal((batch * inner, *shape[b + k:]))})"
+    lead = ishape[:-1]
+    offset = (np.arange(batch, dtype=np.int64) * inner).reshape(tuple(ishape[:b]) + (1,) * (len(lead) - b))
+    idx = t.const(1)
+    if idx is not None:
+        idx = idx.astype(np.int64)
+        idx = np.where(idx < 0, idx + np.array(dims, np.int64), idx)
+        linear = (idx * np.array(strides, np.int64)).sum(-1) + offset
+        t.assign(f"ops.take({data}, {_new_constant(t, linear, 'index')}, axis=0)")
+        return
+    i = f"ops.cast({t.inp(1)}, 'int64')"
+    i = f"ops.where(ops.less({i}, 0), ops.add({i}, np.array({tuple(dims)}, 'int64')), {i})"
+    linear = f"ops.sum(ops.multiply({i}, np.array({tuple(strides)}, 'int64')), axis=-1)"
+    if b:
+        linear = f"ops.add({linear}, {_new_constant(t, offset, 'offset')})"
+    t.assign(f"ops.take({data}, {linear}, axis=0)")
+
+
+@register("GatherElements")
+def gather_elements(t: Translation) -> None:
+    """``ops.take_along_axis``; ONNX lets the indices be shorter than the data on the other
+    axes (the output takes the indices' shape), so the data is cropped to them first."""
+    shape, ishape = _shape_of(t, 0), _shape_of(t, 1)
+    rank = len(shape)
+    axis = t.int("axis", 0) % rank
+    crop = tuple(ishape[a] if a != axis else shape[a] for a in range(rank))
+    data, idx = t.const(0), t.const(1)
+    if idx is not None:
+        idx = np.where(idx < 0, idx + shape[axis], idx).astype(np.int64)
+    if data is not None and idx is not None:  # e.g. BERT's token_type_ids buffer
+        value = np.take_along_axis(data[tuple(slice(0, c) for c in crop)], idx, axis)
+        if t.node.outputs[0].is_graph_output():
+            t.assign(f"ops.convert_to_tensor({_new_constant(t, value, 'value')})")
+        else:
+            t.alias(_new_constant(t, value, "value"))
+        return
+    x = t.inp(0)
+    if crop != tuple(shape):
+        x = f"ops.slice({x}, {(0,) * rank}, {crop})"
+    index = t.inp(1) if idx is None else _new_constant(t, idx, "index")
+    t.assign(f"ops.take_along_axis({x}, {index}, axis={axis})")
+
+
+@register("CumSum")
+def cumsum(t: Translation) -> None:
+    """``ops.cumsum``; ``reverse`` flips around it, ``exclusive`` shifts the input by one step."""
+    shape = t.shape(0)
+    rank = len(shape)
+    axis = int(t.need_const(1, "the axis")) % rank
+    reverse = bool(t.int("reverse", 0))
+    x = f"ops.flip({t.inp(0)}, axis={axis})" if reverse else t.inp(0)
+    if t.int("exclusive", 0):
+        width = [(0, 0)] * rank
+        width[axis] = (1, 0)
+        x = f"ops.slice(ops.pad({x}, {width}), {(0,) * rank}, {tuple(shape)})"
+    expr = f"ops.cumsum({x}, axis={axis})"
+    t.assign(f"ops.flip({expr}, axis={axis})" if reverse else expr)
+
+
+# -- channels-last lowerings of DepthToSpace, SpaceToDepth, LRN, GroupNormalization --------------
+# Each runs between pinned transposes, on the (N, *spatial, C) tensor Keras layers use.
+
+
+def _constant(t: Translation, hint: str, arr: np.ndarray) -> str:
+    """A constant array made by the translator, saved in constants.npz: ``C["<name>"]``."""
+    key = t.gen.names.take(hint)
+    t.gen.constants[key] = np.ascontiguousarray(arr)
+    return f'C["{key}"]'
+
+
+@register("DepthToSpace")
+def depth_to_space(t: Translation) -> None:
+    """NHWC depth-to-space: split the channels into (block, block, C') or (C', block, block), interleave."""
+    _channels_last(t)
+    n, c, h, w = t.shape(0)
+    bs, mode = t.int("blocksize"), t.str("mode", "DCR")
+    c_out = c // (bs * bs)
+    split, perm = ((n, h, w, bs, bs, c_out), (0, 1, 3, 2, 4, 5)) if mode == "DCR" else \
+        ((n, h, w, c_out, bs, bs), (0, 1, 4, 2, 5, 3))
+    note = "pixel shuffle (PyTorch's CRD order)" if mode == "CRD" else "depth to space (TensorFlow's DCR order)"
+    t.assign(f"ops.reshape(ops.transpose(ops.reshape({t.inp(0)}, {split}), {perm}), {(n, h * bs, w * bs, c_out)})",
+             comment=note)
+
+
+@register("SpaceToDepth")
+def space_to_depth(t: Translation) -> None:
+    """NHWC space-to-depth: output channel ``(b1 * block + b2) * C + c`` (TensorFlow's order)."""
+    _channels_last(t)
+    n, c, h, w = t.shape(0)
+    bs = t.int("blocksize")
+    split = (n, h // bs, bs, w // bs, bs, c)
+    t.assign(f"ops.reshape(ops.transpose(ops.reshape({t.inp(0)}, {split}), (0, 1, 3, 2, 4, 5)), "
+             f"{(n, h // bs, w // bs, c * bs * bs)})", comment="space to depth")
+
+
+@register("LRN")
+def lrn(t: Translation) -> None:
+    """``x / (bias + alpha / size * window_sum(x**2)) ** beta`` over the last (channel) axis.
+
+    The window sum is a matmul with a 0/1 band matrix: channel ``c`` sums the squares of
+    channels ``c - floor((size-1)/2)`` .. ``c + ceil((size-1)/2)`` that exist.
+    """
+    _channels_last(t)
+    size, channels = t.int("size"), t.shape(0)[1]
+    alpha, beta, bias = t.float("alpha", 1e-4), t.float("beta", 0.75), t.float("bias", 1.0)
+    before, after = (size - 1) // 2, size // 2
+    band = np.zeros((channels, channels), np.float32)
+    for c in range(channels):
+        band[max(0, c - before):min(channels, c + after + 1), c] = 1.0
+    x, hint = t.inp(0), t.layer_hint()
+    window = _constant(t, hint + "_window", band)
+    sq_sum = t.gen.names.take(hint + "_sq_sum")
+    t.gen.emit(f"{sq_sum} = ops.matmul(ops.square({x}), {window})", f"sum of squares over {size} neighbouring channels")
+    a = py_literal(np.float32(alpha / size))
+    t.assign(f"ops.divide({x}, ops.power(ops.add(ops.multiply({sq_sum}, {a}), "
+             f"{py_literal(np.float32(bias))}), {py_literal(np.float32(beta))}))",
+             comment="local response normalization")
+
+
+def _last_axis_vector(arr: np.ndarray | None, rank: int, channels: int) -> np.ndarray | None:
+    """``arr`` as a ``(channels,)`` vector if it broadcasts along the last axis only of a rank-``rank`` tensor."""
+    if arr is None or arr.ndim > rank:
+        return None
+    if arr.size == 1:
+        return np.full(channels, arr.reshape(()), np.float32)
+    full = arr.reshape((1,) * (rank - arr.ndim) + arr.shape)
+    return full.reshape(channels).astype(np.float32) if full.shape == (1,) * (rank - 1) + (channels,) else None
+
+
+def _affine_after_pin(pin, channels: int) -> tuple[np.ndarray, np.ndarray, list]:
+    """A per-channel ``Mul`` then ``Add`` (each optional) right after a pinned (channels-last) output.
+
+    Returns (gamma, beta, the nodes to absorb): the channels-last layer takes them as its weights.
+    """
+    gamma, beta, nodes = np.ones(channels, np.float32), np.zeros(channels, np.float32), []
+    value = pin.outputs[0]
+    rank = len(value.shape)
+    for op in ("Mul", "Add"):
+        users = value.consumers()
+        user = users[0] if len(users) == 1 and not value.is_graph_output() else None
+        if user is None or user.op_type != op or user.domain != "" or len(user.inputs) != 2:
+            continue
+        other = user.inputs[1] if user.inputs[0] is value else user.inputs[0]
+        vec = _last_axis_vector(const_array(other), rank, channels) if other is not value else None
+        if vec is None or user.outputs[0].shape != value.shape:
+            continue
+        if op == "Mul":
+            gamma = vec
+        else:
+            beta = vec
+        nodes.append(user)
+        value = user.outputs[0]
+    return gamma, beta, nodes
+
+
+@register("GroupNormalization")
+def group_norm(t: Translation) -> None:
+    """``layers.GroupNormalization``: groups of consecutive channels, as ONNX and PyTorch group them."""
+    _channels_last(t)
+    groups, channels = t.int("num_groups"), t.shape(0)[1]
+    scale, bias = t.need_const(1, "scale").astype(np.float32), t.need_const(2, "bias").astype(np.float32)
+    if scale.shape[0] != channels:  # before opset 21: one scale and bias per group
+        scale, bias = np.repeat(scale, channels // groups), np.repeat(bias, channels // groups)
+    _emit_group_norm(t, groups, scale, bias, t.float("epsilon", 1e-5), t.node, t.layer_hint())
+
+
+def _emit_group_norm(t: Translation, groups: int, scale, bias, eps: float, last, hint: str) -> None:
+    """``layers.GroupNormalization`` on the channels-last input; ``last`` (its output) feeds a PIN_OUT.
+
+    A per-channel Mul/Add after the pinned output becomes part of the layer's gamma and beta.
+    """
+    gamma, beta, absorbed = _affine_after_pin(last.outputs[0].consumers()[0], scale.shape[0])
+    args = [f"groups={groups}", f"epsilon={py_literal(np.float32(eps))}"]
+    expr = _layer(t, "GroupNormalization", args, [scale * gamma, bias * gamma + beta], t.inp(0), hint=hint)
+    name = t.gen.var((absorbed[-1] if absorbed else last).outputs[0])
+    t.gen.emit(f"{name} = {expr}")
+    t.gen.values[last.outputs[0]] = name
+    for node in absorbed:
+        t.absorb(node, name)
+
+
+def _wrapped_group_norm(t: Translation) -> bool:
+    """PyTorch's exported GroupNorm (Reshape -> InstanceNormalization -> Reshape), wrapped channels-last
+    as a whole by ``ChannelsLast``: this is its first Reshape; the layer replaces all three."""
+    producer = t.value(0).producer()
+    users = t.node.outputs[0].consumers()
+    if t.op != "Reshape" or producer is None or pin_role(producer) != PIN_IN or len(users) != 1:
+        return False
+    m = match_group_norm(users[0])
+    if m is None or m.nodes[0] is not t.node:
+        return False
+    post = m.nodes[2]
+    pin = post.outputs[0].consumers()
+    if len(pin) != 1 or pin_role(pin[0]) != PIN_OUT:
+        return False
+    hint = module_name(m.nodes[1]) or t.layer_hint()
+    _emit_group_norm(t, m.groups, m.scale, m.bias, m.epsilon, post, hint)
+    t.gen.absorbed.update(m.nodes[1:3])
+    return True
+
+
+def _bias_add_misplaced(t: Translation) -> bool:
+    """Would Keras' TensorFlow ``ops.add(a, b)`` add ``b`` along another axis than ONNX broadcasting?
+
+    That backend runs ``ops.add(x1, x2)`` as ``tf.nn.bias_add`` whenever ``x2`` has a single
+    axis longer than 1 and its length is ``x1``'s axis-1 or last-axis length; the bias then
+    goes on the last axis (or axis 1), wherever ``x2``'s axis actually lines up.
+    """
+    if len(t.node.inputs) != 2:
+        return False
+    a, b = (static_shape(v) for v in t.node.inputs)
+    return a is not None and b is not None and _misplaced(a, b)
+
+
+def _misplaced(x1: tuple, x2: tuple) -> bool:
+    big = [i for i, d in enumerate(x2) if d != 1]
+    if len(big) != 1 or len(x1) < 2 or x2[big[0]] not in (x1[1], x1[-1]):
+        return False
+    bias_axis = len(x1) - 1 if x1[-1] == x2[big[0]] else 1
+    return len(x2) > len(x1) or len(x1) - len(x2) + big[0] != bias_axis
+
+
+def _add_around_bias_add(t: Translation) -> None:
+    a, b = (static_shape(v) for v in t.node.inputs)
+    note = "operands in this order: ops.add would add the second one on the wrong axis"
+    if not _misplaced(b, a):
+        t.assign(f"ops.add({t.inp(1)}, {t.inp(0)})", comment=note)
+    else:
+        t.assign(f"ops.subtract({t.inp(0)}, ops.negative({t.inp(1)}))", comment=note)
+
+
+# -- ArgMax / ArgMin, TopK, ReverseSequence, LSTM / GRU ----------------------------------------------
+
+
+@register("ArgMax", "ArgMin")
+def arg_extreme(t: Translation) -> None:
+    """``ops.argmax`` / ``argmin`` as int64 (ONNX's type); ``select_last_index`` searches the flipped axis."""
+    rank = len(t.shape(0))
+    axis = t.int("axis", 0) % rank
+    keep = bool(t.int("keepdims", 1))
+    fn = "ops.argmax" if t.op == "ArgMax" else "ops.argmin"
+    if t.int("select_last_index", 0):
+        last = t.shape(0)[axis] - 1
+        found = f"ops.subtract({last}, {fn}(ops.flip({t.inp(0)}, axis={axis}), axis={axis}, keepdims={keep}))"
+        t.assign(f"ops.cast({found}, 'int64')", comment="last index of ties")
+    else:
+        t.assign(f"ops.cast({fn}({t.inp(0)}, axis={axis}, keepdims={keep}), 'int64')")
+
+
+@register("TopK")
+def topk(t: Translation) -> None:
+    """``ops.top_k`` (last axis, largest first): other axes move last and back, ``largest=0`` negates.
+
+    Always sorted: ONNX leaves the order of ``sorted=0`` open.
+    """
+    k = int(t.need_const(1, "K").reshape(-1)[0])
+    rank = len(t.shape(0))
+    axis = t.int("axis", -1) % rank
+    largest = bool(t.int("largest", 1))
+    perm = list(range(rank))
+    perm[axis], perm[-1] = perm[-1], perm[axis]  # a swap: its own inverse
+    x = t.inp(0) if axis == rank - 1 else f"ops.transpose({t.inp(0)}, {tuple(perm)})"
+    x = x if largest else f"ops.negative({x})"
+    direct = largest and axis == rank - 1
+    vals = t.out(0) if direct else t.gen.names.take(f"{t.out(0)}_top")
+    idx = t.gen.names.take(f"{t.out(1)}_int32")
+    t.gen.emit(f"{vals}, {idx} = ops.top_k({x}, {k})", None if largest else "the smallest: top_k of the negation")
+    if not direct:
+        vals = vals if largest else f"ops.negative({vals})"
+        if axis != rank - 1:
+            vals, idx = f"ops.transpose({vals}, {tuple(perm)})", f"ops.transpose({idx}, {tuple(perm)})"
+        t.assign(vals, 0)
+    t.assign(f"ops.cast({idx}, 'int64')", 1)
+
+
+@register("ReverseSequence")
+def reverse_sequence(t: Translation) -> None:
+    """Full-length sequences only: a flip of the time axis."""
+    time_axis = t.int("time_axis", 0)
+    lens = t.const(1)
+    if lens is None or np.any(lens != t.shape(0)[time_axis]):
+        t.unsupported("sequence lengths shorter than the time axis (only a full reversal is supported)")
+    t.assign(f"ops.flip({t.inp(0)}, axis={time_axis})")
+
+
+def _rnn_weights(rnn, d: int) -> list[np.ndarray]:
+    """Keras LSTM/GRU weights of direction ``d``: kernel ``(C, G*H)``, recurrent ``(H, G*H)``, bias.
+
+    LSTM has one bias (ONNX's two summed); GRU ``reset_after=True`` keeps both as ``(2, 3H)``.
+    """
+    from .rnn import GRU_ZRH, LSTM_IFCO, gate_blocks
+
+    order = LSTM_IFCO if rnn.kind == "LSTM" else GRU_ZRH
+    weights = [gate_blocks(rnn.w[d], order).T, gate_blocks(rnn.r[d], order).T]
+    if rnn.wb is not None:
+        wb, rb = gate_blocks(rnn.wb[d], order), gate_blocks(rnn.rb[d], order)
+        weights.append(np.stack([wb, rb]) if rnn.kind == "GRU" and rnn.linear_before_reset else wb + rb)
+    return [np.ascontiguousarray(w) for w in weights]
+
+
+def _rnn_layer(t: Translation, rnn, return_state: bool) -> str:
+    """The ``layers.LSTM/GRU`` (or ``Bidirectional``) constructor; its weights are registered with the layer."""
+    args = [str(rnn.hidden), "return_sequences=True"] + (["return_state=True"] if return_state else [])
+    if rnn.wb is None:
+        args.append("use_bias=False")
+    if rnn.kind == "GRU" and not rnn.linear_before_reset:
+        args.append("reset_after=False")
+    if rnn.direction == "reverse":
+        args.append("go_backwards=True")
+    weights = [w for d in range(rnn.dirs) for w in _rnn_weights(rnn, d)]
+    name = t.gen.add_layer(_rnn_hint(t), weights)
+    if rnn.dirs == 2:
+        return f"layers.Bidirectional(layers.{rnn.kind}({', '.join(args)}), name={name!r})"
+    return f"layers.{rnn.kind}({', '.join(args + [f'name={name!r}'])})"
+
+
+def _rnn_hint(t: Translation) -> str:
+    import re
+
+    return re.sub(r"__\d+$", "", t.layer_hint()).lower() or t.op.lower()
+
+
+@register("LSTM", "GRU")
+def recurrent(t: Translation) -> None:
+    """One ONNX LSTM/GRU node -> ``layers.LSTM`` / ``layers.GRU`` on a batch-major sequence.
+
+    ``bidirectional`` is ``layers.Bidirectional`` (concatenated outputs, backward aligned in time);
+    ``reverse`` is ``go_backwards=True``, whose reversed output is flipped back.
+    """
+    from .rnn import read_recurrent, used
+
+    rnn = read_recurrent(t)
+    outs = list(t.node.outputs) + [None] * 3
+    want_y, want_h, want_c = used(outs[0]), used(outs[1]), rnn.kind == "LSTM" and used(outs[2])
+    hint = _rnn_hint(t)
+    x = t.gen.names.take(hint + "_in")
+    t.gen.emit(f"{x} = ops.transpose({t.inp(0)}, (1, 0, 2))", "time-major -> batch-major")
+    layer = _rnn_layer(t, rnn, want_h or want_c)
+    seq = t.gen.names.take(hint + "_out")
+    per_dir = ["h", "c"] if rnn.kind == "LSTM" else ["h"]
+    suffixes = [s for d in (["_fw", "_bw"] if rnn.dirs == 2 else [""]) for s in (f"{p}{d}" for p in per_dir)]
+    states = [t.gen.names.take(f"{hint}_{s}") for s in suffixes] if want_h or want_c else []
+    t.gen.emit(f"{', '.join([seq, *states])} = {layer}({x})")
+    if want_y:  # (N, T, D*H) -> ONNX's (T, D, N, H)
+        y = f"ops.flip({seq}, axis=1)" if rnn.direction == "reverse" else seq
+        if rnn.dirs == 2:
+            t.assign(f"ops.transpose(ops.reshape({y}, ({rnn.batch}, {rnn.steps}, 2, {rnn.hidden})), (1, 2, 0, 3))", 0)
+        else:
+            t.assign(f"ops.expand_dims(ops.transpose({y}, (1, 0, 2)), 1)", 0)
+    for j, pos in ((1, 0), (2, 1)):  # ONNX Y_h / Y_c: (D, N, H)
+        if (j == 1 and want_h) or (j == 2 and want_c):
+            parts = states[pos::len(per_dir)]
+            both = f"ops.stack([{', '.join(parts)}], axis=0)"
+            t.assign(both if rnn.dirs == 2 else f"ops.expand_dims({parts[0]}, 0)", j)
+
+
+@register("Loop", "Scan")
+def loop(t: Translation) -> None:
+    """No native layer is recovered from a control-flow loop: refuse with the reason."""
+    t.unsupported("a control-flow loop (tf2onnx writes a Keras GRU/SimpleRNN or a tf.while_loop this way); "
+                  "no native layer is recovered from its body")

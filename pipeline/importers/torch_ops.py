@@ -14,6 +14,7 @@ import re
 import numpy as np
 
 from ..normalize.graph import const_array, static_shape
+from ..normalize.patterns import channel_vector, match_group_norm, module_name
 from ..normalize.padding import valid_counts
 from .codegen import Translation, layout_note, py_literal, registry, shape_literal
 
@@ -234,13 +235,15 @@ def pool(t: Translation) -> None:
     begins, ends = pads[:nd], pads[nd:]
     x = t.inp(0)
     rescale = None
-    if begins == ends and all(bg <= k // 2 for bg, k in zip(begins, kernel)):
+    # AvgPool3d checks the *unpadded* input against the kernel: pad it explicitly instead
+    small_3d = not is_max and nd == 3 and any(n < k for n, k in zip(t.shape(0)[2:], kernel))
+    if begins == ends and all(bg <= k // 2 for bg, k in zip(begins, kernel)) and not small_3d:
         if any(begins):
             args.append(f"padding={_tuple_or_int(begins)}")
             if not is_max:
                 args.append(f"count_include_pad={include_pad}")
-    elif not ceil and (is_max or not include_pad) and _ceil_pads_fit(t, t.shape(0)[2:], kernel, strides,
-                                                                        begins, ends, dil):
+    elif not ceil and not small_3d and (is_max or not include_pad) and _ceil_pads_fit(t, t.shape(0)[2:], kernel,
+                                                                                        strides, begins, ends, dil):
         # TF "same" pooling: the extra end padding becomes PyTorch's ceil_mode windows,
         # which PyTorch clips to the input (and averages over what is left).
         if any(begins):
@@ -529,8 +532,8 @@ def transpose(t: Translation) -> None:
 @register("Reshape")
 def reshape(t: Translation) -> None:
     users = t.node.outputs[0].consumers()
-    if len(users) == 1 and _linear_nd(users[0]) is not None:
-        t.alias(f"{t.inp(0)}.reshape{_shape_args(t.out_shape())}")  # unused: the Linear takes the N-D input
+    if len(users) == 1 and (_linear_nd(users[0]) is not None or _group_norm_of(users[0]) is not None):
+        t.alias(f"{t.inp(0)}.reshape{_shape_args(t.out_shape())}")  # unused: the Linear/GroupNorm takes the N-D input
         return
     t.assign(f"{t.inp(0)}.reshape{_shape_args(t.out_shape())}")
 
@@ -674,7 +677,16 @@ def einsum(t: Translation) -> None:
 
 @register("PRelu")
 def prelu(t: Translation) -> None:
-    t.assign(f"torch.where({t.inp(0)} >= 0, {t.inp(0)}, {t.inp(0)} * {t.inp(1)})")
+    """``nn.PReLU()`` for one slope, ``nn.PReLU(C)`` for a slope per channel (axis 1); else an expression."""
+    x, slope, shape = t.inp(0), t.const(1), t.shape(0)
+    vec = channel_vector(slope, len(shape), shape[1]) if slope is not None and len(shape) >= 2 else None
+    if vec is not None:
+        one = slope.size == 1
+        mod = _module(t, "nn.PReLU()" if one else f"nn.PReLU({shape[1]})", {"weight": vec[:1] if one else vec},
+                      hint=module_name(t.node))
+        t.assign(f"self.{mod}({x})")
+        return
+    t.assign(f"torch.where({x} >= 0, {x}, {x} * {t.inp(1)})")
 
 
 _NEAREST = {  # (coordinate_transformation_mode, nearest_mode) -> PyTorch mode
@@ -743,3 +755,213 @@ def resize(t: Translation) -> None:
 def _tuple_or_float(values) -> str:
     values = [float(v) for v in values]
     return repr(values[0]) if len(set(values)) == 1 else repr(tuple(values))
+
+
+# -- DepthToSpace, SpaceToDepth, LRN, GroupNormalization, InstanceNormalization ----------------
+
+
+@register("DepthToSpace")
+def depth_to_space(t: Translation) -> None:
+    """``nn.PixelShuffle`` for CRD order; TensorFlow's DCR order as reshape/permute."""
+    n, c, h, w = t.shape(0)
+    bs, mode = t.int("blocksize"), t.str("mode", "DCR")
+    if mode == "CRD":
+        t.assign(f"self.{_module(t, f'nn.PixelShuffle({bs})')}({t.inp(0)})")
+        return
+    c_out = c // (bs * bs)
+    t.assign(f"{t.inp(0)}.reshape({n}, {bs}, {bs}, {c_out}, {h}, {w}).permute(0, 3, 4, 1, 5, 2)"
+             f".reshape({n}, {c_out}, {h * bs}, {w * bs})",
+             comment="depth to space, DCR order (nn.PixelShuffle is CRD)")
+
+
+@register("SpaceToDepth")
+def space_to_depth(t: Translation) -> None:
+    """ONNX orders the output channels ``(b1 * block + b2) * C + c``; ``nn.PixelUnshuffle`` ``c * block**2 + ...``."""
+    n, c, h, w = t.shape(0)
+    bs = t.int("blocksize")
+    t.assign(f"{t.inp(0)}.reshape({n}, {c}, {h // bs}, {bs}, {w // bs}, {bs}).permute(0, 3, 5, 1, 2, 4)"
+             f".reshape({n}, {c * bs * bs}, {h // bs}, {w // bs})",
+             comment="space to depth (nn.PixelUnshuffle orders channels differently)")
+
+
+@register("LRN")
+def lrn(t: Translation) -> None:
+    """``nn.LocalResponseNorm``: the same window and formula for odd sizes (onnxruntime runs no other)."""
+    size = t.int("size")
+    if size % 2 == 0:
+        t.unsupported("LRN of an even size (PyTorch centres the window one channel earlier than ONNX)")
+    alpha, beta, k = (py_literal(np.float32(t.float(a, d))) for a, d in (("alpha", 1e-4), ("beta", 0.75), ("bias", 1.0)))
+    args = [str(size), f"alpha={alpha}", f"beta={beta}", f"k={k}"]
+    mod = _module(t, f"nn.LocalResponseNorm({', '.join(args)})")
+    t.assign(f"self.{mod}({t.inp(0)})")
+
+
+@register("GroupNormalization")
+def group_norm(t: Translation) -> None:
+    groups, channels = t.int("num_groups"), t.shape(0)[1]
+    scale, bias = t.need_const(1, "scale").astype(np.float32), t.need_const(2, "bias").astype(np.float32)
+    if scale.shape[0] != channels:  # before opset 21: one scale and bias per group
+        scale, bias = np.repeat(scale, channels // groups), np.repeat(bias, channels // groups)
+    eps = py_literal(np.float32(t.float("epsilon", 1e-5)))
+    mod = _module(t, f"nn.GroupNorm({groups}, {channels}, eps={eps})", {"weight": scale, "bias": bias})
+    t.assign(f"self.{mod}({t.inp(0)})")
+
+
+def _group_norm_of(node):
+    """The exported ``nn.GroupNorm`` pattern ``node`` (an InstanceNormalization on a Reshape) belongs to, or None."""
+    m = match_group_norm(node) if node.op_type == "InstanceNormalization" else None
+    return m if m is not None and m.nodes[0].op_type == "Reshape" else None
+
+
+@register("InstanceNormalization")
+def instance_norm(t: Translation) -> None:
+    """``nn.GroupNorm`` for PyTorch's exported group norm, else ``nn.InstanceNormNd``.
+
+    A per-channel Mul/Add after it is folded into the module's weight and bias.
+    """
+    m = match_group_norm(t.node)
+    rank = len(t.shape(0))
+    if m is None:
+        scale, bias = t.need_const(1, "scale"), t.need_const(2, "bias")
+        if rank not in (3, 4, 5):
+            t.unsupported(f"rank-{rank} instance normalization")
+        m_scale, m_bias, x, absorbed = scale, bias, t.inp(0), []
+        ctor = f"nn.InstanceNorm{rank - 2}d({scale.shape[0]}, eps={{eps}}, affine=True)"
+    else:
+        x_shape = static_shape(m.x)
+        channels, nd = x_shape[1], len(x_shape) - 2
+        m_scale, m_bias, x = m.scale, m.bias, t.gen.expr(m.x)
+        absorbed = m.nodes[m.nodes.index(t.node) + 1:]
+        if m.nodes[0] is t.node and nd in (1, 2, 3):
+            ctor = f"nn.InstanceNorm{nd}d({channels}, eps={{eps}}, affine=True)"
+        else:
+            ctor = f"nn.GroupNorm({m.groups}, {channels}, eps={{eps}})"
+    eps = py_literal(np.float32(t.float("epsilon", 1e-5)))
+    hint = (module_name(absorbed[-1]) if absorbed else None) or module_name(t.node)
+    mod = _module(t, ctor.format(eps=eps), {"weight": m_scale, "bias": m_bias}, hint=hint)
+    if not absorbed:
+        t.assign(f"self.{mod}({x})")
+        return
+    name = t.gen.var(absorbed[-1].outputs[0])
+    t.gen.emit(f"{name} = self.{mod}({x})")
+    for node in absorbed:
+        t.absorb(node, name)
+
+
+# -- ArgMax / ArgMin, CumSum, TopK, ReverseSequence, LSTM / GRU ------------------------------------
+
+
+def _axis_pad(axis: int, rank: int, before: int) -> tuple[int, ...]:
+    """``F.pad`` widths that add ``before`` elements at the start of ``axis`` only."""
+    return (0, 0) * (rank - 1 - axis) + (before, 0)
+
+
+@register("ArgMax", "ArgMin")
+def arg_extreme(t: Translation) -> None:
+    """``torch.argmax`` / ``argmin`` (first index of ties); ``select_last_index`` searches the flipped axis."""
+    rank = len(t.shape(0))
+    axis = t.int("axis", 0) % rank
+    keep = bool(t.int("keepdims", 1))
+    fn = "torch.argmax" if t.op == "ArgMax" else "torch.argmin"
+    if t.int("select_last_index", 0):
+        last = t.shape(0)[axis] - 1
+        t.assign(f"{last} - {fn}({t.inp(0)}.flip({axis}), dim={axis}, keepdim={keep})", comment="last index of ties")
+    else:
+        t.assign(f"{fn}({t.inp(0)}, dim={axis}, keepdim={keep})")
+
+
+@register("CumSum")
+def cumsum(t: Translation) -> None:
+    """``torch.cumsum``; ``reverse`` flips around it, ``exclusive`` shifts the input one step along the axis."""
+    shape = t.shape(0)
+    rank = len(shape)
+    axis = int(t.need_const(1, "the axis").reshape(-1)[0]) % rank
+    x = f"{t.inp(0)}.flip({axis})" if t.int("reverse", 0) else t.inp(0)
+    if t.int("exclusive", 0):
+        x = f"F.pad({x}.narrow({axis}, 0, {shape[axis] - 1}), {_axis_pad(axis, rank, 1)})"
+    dtype = DTYPE_NAMES.get(t.out_dtype().value)
+    keep_int = np.issubdtype(_np_dtype(t), np.integer) and dtype != "torch.int64"
+    expr = f"torch.cumsum({x}, dim={axis}{f', dtype={dtype}' if keep_int else ''})"  # torch sums ints as int64
+    t.assign(f"{expr}.flip({axis})" if t.int("reverse", 0) else expr)
+
+
+@register("TopK")
+def topk(t: Translation) -> None:
+    """``torch.topk``: values and int64 indices (``sorted=0`` leaves the order to the implementation)."""
+    k = int(t.need_const(1, "K").reshape(-1)[0])
+    rank = len(t.shape(0))
+    axis = t.int("axis", -1) % rank
+    args = [t.inp(0), str(k), f"dim={axis}"] + ([] if t.int("largest", 1) else ["largest=False"])
+    args += [] if t.int("sorted", 1) else ["sorted=False"]
+    t.gen.emit(f"{t.out(0)}, {t.out(1)} = torch.topk({', '.join(args)})")
+
+
+@register("ReverseSequence")
+def reverse_sequence(t: Translation) -> None:
+    """Full-length sequences only: a flip of the time axis."""
+    time_axis = t.int("time_axis", 0)
+    lens = t.const(1)
+    if lens is None or np.any(lens != t.shape(0)[time_axis]):
+        t.unsupported("sequence lengths shorter than the time axis (only a full reversal is supported)")
+    t.assign(f"{t.inp(0)}.flip({time_axis})")
+
+
+def _rnn_state(rnn, order: list[int]) -> dict:
+    """``nn.LSTM`` / ``nn.GRU`` state dict entries for one layer, gate blocks in PyTorch's order."""
+    from .rnn import gate_blocks
+
+    state = {}
+    for d in range(rnn.dirs):
+        sfx = "_reverse" if d else ""
+        state[f"weight_ih_l0{sfx}"] = gate_blocks(rnn.w[d], order)
+        state[f"weight_hh_l0{sfx}"] = gate_blocks(rnn.r[d], order)
+        if rnn.wb is not None:
+            state[f"bias_ih_l0{sfx}"] = gate_blocks(rnn.wb[d], order)
+            state[f"bias_hh_l0{sfx}"] = gate_blocks(rnn.rb[d], order)
+    return state
+
+
+def _rnn_hint(t: Translation) -> str:
+    return re.sub(r"__\d+$", "", _hint(t)).lower() or t.op.lower()
+
+
+@register("LSTM", "GRU")
+def recurrent(t: Translation) -> None:
+    """One ONNX LSTM/GRU node -> a one-layer ``nn.LSTM`` / ``nn.GRU`` (ONNX stacks layers as separate nodes).
+
+    ``direction="reverse"`` runs the forward module on the flipped sequence and flips its output back.
+    """
+    from .rnn import GRU_RZN, LSTM_IFCO, read_recurrent, used
+
+    rnn = read_recurrent(t)
+    if rnn.kind == "GRU" and not rnn.linear_before_reset:
+        t.unsupported("GRU with linear_before_reset=0 (nn.GRU applies the reset gate after the recurrent matmul)")
+    state = _rnn_state(rnn, LSTM_IFCO if rnn.kind == "LSTM" else GRU_RZN)
+    args = [str(rnn.features), str(rnn.hidden)] + (["bias=False"] if rnn.wb is None else [])
+    args += ["bidirectional=True"] if rnn.dirs == 2 else []
+    mod = _module(t, f"nn.{rnn.kind}({', '.join(args)})", state, hint=_rnn_hint(t))
+    reverse = rnn.direction == "reverse"
+    x = f"{t.inp(0)}.flip(0)" if reverse else t.inp(0)
+    outs = list(t.node.outputs) + [None] * 3
+    want_y, want_h, want_c = used(outs[0]), used(outs[1]), rnn.kind == "LSTM" and used(outs[2])
+    seq = t.gen.names.take(mod + "_out") if want_y else "_"
+    h = t.gen.names.take(mod + "_h") if want_h else "_"
+    c = t.gen.names.take(mod + "_c") if want_c else "_"
+    states = (f"({h}, {c})" if want_h or want_c else "_") if rnn.kind == "LSTM" else h
+    t.gen.emit(f"{seq}, {states} = self.{mod}({x})")
+    if want_y:
+        y = f"{seq}.flip(0)" if reverse else seq
+        if rnn.dirs == 1:  # (T, N, H) -> (T, 1, N, H)
+            t.assign(f"{y}.unsqueeze(1)", 0)
+        else:  # (T, N, 2*H) -> (T, 2, N, H)
+            t.assign(f"{y}.reshape({rnn.steps}, {rnn.batch}, 2, {rnn.hidden}).permute(0, 2, 1, 3)", 0)
+    for j, name in ((1, h), (2, c)):  # PyTorch's states are (D, N, H), as ONNX's
+        if name != "_":
+            t.alias(name, j)
+
+
+@register("Loop", "Scan")
+def loop(t: Translation) -> None:
+    """No native module is recovered from a control-flow loop: refuse with the reason."""
+    t.unsupported("a control-flow loop (tf2onnx writes a Keras GRU/SimpleRNN or a tf.while_loop this way); "
+                  "no native layer is recovered from its body")
