@@ -19,13 +19,15 @@ from .referee import compare, laid_out_inputs, run_onnx
 from .sources import Source, import_file
 
 
-def _as_list(out) -> list:
+def _as_list(out, sort_dicts: bool = True) -> list:
+    """Flatten outputs in the order the exporter does: tf.nest sorts dict keys, torch's
+    pytree keeps their insertion order (``sort_dicts=False``)."""
     if isinstance(out, dict):
-        return [out[k] for k in sorted(out)]
+        return [v for k in (sorted(out) if sort_dicts else out) for v in _as_list(out[k], sort_dicts)]
     if isinstance(out, (list, tuple)):
         flat = []
         for o in out:
-            flat.extend(_as_list(o))
+            flat.extend(_as_list(o, sort_dicts))
         return flat
     return [out]
 
@@ -46,7 +48,7 @@ def run_source(source: Source, inputs: dict[str, np.ndarray], onnx_path: Path | 
         args = [torch.from_numpy(inputs[s.name]) for s in source.inputs]
         with torch.no_grad():
             out = source.obj(*args)
-        return [_to_numpy(o) for o in _as_list(out)]
+        return [_to_numpy(o) for o in _as_list(out, sort_dicts=False)]
     if source.framework == "keras":
         xs = [inputs[s.name] for s in source.inputs]
         out = source.obj(xs if len(xs) > 1 else xs[0], training=False)

@@ -141,6 +141,9 @@ def _torch_source(model, name: str, origin: str, specs: list[InputSpec]) -> Sour
         for p in inspect.signature(model.forward).parameters.values()
         if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
     ]
+    keyword = _keyword_inputs(model, params, specs, origin)
+    if keyword is not None:  # e.g. transformers models: every input is an optional keyword argument
+        return Source("torch", name, origin, *keyword)
     if not specs:
         example = ",".join(f"--input {p}=D0,D1,..." for p in params)
         raise BadInput(f"{origin}: a PyTorch model needs input shapes; pass {example}")
@@ -149,6 +152,46 @@ def _torch_source(model, name: str, origin: str, specs: list[InputSpec]) -> Sour
     specs = sorted(specs, key=lambda s: order[s.name])
     model.eval()
     return Source("torch", name, origin, model, specs)
+
+
+def _keyword_inputs(model, required: list[str], specs: list[InputSpec], origin: str):
+    """(module, specs) when ``specs`` name optional ``forward`` arguments (``input_ids``,
+    ``attention_mask``, ``pixel_values`` of a transformers model), else None.
+
+    The module calls ``model(**inputs)`` from positional tensors, so export and parity
+    call it like any other; a dict-like output (transformers' ``ModelOutput``) becomes
+    the tuple of its tensors, in order (caches and other non-tensors are left out)."""
+    sig = inspect.signature(model.forward).parameters.values()
+    names = [p.name for p in sig if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    if required or not names:
+        given = {s.name for s in specs}
+        if given == set(required) or not set(required) <= given <= set(names):
+            return None
+    else:  # forward() takes only optional arguments: the --input names choose them
+        shown = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+        if not specs:
+            raise BadInput(f"{origin}: a PyTorch model needs input shapes; forward() takes only optional "
+                           f"arguments ({shown}): pass e.g. --input {names[0]}=D0,D1,...")
+        given = {s.name for s in specs}
+        if not given <= set(names):
+            raise BadInput(f"{origin}: --input names {sorted(given - set(names))} are not arguments of forward() ({shown})")
+    import torch
+
+    order = [n for n in names if n in given]
+    specs = sorted(specs, key=lambda s: order.index(s.name))
+
+    class KeywordCall(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, *args):
+            out = self.model(**dict(zip(order, args)))
+            if isinstance(out, dict):
+                out = tuple(v for v in out.values() if isinstance(v, torch.Tensor))
+            return out
+
+    return KeywordCall().eval(), specs
 
 
 def _keras_source(model, name: str, origin: str, specs: list[InputSpec]) -> Source:
