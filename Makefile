@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL := 3
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help setup convert batch explain test test-slow fuzz bench clean
+.PHONY: help setup convert batch explain test test-slow fuzz bench zoo clean
 
 help:
 	@echo "make setup                          create .venv (Python 3.11) with the pinned stack"
@@ -15,7 +15,9 @@ help:
 	@echo "make batch CONFIG=configs/seeds.yaml"
 	@echo "make test                           fast test suite (what CI runs)"
 	@echo "make test-slow                      slow tests: model zoos"
-	@echo "make bench                          timing and comparison benchmarks"
+	@echo "make bench [ARGS='--models resnet50 --runs 1']  speed vs onnx2tf, peak memory at 100M parameters (build/bench/)"
+	@echo "make zoo [ARGS='--models A,B']      every keras.applications model -> PyTorch, table in build/zoo/"
+	@echo "make fuzz [N=10000]                 deep conv/pool fuzzing, summary in build/fuzz/last.json"
 
 setup: $(STAMP)
 
@@ -47,7 +49,14 @@ test-slow: setup
 	$(PY) -m pytest -q -m slow $(ARGS)
 
 bench: setup
-	$(PY) bench/compare_onnx2tf.py
+	$(PY) bench/compare_onnx2tf.py $(ARGS)
+	$(PY) bench/memory.py
+
+zoo: setup
+	$(PY) bench/keras_zoo.py $(ARGS)
+
+fuzz: setup
+	$(PY) bench/fuzz.py --cases $(or $(N),10000) $(ARGS)
 
 clean:
 	rm -rf build .pytest_cache

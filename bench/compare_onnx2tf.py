@@ -1,19 +1,40 @@
-"""Benchmark: ONNX -> Keras/TensorFlow time, pipeline vs onnx2tf, on the same ONNX file.
+"""Benchmark: ONNX -> Keras/TensorFlow, pipeline vs onnx2tf, on the same ONNX file.
 
-Run with `make bench`.  Both tools get the ONNX file that pipeline exported from
-a ConvNeXt-T-sized PyTorch model (models/torch_zoo.py:convnext_t, 1x3x224x224).
-pipeline's time is normalize + import (ONNX -> model.py + weights), excluding
-the PyTorch export both share and the parity run.  Two files: the dynamo
-export pipeline itself uses, and a TorchScript-exporter file (opset 17), the
-kind onnx2tf is built around; the ratio is measured on the latter.  onnx2tf runs offline: its
-image-model calibration file is provided in its working folder.
-Results go to build/bench/onnx2tf.json and are printed as a Markdown row.
+Run with `make bench` (or `python bench/compare_onnx2tf.py [--models a,b] [--runs N]`).
+
+Protocol (the same for both tools):
+- one ONNX file per model, exported once from the PyTorch model in
+  models/torch_zoo.py with the TorchScript exporter at opset 17 (the kind of file
+  onnx2tf is built around); ConvNeXt-T is also run on the dynamo export that
+  pipeline itself produces;
+- each run starts the tool's whole command in a fresh subprocess (so both pay
+  their imports) on a fresh copy of that file (onnx2tf rewrites its input with
+  onnxsim in place), on the same machine; wall time of the whole command;
+  ``--runs`` runs each, the minimum is reported;
+- each tool runs with its defaults: onnx2tf writes a SavedModel plus float32 and
+  float16 .tflite and checks its layout guesses against onnxruntime;
+  pipeline writes model.py + weights and runs its parity check;
+- afterwards (untimed, in another subprocess) each tool's product is run on one
+  seeded input and compared with onnxruntime on the original file: onnx2tf's
+  float32 .tflite, pipeline's generated model.py.  A conversion whose
+  max|err| / max|ref| exceeds 1e-3 is reported as wrong and gets no ratio.
+
+onnx2tf needs two things to work here: its calibration .npy in its working
+folder (it runs offline) and the ``onnxsim`` command on PATH (it calls it as a
+subprocess and, with -n, silently skips simplification when it is missing; the
+unsimplified TorchScript graph then crashes onnx2tf 1.29.24 at the GELU's
+scalar-constant Div).  On the dynamo file onnx2tf fails even so, in its Constant
+op (a list-valued Constant); that row is kept to show it.
+
+Writes build/bench/onnx2tf.json and prints a Markdown table.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -23,64 +44,293 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "build" / "bench"
+BIN = Path(sys.executable).parent
+MODELS = ("convnext_t", "resnet50", "bert2")
+DYNAMO_MODELS = ("convnext_t",)
+WRONG_REL_ERR = 1e-3
+CALIBRATION = "calibration_image_sample_data_20x128x128x3_float32.npy"
 
 
-def _onnx2tf(onnx_path: Path, work: Path):
-    work.mkdir(parents=True, exist_ok=True)
-    np.save(work / "calibration_image_sample_data_20x128x128x3_float32.npy",
-            np.random.default_rng(0).random((20, 128, 128, 3), dtype=np.float32))
-    # onnx2tf is written for tf-keras (Keras 2); with Keras 3 it fails on ops like a constant Div.
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", TF_USE_LEGACY_KERAS="1")
-    start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "onnx2tf", "-i", str(onnx_path), "-o", str(work / "saved_model"), "-n"],
-                          cwd=work, env=env, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
-    if proc.returncode != 0:
-        (work / "onnx2tf.log").write_text(proc.stdout[-20000:] + proc.stderr[-20000:])
-    return round(seconds, 2), proc.returncode
+# --------------------------------------------------------------------------- files
 
+def export_files(name: str, work: Path, dynamo: bool) -> tuple[dict[str, Path], int]:
+    """Export ``models/torch_zoo.py:name`` to ONNX once (TorchScript opset 17, and the dynamo file if asked).
 
-def main() -> int:
-    sys.path.insert(0, str(ROOT))
+    Returns the files and the model's parameter count (from PyTorch).
+    """
     import torch
 
-    from models.torch_zoo import convnext_t
-    from pipeline.convert import Options, convert
+    sys.path.insert(0, str(ROOT))
+    from models import torch_zoo
 
-    OUT.mkdir(parents=True, exist_ok=True)
-    # 1) pipeline's own path: PyTorch -> dynamo export -> Keras.  onnx2tf on that same file.
-    ours_dyn = convert(Options(model=f"{ROOT}/models/torch_zoo.py:convnext_t", to="keras", out=str(OUT / "convnext_t"),
-                               inputs=[__import__("pipeline.spec").spec.InputSpec("x", (1, 3, 224, 224))]))
-    dyn_s, dyn_rc = _onnx2tf(OUT / "convnext_t" / "source.onnx", OUT / "onnx2tf_dynamo")
-    # 2) the file onnx2tf is built around: the TorchScript exporter (opset 17).  Both tools take it.
-    legacy = OUT / "convnext_t_torchscript.onnx"
+    model = getattr(torch_zoo, name)()
+    spec = {**torch_zoo.SHAPES, **torch_zoo.BENCH_SHAPES}[name]
+    args = tuple(_torch_input(torch, shape) for shape in spec.values())
+    files = {"torchscript-17": work / f"{name}.torchscript17.onnx"}
     with torch.no_grad():
-        torch.onnx.export(convnext_t(), (torch.randn(1, 3, 224, 224),), str(legacy), dynamo=False, opset_version=17,
-                          input_names=["x"], output_names=["logits"])
-    ours = convert(Options(model=str(legacy), to="keras", out=str(OUT / "convnext_t_from_torchscript")))
-    t = ours.report["timings_s"]
-    ours_s = round(t["normalize"] + t["import"], 2)
-    theirs_s, rc = _onnx2tf(legacy, OUT / "onnx2tf_torchscript")
-    row = {
-        "model": "convnext_t (28M params, 1x3x224x224)",
-        "pipeline_onnx_to_keras_s": ours_s,
-        "pipeline_parity": ours.report["parity"]["passed"],
-        "pipeline_max_rel_err": ours.report["parity"]["outputs"][0]["max_rel_err"],
-        "onnx2tf_s": theirs_s,
-        "onnx2tf_exit_code": rc,
-        # A time ratio means something only if onnx2tf produced a model.
-        "ratio": round(theirs_s / ours_s, 1) if ours_s and rc == 0 else None,
-        "dynamo_file": {"pipeline_parity": ours_dyn.report["parity"]["passed"],
-                        "pipeline_onnx_to_keras_s": round(ours_dyn.report["timings_s"]["normalize"]
-                                                          + ours_dyn.report["timings_s"]["import"], 2),
-                        "onnx2tf_s": dyn_s, "onnx2tf_exit_code": dyn_rc},
+        torch.onnx.export(model, args, str(files["torchscript-17"]), dynamo=False, opset_version=17,
+                          input_names=list(spec), output_names=["output"])
+        if dynamo:  # as pipeline exports it (pipeline/export.py): dynamo, no onnxscript optimizer
+            files["dynamo"] = work / f"{name}.dynamo.onnx"
+            torch.onnx.export(model, args, dynamo=True, optimize=False, verbose=False,
+                              input_names=list(spec)).save(str(files["dynamo"]))
+    return files, sum(p.numel() for p in model.parameters())
+
+
+def _torch_input(torch, shape):
+    if isinstance(shape[-1], str):  # ((N, L), "int64")
+        return torch.zeros(shape[0], dtype=getattr(torch, shape[1]))
+    return torch.zeros(shape)
+
+
+def make_reference(onnx_path: Path, work: Path) -> tuple[Path, Path]:
+    """One seeded input per graph input (.npz) and onnxruntime's first output on it (.npy)."""
+    import onnx
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(0)
+    feed = {}
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    for inp in sess.get_inputs():
+        shape = [int(d) for d in inp.shape]
+        if "int" in inp.type:
+            vocab = _embedding_rows(onnx.load(str(onnx_path), load_external_data=False))
+            feed[inp.name] = rng.integers(0, vocab, size=shape, dtype=np.int64)
+        else:
+            feed[inp.name] = rng.standard_normal(shape).astype(np.float32)
+    ref = sess.run(None, feed)[0]
+    x_path, ref_path = work / "input.npz", work / "reference.npy"
+    np.savez(x_path, **feed)
+    np.save(ref_path, ref)
+    return x_path, ref_path
+
+
+def _embedding_rows(model) -> int:
+    """The smallest first dimension of a Gather table: ids below it are valid for every embedding."""
+    tables = {i.name: i.dims[0] for i in model.graph.initializer if len(i.dims) == 2}
+    rows = [tables[n.input[0]] for n in model.graph.node if n.op_type == "Gather" and n.input[0] in tables]
+    return min(rows) if rows else 2
+
+
+# --------------------------------------------------------------------------- timed runs
+
+def run_timed(cmd: list[str], cwd: Path, env: dict, log: Path) -> dict:
+    """Run ``cmd`` in a fresh subprocess; wall seconds, exit code and the child's peak RSS (MiB)."""
+    with open(log, "w") as fh:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return {"seconds": round(seconds, 2), "exit_code": proc.returncode, "peak_rss_mib": round(usage.ru_maxrss / 1024)}
+
+
+def onnx2tf_once(onnx_path: Path, work: Path, run: int) -> dict:
+    """One onnx2tf run (its defaults, non-verbose) on a fresh copy of the file."""
+    work.mkdir(parents=True, exist_ok=True)
+    calib = work / CALIBRATION
+    if not calib.exists():  # onnx2tf downloads this for image models; provide it so it runs offline
+        np.save(calib, np.random.default_rng(0).random((20, 128, 128, 3), dtype=np.float32))
+    shutil.rmtree(work / "saved_model", ignore_errors=True)
+    src = work / "model.onnx"
+    shutil.copyfile(onnx_path, src)
+    # onnx2tf is written for tf-keras (Keras 2); it calls `onnxsim` by name, so the venv's bin goes on PATH.
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", TF_USE_LEGACY_KERAS="1",
+               PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    cmd = [sys.executable, "-m", "onnx2tf", "-i", str(src), "-o", str(work / "saved_model"), "-n"]
+    return run_timed(cmd, work, env, work / f"onnx2tf.run{run}.log")
+
+
+def pipeline_once(onnx_path: Path, work: Path, run: int) -> dict:
+    """One `python -m pipeline convert FILE --to keras` run on a fresh copy of the file; adds its stage timings."""
+    work.mkdir(parents=True, exist_ok=True)
+    src = work / "model.onnx"
+    shutil.copyfile(onnx_path, src)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow")
+    env.pop("TF_USE_LEGACY_KERAS", None)
+    cmd = [sys.executable, "-m", "pipeline", "convert", str(src), "--to", "keras", "--out", str(work / "out")]
+    result = run_timed(cmd, ROOT, env, work / f"pipeline.run{run}.log")
+    try:
+        result["stages_s"] = json.loads((work / "out" / "report.json").read_text())["timings_s"]
+    except (OSError, ValueError, KeyError):
+        result["stages_s"] = None
+    return result
+
+
+def best_of(runs: list[dict]) -> dict:
+    """The fastest run (the whole list is kept in the JSON)."""
+    return min(runs, key=lambda r: r["seconds"])
+
+
+# --------------------------------------------------------------------------- verification
+
+def verify(kind: str, product: Path, x_path: Path, ref_path: Path) -> dict:
+    """Run a tool's product in a fresh subprocess on the reference input and compare with onnxruntime."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow")
+    env.pop("TF_USE_LEGACY_KERAS", None)
+    proc = subprocess.run([sys.executable, __file__, "--verify", kind, str(product), str(x_path), str(ref_path)],
+                          env=env, capture_output=True, text=True)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"ok": False, "error": tail[:300]}
+    return json.loads(lines[-1])
+
+
+def _run_tflite(path: Path, feed: dict[str, np.ndarray]) -> np.ndarray:
+    """onnx2tf's float32 .tflite on ``feed``; an NCHW input goes in as NHWC when that is the tflite's shape.
+
+    tf.lite's interpreter, not ai_edge_litert's: onnx2tf's files may hold Select-TF (Flex) ops.
+    """
+    import tensorflow as tf
+
+    interp = tf.lite.Interpreter(model_path=str(path))
+    interp.allocate_tensors()
+    details = interp.get_input_details()
+    if len(details) != len(feed):
+        raise RuntimeError(f"tflite has {len(details)} inputs, ONNX has {len(feed)}")
+    by_name = {d["name"]: d for d in details}
+    ordered = [by_name[n] for n in feed] if all(n in by_name for n in feed) else details
+    for d, x in zip(ordered, feed.values()):
+        want = tuple(int(s) for s in d["shape"])
+        if x.shape != want and x.ndim >= 3 and np.moveaxis(x, 1, -1).shape == want:
+            x = np.moveaxis(x, 1, -1)
+        if x.shape != want:
+            raise RuntimeError(f"tflite input {d['name']} has shape {list(want)}, ONNX input {list(x.shape)}")
+        interp.set_tensor(d["index"], np.ascontiguousarray(x.astype(d["dtype"])))
+    interp.invoke()
+    return interp.get_tensor(interp.get_output_details()[0]["index"])
+
+
+def _needs_flex(path: Path) -> bool:
+    """True when plain LiteRT (no TensorFlow) cannot load the .tflite: it holds Select-TF ops."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    try:
+        Interpreter(model_path=str(path)).allocate_tensors()
+    except RuntimeError as exc:
+        return "Select TensorFlow op" in str(exc)
+    return False
+
+
+def _run_keras(out_dir: Path, feed: dict[str, np.ndarray]) -> np.ndarray:
+    """pipeline's generated model.py, imported from disk as a user would."""
+    sys.path.insert(0, str(out_dir))
+    from model import load
+
+    model = load()
+    y = model(list(feed.values()) if len(feed) > 1 else next(iter(feed.values())))
+    y = y[0] if isinstance(y, (list, tuple)) else y
+    return np.asarray(y)
+
+
+def _compare(y: np.ndarray, ref: np.ndarray) -> dict:
+    """max abs / relative error of ``y`` against ``ref``; a transposed layout is matched and named."""
+    layout = None
+    if y.shape != ref.shape and y.size == ref.size and y.ndim == ref.ndim >= 3:
+        moved = np.moveaxis(ref, 1, -1)
+        if moved.shape == y.shape:
+            ref, layout = moved, "channels-last"
+    if y.shape != ref.shape:
+        return {"ok": False, "error": f"output shape {list(y.shape)} != reference {list(ref.shape)}"}
+    err = float(np.max(np.abs(y.astype(np.float64) - ref)))
+    rel = err / max(float(np.max(np.abs(ref))), 1e-30)
+    return {"ok": bool(rel <= WRONG_REL_ERR), "max_abs_err": err, "max_rel_err": rel, "layout": layout}
+
+
+def _verify_main(kind: str, product: str, x_path: str, ref_path: str) -> int:
+    feed = dict(np.load(x_path))
+    ref = np.load(ref_path)
+    if kind == "tflite":
+        result = _compare(_run_tflite(Path(product), feed), ref)
+        result["tflite_needs_flex_ops"] = _needs_flex(Path(product))
+    else:
+        result = _compare(_run_keras(Path(product), feed), ref)
+    print(json.dumps(result))
+    return 0
+
+
+# --------------------------------------------------------------------------- one model
+
+def bench_file(name: str, label: str, onnx_path: Path, params: int, work: Path, runs: int) -> dict:
+    """Both tools on one ONNX file: timed runs, then each product verified against onnxruntime."""
+    work.mkdir(parents=True, exist_ok=True)
+    load_before = os.getloadavg()[0]
+    x_path, ref_path = make_reference(onnx_path, work)
+    theirs = [onnx2tf_once(onnx_path, work / "onnx2tf", i) for i in range(runs)]
+    ours = [pipeline_once(onnx_path, work / "pipeline", i) for i in range(runs)]
+    t_best, o_best = best_of(theirs), best_of(ours)
+    tflite = next(iter(sorted((work / "onnx2tf" / "saved_model").glob("*_float32.tflite"))), None)
+    t_check = (verify("tflite", tflite, x_path, ref_path) if tflite and t_best["exit_code"] == 0
+               else {"ok": False, "error": f"onnx2tf exit {t_best['exit_code']} (log: {work / 'onnx2tf'})"})
+    o_check = (verify("keras", work / "pipeline" / "out", x_path, ref_path) if o_best["exit_code"] == 0
+               else {"ok": False, "error": f"pipeline exit {o_best['exit_code']} (log: {work / 'pipeline'})"})
+    ratio = round(t_best["seconds"] / o_best["seconds"], 1) if t_check["ok"] and o_check["ok"] else None
+    return {
+        "model": name, "onnx_file": label, "onnx_path": str(onnx_path.relative_to(ROOT)),
+        "parameters": params,
+        "onnx2tf": {"best": t_best, "runs": theirs, "check": t_check},
+        "pipeline": {"best": o_best, "runs": ours, "check": o_check},
+        "ratio_onnx2tf_over_pipeline": ratio,
+        # The machine's 1-minute load average before and after: timings under load are noisy.
+        "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "loadavg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        "cpus": os.cpu_count(),
     }
-    (OUT / "onnx2tf.json").write_text(json.dumps(row, indent=2))
-    d = row["dynamo_file"]
-    print("| ONNX file | pipeline ONNX->Keras s (parity) | onnx2tf s (exit code) | onnx2tf / pipeline |")
-    print("| --- | --- | --- | --- |")
-    print(f"| TorchScript export, opset 17 | {ours_s} ({'pass' if row['pipeline_parity'] else 'FAIL'}) | {theirs_s} ({rc}) | {str(row['ratio']) + 'x' if row['ratio'] else 'onnx2tf failed'} |")
-    print(f"| dynamo export (pipeline's own) | {d['pipeline_onnx_to_keras_s']} ({'pass' if d['pipeline_parity'] else 'FAIL'}) | {d['onnx2tf_s']} ({d['onnx2tf_exit_code']}) | - |")
+
+
+def _status(side: dict) -> str:
+    check = side["check"]
+    if "error" in check:
+        return f"failed: {check['error'][:60]}"
+    return f"{'ok' if check['ok'] else 'WRONG'}, err {check['max_abs_err']:.1e}"
+
+
+def table(rows: list[dict]) -> str:
+    """The Markdown table printed at the end."""
+    lines = ["| model | ONNX file | params | onnx2tf s (result, max abs err) | pipeline s (result, max abs err) "
+             "| onnx2tf / pipeline | pipeline stages s (load/normalize/import/parity) |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    order = {m: i for i, m in enumerate(MODELS)}
+    for r in sorted(rows, key=lambda r: (order.get(r["model"], len(order)), r["onnx_file"] != "torchscript-17")):
+        t, o = r["onnx2tf"], r["pipeline"]
+        st = o["best"].get("stages_s") or {}
+        stages = "/".join(f"{st.get(k, float('nan')):.1f}" for k in ("load", "normalize", "import", "parity"))
+        ratio = f"{r['ratio_onnx2tf_over_pipeline']}x" if r["ratio_onnx2tf_over_pipeline"] else "n/a"
+        lines.append(f"| {r['model']} | {r['onnx_file']} | {r['parameters'] / 1e6:.1f} M | {t['best']['seconds']} "
+                     f"({_status(t)}) | {o['best']['seconds']} ({_status(o)}) | {ratio} | {stages} |")
+    return "\n".join(lines)
+
+
+def _earlier_rows() -> list[dict]:
+    """Rows of an earlier run, so `--models x` re-measures x and keeps the others (each row has its date)."""
+    try:
+        return json.loads((OUT / "onnx2tf.json").read_text())["rows"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated factories of models/torch_zoo.py")
+    parser.add_argument("--runs", type=int, default=2, help="timed runs per tool per file; the minimum is kept")
+    parser.add_argument("--no-dynamo", action="store_true", help="skip the dynamo-export file")
+    parser.add_argument("--verify", nargs=4, metavar=("KIND", "PRODUCT", "INPUT", "REF"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.verify:
+        return _verify_main(*args.verify)
+    OUT.mkdir(parents=True, exist_ok=True)
+    rows = _earlier_rows()
+    for name in [m for m in args.models.split(",") if m]:
+        work = OUT / name
+        work.mkdir(parents=True, exist_ok=True)
+        files, params = export_files(name, work, dynamo=not args.no_dynamo and name in DYNAMO_MODELS)
+        for label, path in files.items():
+            print(f"[bench] {name} ({label}): {args.runs} run(s) per tool ...", file=sys.stderr, flush=True)
+            row = bench_file(name, label, path, params, work / label, args.runs)
+            rows = [r for r in rows if (r["model"], r["onnx_file"]) != (name, label)] + [row]
+            (OUT / "onnx2tf.json").write_text(json.dumps({"protocol": __doc__, "rows": rows}, indent=2))
+    print(table(rows))
     return 0
 
 

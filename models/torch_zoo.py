@@ -299,3 +299,129 @@ class ConvNeXtT(nn.Module):
 
 def convnext_t():
     return _randomize(ConvNeXtT())
+
+
+class Bottleneck(nn.Module):
+    """ResNet-50 bottleneck: 1x1 reduce, 3x3 (stride here, as in torchvision v1.5), 1x1 expand x4, projection shortcut."""
+
+    expansion = 4
+
+    def __init__(self, cin, width, stride=1):
+        super().__init__()
+        cout = width * self.expansion
+        self.conv1 = nn.Conv2d(cin, width, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = nn.Conv2d(width, cout, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(cout)
+        self.down = None
+        if stride != 1 or cin != cout:
+            self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        y = F.relu(self.bn1(self.conv1(x)))
+        y = F.relu(self.bn2(self.conv2(y)))
+        y = self.bn3(self.conv3(y))
+        return F.relu(y + (x if self.down is None else self.down(x)))
+
+
+class ResNet50(nn.Module):
+    """ResNet-50 sized (bottleneck blocks 3-4-6-3, widths 64-128-256-512; 25.6 M parameters).  (N, 3, 224, 224) -> (N, 1000)."""
+
+    def __init__(self, blocks=(3, 4, 6, 3), widths=(64, 128, 256, 512), classes=1000):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
+                                  nn.MaxPool2d(3, 2, 1))
+        stages, cin = [], 64
+        for i, (n, w) in enumerate(zip(blocks, widths)):
+            layers = []
+            for j in range(n):
+                layers.append(Bottleneck(cin, w, stride=2 if (j == 0 and i > 0) else 1))
+                cin = w * Bottleneck.expansion
+            stages.append(nn.Sequential(*layers))
+        self.stages = nn.Sequential(*stages)
+        self.fc = nn.Linear(cin, classes)
+
+    def forward(self, x):
+        y = self.stages(self.stem(x))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(y, 1), 1))
+
+
+class BertLayer(nn.Module):
+    """BERT encoder layer (post-LayerNorm): separate Q/K/V projections, scaled softmax attention, erf-GELU FFN."""
+
+    def __init__(self, dim, heads, ffn):
+        super().__init__()
+        self.heads = heads
+        self.query = nn.Linear(dim, dim)
+        self.key = nn.Linear(dim, dim)
+        self.value = nn.Linear(dim, dim)
+        self.attn_out = nn.Linear(dim, dim)
+        self.attn_norm = nn.LayerNorm(dim, eps=1e-12)
+        self.intermediate = nn.Linear(dim, ffn)
+        self.output = nn.Linear(ffn, dim)
+        self.out_norm = nn.LayerNorm(dim, eps=1e-12)
+
+    def _split(self, t, b, n, d):
+        return t.reshape(b, n, self.heads, d // self.heads).permute(0, 2, 1, 3)
+
+    def forward(self, x):
+        b, n, d = x.shape
+        q, k, v = (self._split(f(x), b, n, d) for f in (self.query, self.key, self.value))
+        att = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(d // self.heads), dim=-1)
+        ctx = (att @ v).permute(0, 2, 1, 3).reshape(b, n, d)
+        x = self.attn_norm(x + self.attn_out(ctx))
+        return self.out_norm(x + self.output(F.gelu(self.intermediate(x))))
+
+
+class Bert(nn.Module):
+    """BERT-base width (768 wide, 12 heads, FFN 3072, 30522-token vocabulary) with ``layers`` encoder layers.  (N, L) int64 -> (N, L, 768)."""
+
+    def __init__(self, layers=2, vocab=30522, dim=768, heads=12, ffn=3072, max_len=512):
+        super().__init__()
+        self.word = nn.Embedding(vocab, dim)
+        self.position = nn.Embedding(max_len, dim)
+        self.norm = nn.LayerNorm(dim, eps=1e-12)
+        self.layers = nn.Sequential(*[BertLayer(dim, heads, ffn) for _ in range(layers)])
+
+    def forward(self, ids):
+        pos = self.position.weight[: ids.shape[1]].unsqueeze(0)
+        return self.layers(self.norm(self.word(ids) + pos))
+
+
+class BigMLP(nn.Module):
+    """About 100 M parameters in a few wide Linear layers (4096 wide, 6 hidden layers).  (N, 4096) -> (N, 1000)."""
+
+    def __init__(self, width=4096, depth=6, classes=1000):
+        super().__init__()
+        self.hidden = nn.ModuleList(nn.Linear(width, width) for _ in range(depth))
+        self.head = nn.Linear(width, classes)
+
+    def forward(self, x):
+        for layer in self.hidden:
+            x = F.gelu(layer(x))
+        return self.head(x)
+
+
+def resnet50():
+    return _randomize(ResNet50())
+
+
+def bert2():
+    torch.manual_seed(0)
+    return Bert(layers=2).eval()
+
+
+def big100m():
+    torch.manual_seed(0)
+    return BigMLP().eval()
+
+
+# Full-size models for `make bench`; kept out of SHAPES so the test families stay small.
+BENCH_SHAPES = {
+    "convnext_t": {"x": (1, 3, 224, 224)},
+    "resnet50": {"x": (1, 3, 224, 224)},
+    "bert2": {"ids": ((1, 128), "int64")},
+    "big100m": {"x": (2, 4096)},
+}

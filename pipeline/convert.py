@@ -7,6 +7,7 @@ half-written folder and never destroys an earlier good one.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shutil
@@ -128,16 +129,30 @@ def convert(opts: Options, progress: Progress | None = None) -> Result:
         export_stage.export(source, inputs, src_onnx, opts.opset)
         timings["export"] = round(time.perf_counter() - t, 3)
 
+        # Parity needs only the source model's outputs: take them now and let the model go,
+        # so its weights are not held beside the ONNX graph and the generated model.
+        # (An .onnx source is only a path; onnxruntime runs it in parity, after preflight.)
+        t = time.perf_counter()
+        reference = None
+        if source.framework != "onnx":
+            reference = parity.run_source(source, inputs, src_onnx)
+            source.obj = None
+            # Free it here: collected later, its weakref callbacks could run at a Ctrl-C
+            # and swallow the KeyboardInterrupt (Python ignores exceptions raised in them).
+            gc.collect()
+        source_run_s = time.perf_counter() - t
+
         t = time.perf_counter()
         progress("normalize: graph passes, each checked with onnxruntime")
         model = normalize.load(src_onnx)
+        source_nodes = len(list(model.graph))  # counted here: re-reading source.onnx costs 2x its weights
         importers.preflight(target, model)
         output_names = [v.name for v in model.graph.outputs]
         result = normalize.normalize(model, target, opts.layout, inputs if opts.check_passes else None,
                                      opts.atol, opts.rtol, fold_bn=opts.fold_bn)
-        import onnx_ir as ir
+        from .onnx_io import save_inline
 
-        ir.save(result.model, str(norm_onnx))
+        save_inline(result.model, norm_onnx)
         timings["normalize"] = round(time.perf_counter() - t, 3)
 
         t = time.perf_counter()
@@ -145,12 +160,14 @@ def convert(opts: Options, progress: Progress | None = None) -> Result:
         gen = importers.generate(target, result.model, tmp, source.name, source.origin, result.interface,
                                  source.framework)
         timings["import"] = round(time.perf_counter() - t, 3)
-
-        t = time.perf_counter()
-        progress("parity: source vs onnxruntime vs normalized vs generated model.py")
         input_order = [v.name for v in result.model.graph.inputs]
+        normalized_nodes = len(list(result.model.graph))
+        result.model = model = None  # parity and bisection read normalized.onnx: free the graph's weights
+
+        t = time.perf_counter() - source_run_s  # the source model's run counts as parity time
+        progress("parity: source vs onnxruntime vs normalized vs generated model.py")
         report_parity = parity.check(source, inputs, src_onnx, norm_onnx, tmp, target, result.interface,
-                                     input_order, output_names, opts.atol, opts.rtol)
+                                     input_order, output_names, opts.atol, opts.rtol, reference=reference)
         if not report_parity["passed"]:
             progress("bisect: comparing every intermediate tensor to find the first divergence")
             from .bisect import first_divergence
@@ -158,7 +175,7 @@ def convert(opts: Options, progress: Progress | None = None) -> Result:
 
             feed = laid_out_inputs(inputs, result.interface)
             try:
-                found = first_divergence(result.model, gen.get("node_vars", {}), feed, tmp, target,
+                found = first_divergence(normalize.load(norm_onnx), gen.get("node_vars", {}), feed, tmp, target,
                                          opts.atol, opts.rtol)
                 report_parity["first_divergence"] = found["first_divergence"]
                 report_parity["node_errors"] = found["nodes"]
@@ -180,7 +197,7 @@ def convert(opts: Options, progress: Progress | None = None) -> Result:
             "parity": report_parity,
             "timings_s": timings,
             "passes": [r.as_dict() for r in result.passes],
-            "nodes": {"source": _count_nodes(src_onnx), "normalized": len(list(result.model.graph))},
+            "nodes": {"source": source_nodes, "normalized": normalized_nodes},
             "parameters": gen.get("parameters"),
             "notes": [n for n in [gen.get("note")] if n],
             "artifacts": sorted(["source.onnx", "normalized.onnx", "report.json", "report.html", *gen["files"]]),
@@ -194,12 +211,6 @@ def convert(opts: Options, progress: Progress | None = None) -> Result:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return Result(EXIT_OK if report_parity["passed"] else EXIT_PARITY, report, final)
-
-
-def _count_nodes(path: Path) -> int:
-    import onnx
-
-    return len(onnx.load(str(path), load_external_data=False).graph.node)
 
 
 def _json_default(obj):

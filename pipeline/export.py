@@ -1,7 +1,12 @@
 """Stage 1: export the source model to ONNX (the hub).
 
 - PyTorch: ``torch.onnx.export(..., dynamo=True)`` (the exporter PyTorch maintains).
-- Keras / TensorFlow: tf2onnx on a traced ``tf.function`` with a fixed input signature.
+- Keras / TensorFlow: a ``tf.function`` traced at the fixed input shapes, frozen (variables
+  and captured tensors become constants), every nested function call made inlinable
+  (Keras 3 runs grouped convolutions under ``jit_compile``), then tf2onnx.  Keras
+  BatchNormalization is traced as a fused batch norm so it stays one ONNX
+  BatchNormalization with its exact parameters (tf2onnx would otherwise see plain
+  Mul/Add math, or fold it into the Conv).
 - ONNX: copied as it is.
 
 The exported file keeps the source's names: graph inputs are the model's input
@@ -10,12 +15,13 @@ names, and Keras outputs are named after the layers that produce them.
 
 from __future__ import annotations
 
-import shutil
+import contextlib
 from pathlib import Path
 
 import numpy as np
 
 from .errors import BadInput, PipelineError
+from .onnx_io import save_inline
 from .quiet import import_tensorflow, import_torch, native_stderr_to_log
 from .sources import Source
 
@@ -30,7 +36,12 @@ def export(source: Source, inputs: dict[str, np.ndarray], path: Path, opset: int
     """Write ``source`` as ONNX to ``path``."""
     path = Path(path)
     if source.framework == "onnx":
-        shutil.copyfile(source.obj, path)
+        import onnx  # load + save, not a file copy: inlines weights kept beside it (model.onnx.data)
+
+        try:
+            onnx.save(onnx.load(str(source.obj)), str(path))
+        except Exception as exc:
+            raise ExportError(f"cannot read {source.obj}: {type(exc).__name__}: {str(exc)[:300]}") from exc
         return
     if source.framework == "torch":
         _export_torch(source, inputs, path, opset)
@@ -54,7 +65,7 @@ def _export_torch(source: Source, inputs, path: Path, opset: int | None) -> None
     try:
         with torch.no_grad(), native_stderr_to_log():
             program = torch.onnx.export(model, args, **kwargs)
-            program.save(str(path))
+            save_inline(program.model, path)  # = program.save(path), streaming the weights
     except Exception as exc:
         raise ExportError(f"torch.onnx.export failed: {_torch_export_reason(exc)}") from exc
 
@@ -73,25 +84,36 @@ def _torch_export_reason(exc: Exception) -> str:
     return f"{type(exc).__name__}: {lines[0][:300] if lines else ''}"
 
 
-def _tf2onnx(fn, specs, path: Path, opset: int | None, output_names: list[str]) -> None:
-    tf, _ = import_tensorflow()
-    import tf2onnx
+def _tf2onnx(fn, specs, path: Path, opset: int | None, output_names: list[str], keras_bn: bool = False) -> None:
+    """Trace ``fn`` at the specs' shapes, freeze it, inline every function call, convert with tf2onnx.
 
+    ``keras_bn``: trace Keras BatchNormalization as a fused batch norm, so it stays an
+    ONNX BatchNormalization (see ``fused_batch_norm``).
+    """
+    tf, _ = import_tensorflow()
     signature = [tf.TensorSpec(s.shape, tf.as_dtype(s.dtype), name=s.name) for s in specs]
     try:
         with native_stderr_to_log():
-            proto, _ = tf2onnx.convert.from_function(
-                tf.function(fn), input_signature=signature, opset=opset or DEFAULT_KERAS_OPSET
-            )
+            with fused_batch_norm() if keras_bn else contextlib.nullcontext():
+                concrete = tf.function(fn).get_concrete_function(*signature)
+            concrete_name = concrete.name
+            graph_def, in_names, out_names = frozen_graph_def(concrete)
+            del concrete
+            proto = _graph_def_to_onnx(graph_def, concrete_name, in_names, out_names, opset or DEFAULT_KERAS_OPSET,
+                                       dict(zip(in_names, (s.name for s in specs))))
     except Exception as exc:
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
         raise ExportError(f"tf2onnx failed: {type(exc).__name__}: {first}") from exc
     import onnx_ir as ir
 
     model = ir.from_proto(proto)
+    del proto, graph_def
+    _infer_shapes(model)
+    _check_exported(model.graph, [s.name for s in specs])
     _rename_outputs(model.graph, output_names)
     _erfc_to_erf(model.graph)
-    ir.save(model, str(path))
+    _batch_norm_at_source_rank(model.graph)
+    save_inline(model, path)
 
 
 def _export_keras(source: Source, path: Path, opset: int | None) -> None:
@@ -100,7 +122,7 @@ def _export_keras(source: Source, path: Path, opset: int | None) -> None:
     def call(*xs):
         return model(list(xs) if len(xs) > 1 else xs[0], training=False)
 
-    _tf2onnx(call, source.inputs, path, opset, source.output_names)
+    _tf2onnx(call, source.inputs, path, opset, source.output_names, keras_bn=True)
 
 
 def _export_savedmodel(source: Source, path: Path, opset: int | None) -> None:
@@ -148,3 +170,345 @@ def _rename_outputs(graph, names: list[str]) -> None:
         if value.name != new and new not in taken:
             value.name = new
             taken.add(new)
+
+
+# -- TensorFlow graph: freeze and inline ------------------------------------------------
+
+# Attributes that stop grappler from inlining a function call: XLA compilation (Keras 3
+# runs a grouped Conv2D, hence ConvNeXt's depthwise conv, under tf.function(jit_compile=True))
+# and an explicit no-inline.  A call left in place reaches ONNX as a StatefulPartitionedCall.
+_NO_INLINE_ATTRS = ("_XlaMustCompile", "_XlaCompile", "_XlaScope", "_noinline")
+
+
+def frozen_graph_def(concrete):
+    """``(graph_def, input_names, output_names)`` of a concrete function, ready for tf2onnx.
+
+    Variables *and* captured tensors (e.g. a Keras Normalization layer's mean and
+    variance, which are eager tensors, not variables) become constants, so the only
+    placeholders left are the function's own arguments: tf2onnx's ``from_function`` takes
+    every placeholder, captures included, as a graph input.  The freezing is tf2onnx's
+    large-model one (the GraphDef is not loaded back as a function first).  Every function
+    call is made inlinable, then grappler inlines it and folds constants, as in tf2onnx
+    (see ``_grappler``).
+    """
+    from tf2onnx import tf_loader
+
+    n_args = len(concrete.inputs) - len(concrete.captured_inputs)
+    in_names = [t.name for t in concrete.inputs[:n_args]]
+    out_names = [t.name for t in concrete.outputs]
+    graph_def = tf_loader.fix_freezing_errors_part2(tf_loader.convert_variables_to_constants_large_model(concrete))
+    allow_inlining(graph_def)
+    graph_def = _grappler(graph_def, in_names, out_names)
+    _bias_add_of_activations(graph_def)
+    return graph_def, in_names, out_names
+
+
+def _grappler(graph_def, input_names, output_names):
+    """tf2onnx's grappler run (function inlining, constant folding) with the weights held aside.
+
+    Grappler copies the graph many times over (11x the weights: 9 GB for ConvNeXtLarge),
+    so each large constant is swapped for a Placeholder of its dtype and shape first and
+    put back afterwards.  Nothing computed from a placeholder is folded, so no weight is
+    altered; shape arithmetic still folds, and tf2onnx folds what concerns the weights.
+    """
+    from tf2onnx import tf_loader
+
+    tf, _ = import_tensorflow()
+    held = {}
+    for node in graph_def.node:
+        tensor = node.attr["value"].tensor if node.op == "Const" else None
+        if tensor is not None and len(tensor.tensor_content) > _HELD_BYTES:
+            held[node.name] = (tensor.tensor_content, tensor.dtype)
+            shape = type(tensor.tensor_shape)()
+            shape.CopyFrom(tensor.tensor_shape)
+            node.op = "Placeholder"
+            node.attr.clear()
+            node.attr["dtype"].type = held[node.name][1]
+            node.attr["shape"].shape.CopyFrom(shape)
+    with tf.Graph().as_default():  # grappler runs in graph mode
+        graph_def = tf_loader.tf_optimize(input_names, output_names, graph_def)
+    for node in graph_def.node:
+        if node.op == "Placeholder" and node.name in held:
+            content, dtype = held.pop(node.name)
+            shape = type(node.attr["shape"].shape)()
+            shape.CopyFrom(node.attr["shape"].shape)
+            node.op = "Const"
+            node.attr.clear()
+            node.attr["dtype"].type = dtype
+            tensor = node.attr["value"].tensor
+            tensor.dtype, tensor.tensor_content = dtype, content
+            tensor.tensor_shape.CopyFrom(shape)
+    return graph_def
+
+
+
+def _bias_add_of_activations(graph_def) -> None:
+    """``BiasAdd(x, b)`` with a computed (not constant) ``b`` becomes ``AddV2(x, b)``, in place.
+
+    Grappler writes ``x + y`` with ``y`` of shape (1, 1, 1, C) as ``BiasAdd(x, Squeeze(y))``
+    (ResNet50V2's residual add at a 1x1 map); tf2onnx then merges a BiasAdd of a Conv that
+    already has its bias into one Conv with four inputs, an invalid graph.  For the
+    channels-last format ``AddV2`` broadcasts the vector over the last axis exactly as
+    ``BiasAdd`` does.
+    """
+    producers = {n.name: n for n in graph_def.node}
+    for node in graph_def.node:
+        if node.op != "BiasAdd" or ("data_format" in node.attr and node.attr["data_format"].s != b"NHWC"):
+            continue
+        bias = producers.get(node.input[1].split(":")[0].lstrip("^"))
+        if bias is not None and bias.op != "Const":
+            node.op = "AddV2"
+            if "data_format" in node.attr:
+                del node.attr["data_format"]
+
+_HELD_BYTES = 1000  # tf2onnx's own threshold for a "large" constant (tf_utils.compress_graph_def)
+
+
+def _graph_def_to_onnx(graph_def, name: str, input_names, output_names, opset: int, renames: dict):
+    """tf2onnx on a frozen, inlined GraphDef; returns the ONNX ModelProto.
+
+    As tf2onnx's large-model mode: the weights leave the TensorFlow graph before it is
+    imported (tf2onnx reads them from ``const_node_values``).  Its optimizer passes first
+    run without the deep copy of the whole graph, weights included, that it makes before
+    each pass so that a failing pass can be skipped (that copy was half of its time on a
+    ConvNeXt); only if one fails is the conversion redone that careful way.
+    """
+    from tf2onnx import optimizer, tf_utils
+    from tf2onnx.tfonnx import process_tf_graph
+
+    tf, _ = import_tensorflow()
+    const_values = tf_utils.compress_graph_def(graph_def)
+    with tf.Graph().as_default() as tf_graph:
+        tf.import_graph_def(graph_def, name="")
+    for careful in (False, True):
+        try:
+            with tf_graph.as_default(), keep_batch_norm(), _square_keeps_shape(), _const_protos_copied_once():
+                graph = process_tf_graph(tf_graph, continue_on_error=True, opset=opset, input_names=input_names,
+                                         output_names=output_names, const_node_values=const_values,
+                                         tensors_to_rename=renames)
+                graph = optimizer.optimize_graph(graph, catch_errors=careful)
+                return graph.make_model(f"converted from {name}")
+        except Exception:
+            if careful:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+@contextlib.contextmanager
+def _const_protos_copied_once():
+    """Stop tf2onnx from copying every weight again after each of its optimizer passes.
+
+    After each pass tf2onnx rewrites every node's NodeProto from its attributes, a Const's
+    tensor included; with the upb protobuf runtime the replaced copies stay allocated
+    with the message, so memory grew by the weights' size per pass (114 MB of ConvNeXtTiny
+    weights took 6 GB; ConvNeXtLarge ran out of memory) and the copying was half the
+    export time.  A Const whose ``value`` attribute and outputs are the very objects its
+    NodeProto was built or last written with is already up to date, so it is skipped; a
+    changed value (the optimizers replace the attribute, never edit it in place) is
+    written as before.
+    """
+    import weakref
+
+    from tf2onnx.graph import Node
+
+    original_init, original_update = Node.__init__, Node.update_proto
+    written = weakref.WeakKeyDictionary()  # Const node -> its state when its NodeProto was last in sync
+
+    def state(node):
+        return node._attr.get("value"), tuple(node._output), tuple(node._attr)
+
+    def init(self, node, graph, skip_conversion=False):
+        original_init(self, node, graph, skip_conversion)
+        if self.type == "Const":  # built from ``node``, whose attributes it holds: in sync
+            written[self] = state(self)
+
+    def update_proto(self, external_tensor_storage=None):
+        if self.type != "Const" or external_tensor_storage is not None:
+            return original_update(self, external_tensor_storage)
+        now, last = state(self), written.get(self)
+        if last is not None and last[0] is now[0] and last[1:] == now[1:]:
+            return None
+        original_update(self, external_tensor_storage)
+        written[self] = now
+        return None
+
+    Node.__init__, Node.update_proto = init, update_proto
+    try:
+        yield
+    finally:
+        Node.__init__, Node.update_proto = original_init, original_update
+
+
+@contextlib.contextmanager
+def _square_keeps_shape():
+    """Fix tf2onnx's transpose optimizer on ``Mul(t, t)`` with ``t = Transpose(x)``.
+
+    It moves the Transpose below the Mul but, unlike for any other Mul, leaves the Mul's
+    recorded shape in the old layout; its last step then turns a Transpose of a tensor
+    with unit axes into a Reshape *to that stale shape*.  A LayerNormalization's
+    variance (``SquaredDifference``) on a 1x1 map, e.g. ConvNeXt's last stage at 32x32,
+    got a Reshape that onnxruntime rejects.  The wrapper records the permuted shapes, as
+    the optimizer's own ``_switch_transpose_and_node`` does.
+    """
+    from tf2onnx.optimizer.transpose_optimizer import TransposeOptimizer, invert_perm
+
+    original = TransposeOptimizer._mul_handler
+
+    def mul_handler(self, trans, node):
+        square = all(i == trans.output[0] for i in node.input)
+        shape = self._g.get_shape(node.output[0]) if square else None
+        done = original(self, trans, node)
+        if done and shape:
+            perm_inv = invert_perm(trans.get_attr_value("perm"))
+            self._g.set_shape(node.output[0], [shape[i] for i in perm_inv])
+            self._g.set_shape(trans.output[0], shape)
+        return done
+
+    TransposeOptimizer._mul_handler = mul_handler
+    try:
+        yield
+    finally:
+        TransposeOptimizer._mul_handler = original
+
+
+def allow_inlining(graph_def) -> None:
+    """Drop the attributes that keep grappler from inlining a function (XLA, no-inline), in place."""
+    library = graph_def.library.function
+    for attrs in [n.attr for n in graph_def.node] + [f.attr for f in library] + \
+            [n.attr for f in library for n in f.node_def]:
+        for key in _NO_INLINE_ATTRS:
+            if key in attrs:
+                del attrs[key]
+
+
+def _infer_shapes(model) -> None:
+    """Record ONNX shape inference's value shapes on ``model`` (tf2onnx records few), in place.
+
+    onnx-ir's pass hands ONNX a copy without the large weights.  Non-strict: an op ONNX
+    does not know (tf2onnx's Erfc, rewritten later) only leaves its outputs unshaped;
+    the shapes are a help to ``_batch_norm_at_source_rank``, never required.
+    """
+    from onnx_ir.passes.common.shape_inference import ShapeInferencePass
+
+    ShapeInferencePass(strict_mode=False)(model)
+
+
+def _check_exported(graph, input_names: list[str]) -> None:
+    """The exported graph's inputs are exactly the model's, and no TensorFlow call node is left."""
+    got = [v.name for v in graph.inputs]
+    if got != input_names:
+        extra = [n for n in got if n not in input_names]
+        raise ExportError(f"tf2onnx made graph inputs {got}, expected {input_names}"
+                          + (f" (not frozen: {', '.join(extra)})" if extra else ""))
+    calls = [n.name for n in graph if n.op_type in ("PartitionedCall", "StatefulPartitionedCall")]
+    if calls:
+        raise ExportError(f"tf2onnx left {len(calls)} TensorFlow function call(s) un-inlined: {', '.join(calls[:5])}")
+
+
+# -- Keras BatchNormalization as ONNX BatchNormalization ----------------------------------
+
+@contextlib.contextmanager
+def fused_batch_norm():
+    """While tracing, run Keras BatchNormalization's inference branch as ``FusedBatchNormV3``.
+
+    Keras 3 on TensorFlow computes it with ``tf.nn.batch_normalization`` (Mul/Sub/Add
+    math), which tf2onnx cannot tell from any other arithmetic; ``FusedBatchNormV3`` is
+    what tf2onnx maps to ONNX BatchNormalization with the layer's exact gamma, beta,
+    moving mean/variance and epsilon.  The patch is on the class and is restored on exit;
+    training calls and cases the fused op cannot take run the original code.
+    """
+    _, keras = import_tensorflow()
+    klass = keras.layers.BatchNormalization
+    original = klass.call
+
+    def call(self, inputs, training=None, mask=None):
+        fused = None if (training and self.trainable) else _fused_inference(self, inputs)
+        return original(self, inputs, training=training, mask=mask) if fused is None else fused
+
+    klass.call = call
+    try:
+        yield
+    finally:
+        klass.call = original
+
+
+def _fused_inference(layer, inputs):
+    """``layer``'s inference output through ``FusedBatchNormV3``, or None when it does not apply.
+
+    Rank 4/5 with the channel first or last is the op's own layout; any other rank or
+    axis moves the channel to axis 1 and views the rest as ``(N, C, -1, 1)`` (NCHW), a
+    reshape ``_batch_norm_at_source_rank`` removes again in the ONNX graph.
+    """
+    tf, _ = import_tensorflow()
+    axes = layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis]
+    shape = inputs.shape
+    if len(axes) != 1 or inputs.dtype not in (tf.float16, tf.bfloat16, tf.float32) \
+            or not 2 <= shape.rank <= 5 or not shape.is_fully_defined():
+        return None
+    rank = shape.rank
+    axis = axes[0] % rank
+    channels = shape[axis]
+
+    def param(var, enabled, fill):
+        return tf.cast(var, tf.float32) if enabled else tf.constant(np.full(channels, fill, np.float32))
+
+    x = tf.cast(inputs, tf.float32)
+    params = dict(scale=param(layer.gamma, layer.scale, 1.0), offset=param(layer.beta, layer.center, 0.0),
+                  mean=tf.cast(layer.moving_mean, tf.float32), variance=tf.cast(layer.moving_variance, tf.float32))
+
+    def fused(t, data_format):
+        return tf.raw_ops.FusedBatchNormV3(x=t, **params, epsilon=float(layer.epsilon), exponential_avg_factor=1.0,
+                                           data_format=data_format, is_training=False)[0]
+
+    if rank in (4, 5) and axis in (1, rank - 1):
+        y = fused(x, {(4, 1): "NCHW", (4, 3): "NHWC", (5, 1): "NCDHW", (5, 4): "NDHWC"}[rank, axis])
+    else:
+        perm = [0, axis] + [d for d in range(1, rank) if d != axis]
+        first = tf.transpose(x, perm) if perm != list(range(rank)) else x
+        y = tf.reshape(fused(tf.reshape(first, [first.shape[0], channels, -1, 1]), "NCHW"), first.shape)
+        y = tf.transpose(y, np.argsort(perm).tolist()) if perm != list(range(rank)) else y
+    return tf.cast(y, layer.compute_dtype)
+
+
+@contextlib.contextmanager
+def keep_batch_norm():
+    """Keep tf2onnx from folding a BatchNormalization into the Conv before it (its
+    back-to-back optimizer does so unasked); folding is the opt-in ``--fold-bn`` pass."""
+    from tf2onnx.optimizer import back_to_back_optimizer as b2b
+
+    key = ("Conv", "BatchNormalization")
+    handler = b2b._func_map.pop(key, None)
+    try:
+        yield
+    finally:
+        if handler is not None:
+            b2b._func_map[key] = handler
+
+
+def _batch_norm_at_source_rank(graph) -> None:
+    """``Reshape(x, (N, C, ...)) -> BatchNormalization -> Reshape(back to x's shape)`` -> BN on ``x``.
+
+    A batch norm normalizes per (batch, channel) slice, so viewing the trailing axes
+    differently changes nothing: the BN on ``x`` is exact, and a rank-2/3 ``x`` becomes
+    the ``nn.BatchNorm1d`` a user writes instead of a BatchNorm2d on a reshaped tensor.
+    """
+    from .normalize.graph import remove_if_dead, replace_value, single_consumer, static_shape
+
+    for bn in [n for n in graph if n.op_type == "BatchNormalization" and n.domain == ""]:
+        before = bn.inputs[0].producer()
+        if before is None or before.op_type != "Reshape" or single_consumer(bn.inputs[0]) is not bn:
+            continue
+        if any(o.uses() or o.is_graph_output() for o in bn.outputs[1:]):
+            continue
+        after = single_consumer(bn.outputs[0])
+        x = before.inputs[0]
+        src, viewed = static_shape(x), static_shape(bn.inputs[0])
+        if after is None or after.op_type != "Reshape" or src is None or viewed is None:
+            continue
+        if len(src) < 2 or src[:2] != viewed[:2] or static_shape(after.outputs[0]) != src:
+            continue
+        bn.replace_input_with(0, x)
+        bn.outputs[0].shape = after.outputs[0].shape
+        replace_value(graph, after.outputs[0], bn.outputs[0])
+        remove_if_dead(graph, after)
+        remove_if_dead(graph, before)

@@ -81,9 +81,12 @@ def run_generated(out_dir: Path, target: str, ordered_inputs: list[np.ndarray]) 
 
 def check(source: Source, inputs: dict[str, np.ndarray], source_onnx: Path, normalized_onnx: Path,
           out_dir: Path, target: str, interface: dict, input_order: list[str], output_names: list[str],
-          atol: float, rtol: float) -> dict:
-    """Run all four executors and compare; return the ``parity`` section of the report."""
-    reference = run_source(source, inputs, source_onnx)
+          atol: float, rtol: float, reference: list[np.ndarray] | None = None) -> dict:
+    """Run all four executors and compare; return the ``parity`` section of the report.
+
+    ``reference``: the source model's outputs when they were taken earlier (``run_source``).
+    """
+    reference = run_source(source, inputs, source_onnx) if reference is None else reference
     exported = run_onnx(str(source_onnx), inputs)
     feed = laid_out_inputs(inputs, interface)
     normalized = run_onnx(str(normalized_onnx), feed)

@@ -72,9 +72,17 @@ def session(model_bytes_or_path, threads: int | None = None):
     return ort.InferenceSession(model_bytes_or_path, opts, providers=["CPUExecutionProvider"])
 
 
+BIG_MODEL_BYTES = 64 << 20  # above this, an in-memory model reaches onnxruntime through a temporary file
+
+
 def run_onnx(model, inputs: dict[str, np.ndarray], outputs: list[str] | None = None) -> list[np.ndarray]:
     """Run an ONNX model (path, bytes, ``onnx.ModelProto`` or ``onnx_ir.Model``)."""
     if hasattr(model, "graph") and hasattr(model.graph, "initializers"):  # onnx_ir.Model
+        from .onnx_io import external_copy, initializer_bytes
+
+        if initializer_bytes(model) > BIG_MODEL_BYTES:  # bytes would cost ~4x the weights; a path ~1x
+            with external_copy(model) as path:
+                return run_onnx(path, inputs, outputs)
         import onnx_ir as ir
 
         model = ir.to_proto(model).SerializeToString()

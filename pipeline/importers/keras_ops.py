@@ -53,7 +53,11 @@ def _spatial_padding(t: Translation, x: str, nd: int, pads, kernel, strides, dil
     in_sizes = t.shape(0)[2:]
     if not any(pads):
         return "valid", x
-    if pads == same_pads(in_sizes, kernel, strides, dil, upper=True):
+    # TF's CPU Conv3D shifts its "same" windows where the kernel is shorter than the stride
+    # (a negative total padding) instead of padding nothing: explicit padding there
+    shifts = nd == 3 and any((-(-n // s) - 1) * s + (k - 1) * d + 1 < n
+                             for n, k, s, d in zip(in_sizes, kernel, strides, dil))
+    if pads == same_pads(in_sizes, kernel, strides, dil, upper=True) and not shifts:
         return "same", x
     begins, ends = pads[:nd], pads[nd:]
     if allow_causal and nd == 1 and strides == [1] and begins[0] == dil[0] * (kernel[0] - 1) and ends[0] == 0:
@@ -304,8 +308,11 @@ def pool(t: Translation) -> None:
         pads = _ceil_as_end_pads(t, in_sizes, kernel, strides, pads)
     if not any(pads):
         padding = "valid"
-    elif pads == same_pads(in_sizes, kernel, strides, dil, upper=True) and (is_max or not t.int("count_include_pad", 0)):
-        padding = "same"  # TF's "same" pooling ignores the padding, as ONNX does here
+    elif (pads == same_pads(in_sizes, kernel, strides, dil, upper=True) and (is_max or not t.int("count_include_pad", 0))
+          and not (nd == 3 and any((-(-n // s) - 1) * s + k < n for n, k, s in zip(in_sizes, kernel, strides)))):
+        # TF's "same" pooling ignores the padding, as ONNX does here (but TF's CPU 3-D pooling
+        # shifts its windows where the kernel is shorter than the stride: not "same" there)
+        padding = "same"
     elif is_max or t.int("count_include_pad", 0):
         begins, ends = pads[:nd], pads[nd:]
         width = [(0, 0)] + [(int(b), int(e)) for b, e in zip(begins, ends)] + [(0, 0)]

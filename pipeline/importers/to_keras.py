@@ -8,6 +8,7 @@ and ``keras.ops`` calls, and ``load()``, which builds it and loads
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import numpy as np
@@ -80,21 +81,31 @@ def generate(model: ir.Model, out_dir: Path, title: str, origin: str, interface:
         np.savez(out_dir / "constants.npz", **gen.constants)
         files.append("constants.npz")
 
+    params = int(sum(w.size for ws in gen.layer_weights.values() for w in ws))
+    note = _save_weights(out_dir, gen.layer_weights, files)
+    gc.collect()  # the Keras model is a web of reference cycles: free its weights now, not at some later gc
+    return {"files": files, "node_vars": gen.node_vars, "parameters": params, "note": note}
+
+
+def _save_weights(out_dir: Path, layer_weights: dict[str, list[np.ndarray]], files: list[str]) -> str | None:
+    """Build the generated model, set its weights, save ``model.weights.h5`` and ``model.keras``.
+
+    ``layer_weights`` is emptied as the weights are set, so the Keras variables are then
+    the only full copy.  Returns a note when ``model.keras`` could not be written.
+    """
     built = import_file(out_dir / "model.py", "_pipeline_generated").build()
-    for name, weights in gen.layer_weights.items():
+    while layer_weights:
+        name, weights = layer_weights.popitem()
         layer = built.get_layer(name)
-        expected = [tuple(w.shape) for w in layer.get_weights()]
+        expected = [tuple(w.shape) for w in layer.weights]  # shapes only: get_weights() would copy them
         got = [tuple(w.shape) for w in weights]
         if expected != got:
             raise RuntimeError(f"layer {name}: weight shapes {got} do not fit the layer's {expected}")
         layer.set_weights(weights)
     built.save_weights(str(out_dir / "model.weights.h5"))
-    note = None
     try:
         built.save(str(out_dir / "model.keras"))
         files.append("model.keras")
     except Exception as exc:  # model.keras is a convenience; model.py + weights are the artifact
-        note = f"model.keras not written: {type(exc).__name__}: {str(exc)[:200]}"
-    params = int(sum(w.size for ws in gen.layer_weights.values() for w in ws))
-    return {"files": files, "node_vars": gen.node_vars, "parameters": params, "note": note}
-
+        return f"model.keras not written: {type(exc).__name__}: {str(exc)[:200]}"
+    return None

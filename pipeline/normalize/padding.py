@@ -95,23 +95,31 @@ def valid_counts(in_sizes, kernel, strides, begins, out_sizes) -> np.ndarray:
     return total
 
 
-def ceil_adds_a_window(in_sizes, kernel, strides, dilations, pads) -> bool:
-    """Whether ``ceil_mode=1`` pooling has more windows than floor mode on some axis.
+def ceil_end_pads(in_sizes, kernel, strides, dilations, pads) -> list[int]:
+    """End pads with which floor-mode pooling has the windows of ``ceil_mode=1``.
 
-    ceil mode adds one window when the span does not divide by the stride, unless that
-    window would start inside the end padding: onnxruntime and PyTorch drop it, ONNX
-    shape inference does not (it infers one element too many).
+    ceil mode adds one window on an axis whose span does not divide by the stride,
+    unless that window would start inside the end padding: onnxruntime and PyTorch drop
+    it, ONNX shape inference does not (it infers one element too many).  Where the
+    window stays, the end pad grows to hold it.
     """
     nd = len(kernel)
+    ends = list(pads[nd:])
     for i, (n, k, s, d) in enumerate(zip(in_sizes, kernel, strides, dilations)):
-        span = n + pads[i] + pads[nd + i] - ((k - 1) * d + 1)
+        k_eff = (k - 1) * d + 1
+        span = n + pads[i] + pads[nd + i] - k_eff
         if span >= 0 and span % s and (span // s + 1) * s < n + pads[i]:
-            return True
-    return False
+            ends[i] = (span // s + 1) * s + k_eff - n - pads[i]
+    return ends
 
 
-def drop_idle_ceil_mode(node: ir.Node) -> bool:
-    """``ceil_mode=1`` -> 0 on an explicitly padded pool whose windows it does not change."""
+def drop_ceil_mode(node: ir.Node) -> bool:
+    """``ceil_mode=1`` -> 0 on an explicitly padded pool, the same windows kept.
+
+    Exact when ceil mode adds no window, and when the extra windows become end padding
+    that the pool ignores (MaxPool, AveragePool without count_include_pad) and that
+    onnxruntime accepts (each pad below the kernel).  Shape inference is right after it.
+    """
     if node.op_type not in ("MaxPool", "AveragePool") or not node.attributes.get_int("ceil_mode", 0):
         return False
     if node.attributes.get_string("auto_pad", "NOTSET") != "NOTSET":
@@ -123,8 +131,12 @@ def drop_idle_ceil_mode(node: ir.Node) -> bool:
     strides = list(node.attributes.get_ints("strides", [1] * n))
     dilations = list(node.attributes.get_ints("dilations", [1] * n))
     pads = list(node.attributes.get_ints("pads", [0] * (2 * n)))
-    if ceil_adds_a_window(shape[2:], kernel, strides, dilations, pads):
-        return False
+    ends = ceil_end_pads(shape[2:], kernel, strides, dilations, pads)
+    if ends != pads[n:]:
+        counts_pad = node.op_type == "AveragePool" and node.attributes.get_int("count_include_pad", 0)
+        if counts_pad or any(e >= k for e, k in zip(ends, kernel)):
+            return False
+        node.attributes["pads"] = ir.AttrInt64s("pads", pads[:n] + ends)
     node.attributes["ceil_mode"] = ir.AttrInt64("ceil_mode", 0)
     return True
 
@@ -132,8 +144,8 @@ def drop_idle_ceil_mode(node: ir.Node) -> bool:
 class ExplicitPads(ir.passes.InPlacePass):
     """Rewrite every ``auto_pad`` into explicit ``pads``; refuse nothing silently.
 
-    A ``ceil_mode`` that adds no window is dropped too, so shape inference (which
-    misses the rule that drops a window starting in the end padding) stays right.
+    ``ceil_mode`` is turned into end padding where that is exact, so shape inference
+    (which misses the rule that drops a window starting in the end padding) stays right.
     """
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
@@ -141,7 +153,7 @@ class ExplicitPads(ir.passes.InPlacePass):
         for node in model.graph:
             if node.op_type not in PADDED_OPS or node.domain != "":
                 continue
-            changed |= drop_idle_ceil_mode(node)
+            changed |= drop_ceil_mode(node)
             mode = node.attributes.get_string("auto_pad", "NOTSET")
             out_shape = node.attributes.get_ints("output_shape") if node.op_type == "ConvTranspose" else None
             if mode == "NOTSET" and out_shape is None:

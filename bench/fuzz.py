@@ -1,0 +1,182 @@
+"""Deep conv/pool fuzzing (``make fuzz``): N hypothesis cases through the real pipeline.
+
+Draws cases from the strategies in ``tests/fuzz_cases.py`` — mostly raw ONNX graphs
+(each converted to PyTorch *and* Keras), plus a share of real Keras models (-> PyTorch)
+and real PyTorch modules (-> Keras) — converts every one, and never stops on a failure:
+each verdict is counted.  Progress goes to stdout every ~200 cases; the summary is
+written to ``build/fuzz/last.json``:
+
+- ``cases`` (total and per rendering), ``seconds``, ``seed``, ``peak_rss_mb``, and
+  ``complete`` (false in the partial summary rewritten at every progress line);
+- ``conversions``: per ``source->target``, counts of pass / refused / mismatch / crash
+  and the worst passing ``max_abs_err``;
+- ``refusals``: reason -> count (exit 3, as the pipeline worded it), and one case each
+  in ``refusal_examples``;
+- ``failures``: every mismatch or crash with its case (paste it into
+  tests/test_fuzz_regressions.py to keep it).
+
+Exit status 0 only if there was no mismatch and no crash.
+
+    python bench/fuzz.py --cases 10000 [--seed 0] [--keras-share 0.02] [--torch-share 0.02]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))
+
+import fuzz_cases  # noqa: E402
+from hypothesis import given, seed, settings  # noqa: E402
+
+MAX_FAILURES_KEPT = 200
+
+
+class Tally:
+    """Counts verdicts as cases come in; prints progress; renders the JSON summary."""
+
+    def __init__(self, total: int, every: int = 200, out: Path | None = None, seed_value: int = 0):
+        self.total = total
+        self.out = out
+        self.seed = seed_value
+        self.every = every
+        self.start = time.perf_counter()
+        self.cases = collections.Counter()
+        self.conversions: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+        self.worst: dict[str, float] = collections.defaultdict(float)
+        self.refusals = collections.Counter()
+        self.refusal_examples: dict[str, str] = {}
+        self.failures: list[dict] = []
+        self.failure_count = 0
+
+    @property
+    def done(self) -> int:
+        return sum(self.cases.values())
+
+    def add(self, outcome) -> None:
+        case = outcome.case
+        self.cases[case.render] += 1
+        for v in outcome.verdicts:
+            key = f"{v.source}->{v.target}"
+            self.conversions[key][v.status] += 1
+            if v.status == "pass":
+                self.worst[key] = max(self.worst[key], v.max_abs_err or 0.0)
+            elif v.status == "refused":
+                self.refusals[v.reason] += 1
+                self.refusal_examples.setdefault(v.reason, repr(case))
+        if not outcome.ok:
+            self.failure_count += 1
+            bad = "; ".join(f"{v.source}->{v.target} {v.status}: {v.reason[:160]}" for v in outcome.verdicts if not v.ok)
+            print(f"  FAIL {case!r}\n       {bad}", flush=True)
+            if len(self.failures) < MAX_FAILURES_KEPT:
+                self.failures.append({"case": repr(case), "verdicts": [v.__dict__ for v in outcome.verdicts if not v.ok]})
+        if self.done % self.every == 0 or self.done == self.total:
+            self.progress()
+            if self.out is not None:  # a partial summary survives an interrupted run
+                self.out.write_text(json.dumps({**self.summary(self.seed), "complete": self.done >= self.total}, indent=2))
+
+    def totals(self) -> collections.Counter:
+        out = collections.Counter()
+        for counts in self.conversions.values():
+            out.update(counts)
+        return out
+
+    def progress(self) -> None:
+        elapsed = time.perf_counter() - self.start
+        t = self.totals()
+        rate = self.done / elapsed if elapsed else 0.0
+        print(f"[{self.done:>6}/{self.total}] {elapsed / 60:5.1f} min  {rate:5.2f} cases/s  "
+              f"pass {t['pass']}  refused {t['refused']}  mismatch {t['mismatch']}  crash {t['crash']}  "
+              f"rss {peak_rss_mb():.0f} MB", flush=True)
+
+    def summary(self, seed_value: int) -> dict:
+        return {
+            "cases": self.done,
+            "cases_by_rendering": dict(self.cases),
+            "seed": seed_value,
+            "seconds": round(time.perf_counter() - self.start, 1),
+            "peak_rss_mb": round(peak_rss_mb()),
+            "max_abs_err_allowed": fuzz_cases.MAX_ABS_ERR,
+            "conversions": {k: {**{s: v[s] for s in ("pass", "refused", "mismatch", "crash")},
+                                "worst_passing_max_abs_err": self.worst.get(k, 0.0)}
+                            for k, v in sorted(self.conversions.items())},
+            "refusals": dict(self.refusals.most_common()),
+            "refusal_examples": {reason: self.refusal_examples[reason] for reason, _ in self.refusals.most_common()},
+            "failures_total": self.failure_count,
+            "failures": self.failures,
+        }
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_rendering(render: str, n: int, seed_value: int, tally: Tally, workdir: Path) -> None:
+    """Draw ``n`` cases of ``render`` with hypothesis (no shrinking) and record each."""
+    if n <= 0:
+        return
+
+    @seed(seed_value)
+    @settings(settings.get_profile("fuzz-deep"), max_examples=n)
+    @given(case=fuzz_cases.cases(render))
+    def draw(case):
+        tally.add(fuzz_cases.run_case(case, workdir))
+
+    draw()
+
+
+def split(total: int, keras_share: float, torch_share: float) -> dict[str, int]:
+    """How many cases of each rendering: the shares of ``total``, the rest ONNX."""
+    keras = round(total * keras_share)
+    torch = round(total * torch_share)
+    return {"keras": keras, "torch": torch, "onnx": max(total - keras - torch, 0)}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--cases", type=int, default=10000, help="number of cases (default 10000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--keras-share", type=float, default=0.02, help="share of real Keras models (default 0.02)")
+    p.add_argument("--torch-share", type=float, default=0.02, help="share of real PyTorch modules (default 0.02)")
+    p.add_argument("--out", default=str(REPO / "build" / "fuzz" / "last.json"))
+    args = p.parse_args(argv)
+    if args.cases < 1:
+        p.error("--cases must be at least 1")
+    plan = split(args.cases, args.keras_share, args.torch_share)
+    print(f"fuzz: {args.cases} cases (onnx {plan['onnx']} x2 targets, keras {plan['keras']}, "
+          f"torch {plan['torch']}), seed {args.seed}", flush=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tally = Tally(sum(plan.values()), out=out, seed_value=args.seed)
+    with tempfile.TemporaryDirectory(prefix="pipeline-fuzz-") as work:
+        for render in ("keras", "torch", "onnx"):  # the slow renderings first: the rate settles after
+            run_rendering(render, plan[render], args.seed, tally, Path(work))
+    summary = {**tally.summary(args.seed), "complete": True}
+    out.write_text(json.dumps(summary, indent=2))
+    print(f"\n{summary['cases']} cases in {summary['seconds'] / 60:.1f} min "
+          f"({summary['cases_by_rendering']}), peak RSS {summary['peak_rss_mb']} MB")
+    for key, counts in summary["conversions"].items():
+        print(f"  {key:<14} pass {counts['pass']:>6}  refused {counts['refused']:>5}  mismatch {counts['mismatch']:>3}  "
+              f"crash {counts['crash']:>3}  worst passing err {counts['worst_passing_max_abs_err']:.2g}")
+    print("refusals (exit 3):")
+    for reason, count in list(summary["refusals"].items())[:15]:
+        print(f"  {count:>6}  {reason[:110]}")
+    print(f"failures: {summary['failures_total']}  (details in {out})")
+    for f in summary["failures"][:10]:
+        print(f"  {f['case']}")
+        for v in f["verdicts"]:
+            print(f"    {v['source']} -> {v['target']}: {v['status']} (exit {v['exit_code']}) {v['reason'][:200]}")
+    return 0 if summary["failures_total"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
