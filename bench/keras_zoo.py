@@ -129,7 +129,7 @@ def convert_app(name: str, folder: Path) -> dict:
     }
 
 
-def _run_isolated(name: str, folder: Path, timeout: float) -> dict:
+def run_isolated(name: str, folder: Path, timeout: float) -> dict:
     """``convert_app`` in a fresh interpreter; a crash or timeout becomes a failed row."""
     row_file = folder / "row.json"
     row_file.unlink(missing_ok=True)
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     names = args.models.split(",") if args.models else list(applications())
     rows = []
     for name in names:
-        row = _run_isolated(name, out / "keras" / name, args.timeout)
+        row = run_isolated(name, out / "keras" / name, args.timeout)
         rows.append(row)
         status = "pass" if row.get("passed") else "FAIL"
         detail = row.get("error") or f"export {row['export_s']:.1f} s, rel err {row['max_rel_err']:.1e}"
