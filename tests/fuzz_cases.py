@@ -218,6 +218,24 @@ def ceil_drops_a_window(layer: Layer, sizes: tuple) -> bool:
     return False
 
 
+def window_sees_only_padding(layer: Layer, sizes: tuple) -> bool:
+    """A dilated pooling window whose taps all fall in the padding.
+
+    Its max is a convention, not a number: -inf in PyTorch, the lowest float in
+    onnxruntime.  Pads below the kernel rule this out only without dilation.
+    """
+    if layer.op not in POOL_OPS or all(d == 1 for d in layer.dilation):
+        return False
+    nd = len(sizes)
+    pads = layer.pads or (0,) * (2 * nd)
+    outs = out_sizes("onnx", layer, sizes)
+    for i, (n, k, s, d, o) in enumerate(zip(sizes, layer.kernel, layer.stride, layer.dilation, outs)):
+        for w in range(o):
+            if not any(0 <= w * s - pads[i] + j * d < n for j in range(k)):
+                return True
+    return False
+
+
 def valid(case: Case) -> bool:
     """Every tensor non-empty and small enough; onnxruntime usable as the referee."""
     shapes = case.shapes()
@@ -228,6 +246,8 @@ def valid(case: Case) -> bool:
         if negative_same_padding(layer, sizes) and (case.render == "onnx" or case.rank == 3):
             return False
         if case.render == "onnx" and case.head == "reshape" and ceil_drops_a_window(layer, sizes):
+            return False
+        if case.render == "onnx" and window_sees_only_padding(layer, sizes):
             return False
         if case.render == "torch" and layer.op == "avgpool" and case.rank == 3 and layer.padding != "pad_layer" \
                 and any(n < k for n, k in zip(sizes, layer.kernel)):

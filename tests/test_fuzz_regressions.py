@@ -76,6 +76,11 @@ CASES = [
         {"torch": "pass", "keras": "pass"},
         id="keras-convtranspose-kernel-smaller-than-stride"),
     pytest.param(
+        Case("onnx", 1, 2, 2, (9,), (conv((2,), (1,), "same_lower", filters=2, groups=2),), head="reshape", units=4,
+             seed=200),
+        {"torch": "pass", "keras": "pass"},
+        id="keras-depthwise-conv1d-causal-pads"),
+    pytest.param(
         Case("torch", 2, 2, 2, (9, 9), (pool("avgpool", (1, 4), (3, 3), "explicit", pads=(0, 1, 0, 1), ceil_mode=True),),
              head="reshape", units=3, seed=111),
         {"keras": "pass"},

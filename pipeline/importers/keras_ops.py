@@ -92,7 +92,10 @@ def conv(t: Translation) -> None:
         t.unsupported("Keras cannot combine strides > 1 with dilation > 1")
     out_ch, in_per_group = w.shape[0], w.shape[1]
     in_ch = in_per_group * group
-    padding, x = _spatial_padding(t, t.inp(0), nd, pads, kernel, strides, dil, allow_causal=True)
+    # TF's CPU DepthwiseConv2dNative needs equal strides: otherwise a grouped Conv2D
+    depthwise = group == in_ch and in_per_group == 1 and group > 1 and nd in (1, 2) and len(set(strides)) == 1
+    # DepthwiseConv1D has no padding="causal": an explicit ZeroPadding1D instead
+    padding, x = _spatial_padding(t, t.inp(0), nd, pads, kernel, strides, dil, allow_causal=not depthwise)
     spatial = list(range(2, 2 + nd))
     common = [f"strides={_ints(strides)}"] if any(s != 1 for s in strides) else []
     if padding != "valid":
@@ -101,8 +104,7 @@ def conv(t: Translation) -> None:
         common.append(f"dilation_rate={_ints(dil)}")
     if b is None:
         common.append("use_bias=False")
-    # TF's CPU DepthwiseConv2dNative needs equal strides: otherwise a grouped Conv2D
-    if group == in_ch and in_per_group == 1 and group > 1 and nd in (1, 2) and len(set(strides)) == 1:
+    if depthwise:
         mult = out_ch // in_ch
         # ONNX output channel c*mult + m reads input channel c -> Keras kernel[..., c, m].
         kernel_w = w.reshape(in_ch, mult, *kernel).transpose(*[i + 2 for i in range(nd)], 0, 1)
