@@ -24,6 +24,7 @@ from .errors import BadInput, PipelineError
 from .onnx_io import save_inline
 from .quiet import import_tensorflow, import_torch, native_stderr_to_log
 from .sources import Source
+from .tf_weights import HeldWeights
 
 DEFAULT_KERAS_OPSET = 18
 
@@ -92,15 +93,16 @@ def _tf2onnx(fn, specs, path: Path, opset: int | None, output_names: list[str], 
     """
     tf, _ = import_tensorflow()
     signature = [tf.TensorSpec(s.shape, tf.as_dtype(s.dtype), name=s.name) for s in specs]
+    held = HeldWeights()
     try:
         with native_stderr_to_log():
             with fused_batch_norm() if keras_bn else contextlib.nullcontext():
                 concrete = tf.function(fn).get_concrete_function(*signature)
             concrete_name = concrete.name
-            graph_def, in_names, out_names = frozen_graph_def(concrete)
+            graph_def, in_names, out_names = frozen_graph_def(concrete, held)
             del concrete
             proto = _graph_def_to_onnx(graph_def, concrete_name, in_names, out_names, opset or DEFAULT_KERAS_OPSET,
-                                       dict(zip(in_names, (s.name for s in specs))))
+                                       dict(zip(in_names, (s.name for s in specs))), held)
     except Exception as exc:
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
         raise ExportError(f"tf2onnx failed: {type(exc).__name__}: {first}") from exc
@@ -108,6 +110,7 @@ def _tf2onnx(fn, specs, path: Path, opset: int | None, output_names: list[str], 
 
     model = ir.from_proto(proto)
     del proto, graph_def
+    held.attach(model)
     _infer_shapes(model)
     _check_exported(model.graph, [s.name for s in specs])
     _rename_outputs(model.graph, output_names)
@@ -180,7 +183,7 @@ def _rename_outputs(graph, names: list[str]) -> None:
 _NO_INLINE_ATTRS = ("_XlaMustCompile", "_XlaCompile", "_XlaScope", "_noinline")
 
 
-def frozen_graph_def(concrete):
+def frozen_graph_def(concrete, held: HeldWeights | None = None):
     """``(graph_def, input_names, output_names)`` of a concrete function, ready for tf2onnx.
 
     Variables *and* captured tensors (e.g. a Keras Normalization layer's mean and
@@ -189,57 +192,42 @@ def frozen_graph_def(concrete):
     every placeholder, captures included, as a graph input.  The freezing is tf2onnx's
     large-model one (the GraphDef is not loaded back as a function first).  Every function
     call is made inlinable, then grappler inlines it and folds constants, as in tf2onnx
-    (see ``_grappler``).
+    (see ``_grappler``).  The weights stay in ``held`` (see ``tf_weights``): the
+    GraphDef's large constants have no content.
     """
     from tf2onnx import tf_loader
+
+    held = HeldWeights() if held is None else held
 
     n_args = len(concrete.inputs) - len(concrete.captured_inputs)
     in_names = [t.name for t in concrete.inputs[:n_args]]
     out_names = [t.name for t in concrete.outputs]
-    graph_def = tf_loader.fix_freezing_errors_part2(tf_loader.convert_variables_to_constants_large_model(concrete))
+    with held.freezing():
+        graph_def = tf_loader.convert_variables_to_constants_large_model(concrete)
+    graph_def = tf_loader.fix_freezing_errors_part2(graph_def)
     allow_inlining(graph_def)
-    graph_def = _grappler(graph_def, in_names, out_names)
+    graph_def = _grappler(graph_def, in_names, out_names, held)
     _bias_add_of_activations(graph_def)
     return graph_def, in_names, out_names
 
 
-def _grappler(graph_def, input_names, output_names):
+def _grappler(graph_def, input_names, output_names, held: HeldWeights):
     """tf2onnx's grappler run (function inlining, constant folding) with the weights held aside.
 
     Grappler copies the graph many times over (11x the weights: 9 GB for ConvNeXtLarge),
-    so each large constant is swapped for a Placeholder of its dtype and shape first and
-    put back afterwards.  Nothing computed from a placeholder is folded, so no weight is
-    altered; shape arithmetic still folds, and tf2onnx folds what concerns the weights.
+    so each large constant is a Placeholder of its dtype and shape while it runs, and a
+    Const without content after (its value stays in ``held``).  Nothing computed from a
+    placeholder is folded, so no weight is altered; shape arithmetic still folds, and
+    tf2onnx folds what concerns the weights.
     """
     from tf2onnx import tf_loader
 
     tf, _ = import_tensorflow()
-    held = {}
-    for node in graph_def.node:
-        tensor = node.attr["value"].tensor if node.op == "Const" else None
-        if tensor is not None and len(tensor.tensor_content) > _HELD_BYTES:
-            held[node.name] = (tensor.tensor_content, tensor.dtype)
-            shape = type(tensor.tensor_shape)()
-            shape.CopyFrom(tensor.tensor_shape)
-            node.op = "Placeholder"
-            node.attr.clear()
-            node.attr["dtype"].type = held[node.name][1]
-            node.attr["shape"].shape.CopyFrom(shape)
+    swapped = held.hold_constants(graph_def)
     with tf.Graph().as_default():  # grappler runs in graph mode
         graph_def = tf_loader.tf_optimize(input_names, output_names, graph_def)
-    for node in graph_def.node:
-        if node.op == "Placeholder" and node.name in held:
-            content, dtype = held.pop(node.name)
-            shape = type(node.attr["shape"].shape)()
-            shape.CopyFrom(node.attr["shape"].shape)
-            node.op = "Const"
-            node.attr.clear()
-            node.attr["dtype"].type = dtype
-            tensor = node.attr["value"].tensor
-            tensor.dtype, tensor.tensor_content = dtype, content
-            tensor.tensor_shape.CopyFrom(shape)
+    held.restore_constants(graph_def, swapped)
     return graph_def
-
 
 
 def _bias_add_of_activations(graph_def) -> None:
@@ -261,37 +249,40 @@ def _bias_add_of_activations(graph_def) -> None:
             if "data_format" in node.attr:
                 del node.attr["data_format"]
 
-_HELD_BYTES = 1000  # tf2onnx's own threshold for a "large" constant (tf_utils.compress_graph_def)
-
-
-def _graph_def_to_onnx(graph_def, name: str, input_names, output_names, opset: int, renames: dict):
+def _graph_def_to_onnx(graph_def, name: str, input_names, output_names, opset: int, renames: dict,
+                       held: HeldWeights):
     """tf2onnx on a frozen, inlined GraphDef; returns the ONNX ModelProto.
 
-    As tf2onnx's large-model mode: the weights leave the TensorFlow graph before it is
-    imported (tf2onnx reads them from ``const_node_values``).  Its optimizer passes first
+    As tf2onnx's large-model mode: the weights are not in the TensorFlow graph (tf2onnx
+    reads them through ``const_node_values``, here from ``held``), and they leave the
+    ONNX graph before tf2onnx writes it (``held.take_from``; ``held.attach`` puts them
+    back into the onnx-ir model).  Its optimizer passes first
     run without the deep copy of the whole graph, weights included, that it makes before
     each pass so that a failing pass can be skipped (that copy was half of its time on a
     ConvNeXt); only if one fails is the conversion redone that careful way.
     """
-    from tf2onnx import optimizer, tf_utils
+    from tf2onnx import optimizer
     from tf2onnx.tfonnx import process_tf_graph
 
     tf, _ = import_tensorflow()
-    const_values = tf_utils.compress_graph_def(graph_def)
+    const_values = held.const_node_values()
     with tf.Graph().as_default() as tf_graph:
         tf.import_graph_def(graph_def, name="")
     for careful in (False, True):
         try:
-            with tf_graph.as_default(), keep_batch_norm(), _square_keeps_shape(), _const_protos_copied_once():
+            with tf_graph.as_default(), keep_batch_norm(), _square_keeps_shape(), _const_protos_copied_once(), \
+                    held.reading():
                 graph = process_tf_graph(tf_graph, continue_on_error=True, opset=opset, input_names=input_names,
                                          output_names=output_names, const_node_values=const_values,
                                          tensors_to_rename=renames)
                 graph = optimizer.optimize_graph(graph, catch_errors=careful)
-                return graph.make_model(f"converted from {name}")
+            break
         except Exception:
             if careful:
                 raise
-    raise AssertionError("unreachable")  # pragma: no cover
+    held.take_from(graph)
+    with _const_protos_copied_once():
+        return graph.make_model(f"converted from {name}")
 
 
 @contextlib.contextmanager

@@ -237,16 +237,20 @@ def test_layer_norm_on_1x1_map(tmp_path):
 
 def _tf2onnx_hooks() -> tuple:
     """The tf2onnx functions the export patches for its duration."""
+    from tensorflow.python.framework import convert_to_constants, tensor_util
+    from tf2onnx import tf_utils
     from tf2onnx.graph import Node
     from tf2onnx.optimizer import back_to_back_optimizer as b2b
     from tf2onnx.optimizer.transpose_optimizer import TransposeOptimizer
 
-    return (Node.__init__, Node.update_proto, TransposeOptimizer._mul_handler,
+    return (Node.__init__, Node.update_proto, TransposeOptimizer._mul_handler, tensor_util.make_tensor_proto,
+            convert_to_constants._FunctionConverterDataInEager._eval, tf_utils.get_tf_tensor_data,
             b2b._func_map.get(("Conv", "BatchNormalization")))
 
 
 def test_tf2onnx_patches_are_restored(tmp_path):
-    """The export's fixes to tf2onnx (keep BN, Mul(t, t) shapes, Const copies) last only for the export."""
+    """The export's fixes to tf2onnx (keep BN, Mul(t, t) shapes, Const copies, held weights) last
+    only for the export."""
     before = _tf2onnx_hooks()
     shape = (2, 9, 11, 3)
     model = functional(shape, lambda x: L.BatchNormalization()(L.Conv2D(4, 3)(x)))
@@ -285,4 +289,43 @@ def test_residual_add_on_1x1_map(tmp_path):
     model = functional(shape, lambda x: L.Add()([L.Conv2D(4, 2)(x), L.Conv2D(4, 2)(x)]))
     randomize(model)
     export_model(tmp_path, model, shape)
+    assert_runs_like_keras(tmp_path, model, shape)
+
+
+# -- weights held once -------------------------------------------------------------------
+
+def test_frozen_graph_holds_views_of_the_variables():
+    """Freezing puts no weight bytes in the GraphDef: each large constant is a Const without
+    content whose value is held aside as a view of the variable's own buffer (no copy)."""
+    from pipeline.export import frozen_graph_def
+    from pipeline.tf_weights import LARGE_BYTES, HeldWeights
+
+    shape = (2, 8, 8, 3)
+    model = functional(shape, lambda x: L.Dense(5)(L.Conv2D(16, 3)(x)))
+    randomize(model)
+    concrete = tf.function(lambda x: model(x, training=False)).get_concrete_function(tf.TensorSpec(shape, tf.float32))
+    held = HeldWeights()
+    graph_def, _, _ = frozen_graph_def(concrete, held)
+    contents = [len(n.attr["value"].tensor.tensor_content) for n in graph_def.node if n.op == "Const"]
+    assert max(contents) <= LARGE_BYTES
+    values = held.const_node_values()
+    large = [w for w in model.weights if w.numpy().nbytes > LARGE_BYTES]  # the conv kernel (1728 bytes) only
+    assert len(values) == len(large) >= 1
+    arrays = [held._array(key) for key in values.values()]
+    for w in large:
+        buffer = w.value.read_value()._numpy()
+        assert any(a.shape == buffer.shape and np.shares_memory(a, buffer) for a in arrays), w.path
+
+
+def test_export_of_held_weights_matches_keras(tmp_path):
+    """Weights that went through the held path (large kernels) and ones that did not (small
+    biases) both reach ONNX with Keras' values."""
+    shape = (2, 8, 8, 3)
+    model = functional(shape, lambda x: L.Dense(5, name="dense")(L.Conv2D(16, 3, name="conv")(x)))
+    randomize(model)
+    proto = export_model(tmp_path, model, shape)
+    kernel = model.get_layer("conv").kernel.numpy()
+    found = [onnx.numpy_helper.to_array(t) for t in proto.graph.initializer if t.dims and list(t.dims)[0] == 16
+             and len(t.dims) == 4]
+    assert found and np.array_equal(found[0], kernel.transpose(3, 2, 0, 1))
     assert_runs_like_keras(tmp_path, model, shape)
