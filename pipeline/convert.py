@@ -163,6 +163,7 @@ def convert(opts: Options, progress: Progress | None = None) -> Result:
         input_order = [v.name for v in result.model.graph.inputs]
         normalized_nodes = len(list(result.model.graph))
         result.model = model = None  # parity and bisection read normalized.onnx: free the graph's weights
+        gc.collect()  # the IR graph is full of reference cycles: without this its weights outlive it
 
         t = time.perf_counter() - source_run_s  # the source model's run counts as parity time
         progress("parity: source vs onnxruntime vs normalized vs generated model.py")

@@ -32,7 +32,11 @@ def preflight(target: str, model: ir.Model) -> None:
 
 def generate(target: str, model: ir.Model, out_dir: Path, title: str, origin: str, interface: dict,
              source_layout: str) -> dict:
-    """Write ``model.py`` and weights for ``target`` into ``out_dir``."""
+    """Write ``model.py`` and weights for ``target`` into ``out_dir``.
+
+    ``model``'s initializers lose their values once translated (the weights then live
+    in the target's copies only); its structure is left as it was.
+    """
     if target == "torch":
         from .to_torch import generate as gen
     elif target == "keras":

@@ -359,6 +359,15 @@ class Generator:
     def constant(self, value: ir.Value, arr: np.ndarray) -> str:  # pragma: no cover - per target
         raise NotImplementedError
 
+    def release_weights(self) -> None:
+        """Drop the graph's initializer values once the translators have taken their copies.
+
+        The caller keeps the graph's structure only (it reads ``normalized.onnx`` for
+        parity), so the weights need not sit beside the target's own copies.
+        """
+        for value in self.graph.initializers.values():
+            value.const_value = None
+
     def run(self) -> None:
         problems: list[tuple[str, str, str]] = []
         for node in topological_nodes(self.graph):

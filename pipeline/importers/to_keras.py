@@ -58,6 +58,7 @@ def generate(model: ir.Model, out_dir: Path, title: str, origin: str, interface:
         input_lines.append(f"{name} = keras.Input(shape={tuple(shape[1:])}, batch_size={shape[0]}, name={v.name!r}{extra})")
     gen.run()
     outs = [gen.expr(v) for v in graph.outputs]
+    gen.release_weights()
     ins = input_names[0] if len(input_names) == 1 else "[" + ", ".join(input_names) + "]"
     ret = outs[0] if len(outs) == 1 else "[" + ", ".join(outs) + "]"
     model_name = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in title)

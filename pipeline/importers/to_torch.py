@@ -66,6 +66,7 @@ def generate(model: ir.Model, out_dir: Path, title: str, origin: str, interface:
         args.append(name)
     gen.run()
     outs = [gen.expr(v) for v in graph.outputs]
+    gen.release_weights()
     ret = outs[0] if len(outs) == 1 else "(" + ", ".join(outs) + ")"
 
     doc = interface_doc(graph, interface, "torch", title, origin, source_layout)
