@@ -358,3 +358,57 @@ def test_onnx_linear_resize_1d_half_pixel_and_3d_align_corners_to_keras(tmp_path
     result, code = convert_onnx(tmp_path, model, "keras")
     assert_exact(result)
     assert code.count("ops.einsum(") == 4  # one per resized axis
+
+
+# -- 6. Embedding lookups ----------------------------------------------------------
+
+
+class _Embed(nn.Module):
+    """Token ids (N, L) -> embedding (vocab 8, width 6) + a learned position table -> Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.tokens = nn.Embedding(8, 6)
+        self.positions = nn.Embedding(5, 6)
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x):
+        positions = torch.arange(x.shape[1])  # ids from constants only
+        return self.head(self.tokens(x) + self.positions(positions))
+
+
+def torch_embedding():
+    torch.manual_seed(4)
+    return _Embed()
+
+
+def test_torch_embedding_to_keras_embedding_layer(tmp_path):
+    """Ids computed from the inputs -> ``layers.Embedding`` whose table is a weight; ids from
+    constants only (positions) stay a gather of a constant (an Embedding called on them
+    would run once at build time)."""
+    result = convert(Options(model=f"{HERE}:torch_embedding", to="keras", out=str(tmp_path / "keras"),
+                             inputs=[InputSpec("x", (2, 5), "int64")]))
+    assert_exact(result)
+    code = (result.out_dir / "model.py").read_text()
+    assert code.count("layers.Embedding(8, 6") == 1, code
+    import h5py
+
+    with h5py.File(result.out_dir / "model.weights.h5") as h5:
+        shapes = []
+        h5.visititems(lambda name, obj: shapes.append(obj.shape) if isinstance(obj, h5py.Dataset) else None)
+    assert (8, 6) in shapes
+
+
+def test_keras_embedding_to_torch_nn_embedding(tmp_path):
+    ids = keras.Input(shape=(5,), batch_size=2, name="x", dtype="int32")
+    model = keras.Model(ids, keras.layers.Dense(3)(keras.layers.Embedding(8, 6)(ids)))
+    rng = np.random.default_rng(0)
+    for layer in model.layers:
+        if layer.get_weights():
+            layer.set_weights([rng.uniform(-0.5, 0.5, w.shape).astype("float32") for w in layer.get_weights()])
+    path = tmp_path / "model.keras"
+    model.save(path)
+    result = convert(Options(model=str(path), to="torch", out=str(tmp_path / "torch")))
+    assert_exact(result)
+    code = (result.out_dir / "model.py").read_text()
+    assert "nn.Embedding(8, 6)" in code, code

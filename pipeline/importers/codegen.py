@@ -293,6 +293,37 @@ class Translation:
         self.gen.values[node.outputs[0]] = expr_name
 
 
+def embedding_lookup(t: Translation) -> np.ndarray | None:
+    """The table of a Gather that reads as an embedding lookup, else None.
+
+    Rows (axis 0) of a constant 2-D floating-point table, picked by ids computed from
+    the graph's inputs.  Ids computed from constants alone (position ids) stay a
+    plain gather: a Keras layer called on them would run once at build time, its
+    table baked into the graph instead of being a weight.
+    """
+    table = t.const(0)
+    if table is None or table.ndim != 2 or not np.issubdtype(table.dtype, np.floating) or t.const(1) is not None:
+        return None
+    if t.int("axis", 0) % 2 != 0 or not _reaches_graph_input(t.node.inputs[1], set(t.gen.graph.inputs)):
+        return None
+    return table
+
+
+def _reaches_graph_input(value: ir.Value, inputs: set) -> bool:
+    seen, todo = set(), [value]
+    while todo:
+        v = todo.pop()
+        if v is None or v in seen:
+            continue
+        seen.add(v)
+        if v in inputs:
+            return True
+        producer = v.producer()
+        if producer is not None:
+            todo.extend(producer.inputs)
+    return False
+
+
 @dataclass
 class Generator:
     """Walks a normalized graph and accumulates a target's source code."""

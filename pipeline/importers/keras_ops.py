@@ -14,7 +14,7 @@ import numpy as np
 from ..normalize.graph import PIN_IN, PIN_OUT, const_array, pin_role, static_shape
 from ..normalize.patterns import match_group_norm, module_name
 from ..normalize.padding import same_pads, valid_counts
-from .codegen import Translation, layout_note, py_literal, registry, shape_literal
+from .codegen import Translation, embedding_lookup, layout_note, py_literal, registry, shape_literal
 
 OPS, register = registry()
 
@@ -558,6 +558,12 @@ def gather(t: Translation) -> None:
     idx = t.const(1)
     if idx is not None and idx.ndim == 0:
         t.assign(f"ops.take({t.inp(0)}, {int(idx) % t.shape(0)[axis]}, axis={axis})")
+        return
+    table = embedding_lookup(t)
+    if table is not None:
+        # rows of a constant table picked by runtime ids: an Embedding layer, whose table is
+        # a weight in model.weights.h5 (as a constant it would be baked into the graph)
+        t.assign(_layer(t, "Embedding", [str(table.shape[0]), str(table.shape[1])], [table], t.inp(1)))
         return
     if idx is not None and np.any(idx < 0):
         t.unsupported("negative constant gather indices")

@@ -16,7 +16,7 @@ import numpy as np
 from ..normalize.graph import const_array, static_shape
 from ..normalize.patterns import channel_vector, match_group_norm, module_name
 from ..normalize.padding import valid_counts
-from .codegen import Translation, layout_note, py_literal, registry, shape_literal
+from .codegen import Translation, embedding_lookup, layout_note, py_literal, registry, shape_literal
 
 OPS, register = registry()
 
@@ -585,6 +585,11 @@ def gather(t: Translation) -> None:
     prefix = f"{lead}, " if lead else ""
     if idx is not None and idx.ndim == 0:
         t.assign(f"{t.inp(0)}[{prefix}{int(idx) % t.shape(0)[axis]}]")
+        return
+    table = embedding_lookup(t)
+    if table is not None:
+        mod = _module(t, f"nn.Embedding({table.shape[0]}, {table.shape[1]})", {"weight": table})
+        t.assign(f"self.{mod}({t.inp(1)})")
         return
     t.assign(f"torch.index_select({t.inp(0)}, {axis}, {t.inp(1)}.reshape(-1)).reshape{_shape_args(t.out_shape())}")
 
