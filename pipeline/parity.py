@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .quiet import native_stderr_to_log
 from .referee import compare, laid_out_inputs, run_onnx
 from .sources import Source, import_file
 
@@ -51,7 +52,8 @@ def run_source(source: Source, inputs: dict[str, np.ndarray], onnx_path: Path | 
         return [_to_numpy(o) for o in _as_list(out, sort_dicts=False)]
     if source.framework == "keras":
         xs = [inputs[s.name] for s in source.inputs]
-        out = source.obj(xs if len(xs) > 1 else xs[0], training=False)
+        with native_stderr_to_log():  # XLA announces itself on fd 2 (grouped convolutions run jit-compiled)
+            out = source.obj(xs if len(xs) > 1 else xs[0], training=False)
         return [_to_numpy(o) for o in _as_list(out)]
     if source.framework == "tf":
         _, fn = source.obj
@@ -75,7 +77,8 @@ def run_generated(out_dir: Path, target: str, ordered_inputs: list[np.ndarray]) 
         with torch.no_grad():
             out = model(*[torch.from_numpy(np.ascontiguousarray(x)) for x in ordered_inputs])
     else:
-        out = model(ordered_inputs if len(ordered_inputs) > 1 else ordered_inputs[0], training=False)
+        with native_stderr_to_log():  # XLA announces itself on fd 2 (grouped convolutions run jit-compiled)
+            out = model(ordered_inputs if len(ordered_inputs) > 1 else ordered_inputs[0], training=False)
     return [_to_numpy(o) for o in _as_list(out)]
 
 

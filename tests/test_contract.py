@@ -101,6 +101,29 @@ def test_unseen_factory_through_cli(tmp_path, cli):
     assert "layers.Conv2D(8, 3, strides=2" in code and "layers.BatchNormalization(" in code
 
 
+GROUPED_TORCH = """
+import torch
+from torch import nn
+
+
+def make():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(4, 8, 3, groups=2), nn.ReLU()).eval()
+"""
+
+
+def test_grouped_conv_to_keras_keeps_stderr_to_progress(tmp_path, cli):
+    """Keras runs a grouped Conv2D jit-compiled; XLA's start-up lines on fd 2 stay out of the
+    user's terminal (parity runs the generated model): stderr is progress lines only."""
+    path = tmp_path / "grouped.py"
+    path.write_text(GROUPED_TORCH)
+    proc = cli("convert", f"{path}:make", "--to", "keras", "--out", str(tmp_path / "out"), "--input", "input=1,4,8,8")
+    assert proc.returncode == 0, proc.stderr
+    assert "groups=2" in (tmp_path / "out" / "model.py").read_text()
+    stray = [line for line in proc.stderr.splitlines() if not line.startswith("  ")]
+    assert not stray, proc.stderr
+
+
 def test_layout_target_drops_boundary_permutes(tmp_path):
     result = convert(Options(model="seed_keras_conv1d", out=str(tmp_path / "out"), layout="target",
                              inputs=[], atol=1e-4))
