@@ -40,7 +40,9 @@ def export(source: Source, inputs: dict[str, np.ndarray], path: Path, opset: int
         import onnx  # load + save, not a file copy: inlines weights kept beside it (model.onnx.data)
 
         try:
-            onnx.save(onnx.load(str(source.obj)), str(path))
+            proto = onnx.load(str(source.obj))
+            _lower_ir_version(proto)
+            onnx.save(proto, str(path))
         except Exception as exc:
             raise ExportError(f"cannot read {source.obj}: {type(exc).__name__}: {str(exc)[:300]}") from exc
         return
@@ -52,6 +54,46 @@ def export(source: Source, inputs: dict[str, np.ndarray], path: Path, opset: int
         _export_savedmodel(source, path, opset)
     else:  # pragma: no cover - resolve() only yields the above
         raise BadInput(f"cannot export a {source.framework} model")
+
+
+# The newest IR version onnxruntime 1.23 reads; onnx 1.19's helper.make_model writes 12.
+ORT_MAX_IR_VERSION = 11
+_IR12_TYPES = {24}  # FLOAT8E8M0, the one element type IR 12 added to IR 11
+
+
+def _lower_ir_version(proto) -> None:
+    """IR version 12 (onnx 1.19's default) is lowered to 11, which onnxruntime reads, when the
+    graph uses nothing IR 12 added (one element type), in place.
+
+    The IR version is a format stamp: a graph without that type means the same under
+    both, so the rewrite is exact.  Otherwise, and for IR versions newer than 12 (whose
+    additions this code cannot know), the file is left as it is and onnxruntime says
+    what it cannot read.
+    """
+    if proto.ir_version != 12 or _element_types(proto.graph) & _IR12_TYPES:
+        return
+    proto.ir_version = ORT_MAX_IR_VERSION
+
+
+def _element_types(graph) -> set[int]:
+    """Every element type ``graph`` names: values, initializers, tensor and type attributes, subgraphs."""
+    from onnx import AttributeProto
+
+    types = {t.data_type for t in graph.initializer}
+    for info in [*graph.input, *graph.output, *graph.value_info]:
+        types.add(info.type.tensor_type.elem_type)
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == AttributeProto.TENSOR:
+                types.add(attr.t.data_type)
+            elif attr.type == AttributeProto.INT and attr.name in ("to", "dtype", "output_dtype"):
+                types.add(attr.i)
+            elif attr.type == AttributeProto.GRAPH:
+                types |= _element_types(attr.g)
+            elif attr.type == AttributeProto.GRAPHS:
+                for g in attr.graphs:
+                    types |= _element_types(g)
+    return types
 
 
 def _export_torch(source: Source, inputs, path: Path, opset: int | None) -> None:

@@ -8,6 +8,8 @@ stays meaningful when single reference elements are near zero.
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -73,6 +75,17 @@ def session(model_bytes_or_path, threads: int | None = None):
 
 
 BIG_MODEL_BYTES = 64 << 20  # above this, an in-memory model reaches onnxruntime through a temporary file
+
+
+def ort_message(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an onnxruntime error without its C++ location and signature.
+
+    ``[ONNXRuntimeError] : 1 : FAIL : /onnxruntime_src/.../model.cc:181 onnxruntime::Model::Model(...)
+    Unsupported model IR version: 13, max supported IR version: 11`` reads as
+    ``[ONNXRuntimeError] : 1 : FAIL : Unsupported model IR version: 13, max supported IR version: 11``.
+    """
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return re.sub(r"/onnxruntime_src/\S+ [\w:~<>]+\([^)]*\) ", "", first)[:limit]
 
 
 def run_onnx(model, inputs: dict[str, np.ndarray], outputs: list[str] | None = None) -> list[np.ndarray]:

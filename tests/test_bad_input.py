@@ -249,3 +249,36 @@ def test_forward_that_fails_in_export_names_the_cause(tmp_path, capfd):
     line = assert_one_line(capfd, 2, "expected input[1, 8, 5] to have 4 channels", "convert", f"{path}:build",
                            "--input", "x=1,4,5", "--out", str(tmp_path / "o"))
     assert "RuntimeError" in line and "\x1b[" not in line
+
+
+# -- IR versions ---------------------------------------------------------------------------
+
+def _relu_onnx(path, ir_version: int, cast_to: int | None = None) -> str:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])
+    nodes = [helper.make_node("Relu", ["x"], ["y"])]
+    if cast_to is not None:  # a Cast to a type, then back
+        nodes = [helper.make_node("Cast", ["x"], ["c"], to=cast_to), helper.make_node("Cast", ["c"], ["r"], to=1),
+                 helper.make_node("Relu", ["r"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [x], [y])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=ir_version), str(path))
+    return str(path)
+
+
+def test_ir_version_12_is_read_as_11(tmp_path, capfd):
+    """onnx 1.19's helper.make_model writes IR 12, which onnxruntime 1.23 cannot load; a graph
+    using nothing IR 12 added converts, and source.onnx says IR 11."""
+    path = _relu_onnx(tmp_path / "ir12.onnx", 12)
+    code, lines, err = run(capfd, "convert", path, "--to", "torch", "--out", str(tmp_path / "o"))
+    assert code == 0 and not lines, err
+    assert onnx.load(str(tmp_path / "o" / "source.onnx")).ir_version == 11
+
+
+@pytest.mark.parametrize("ir_version,cast_to", [(13, None), (12, TensorProto.FLOAT8E8M0)])
+def test_ir_version_onnxruntime_cannot_read_is_one_line(tmp_path, capfd, ir_version, cast_to):
+    """An IR version we cannot lower exactly (newer than 12, or 12 with its new element type)
+    stays as it is: exit 2 and onnxruntime's own reason, without its C++ source location."""
+    path = _relu_onnx(tmp_path / "m.onnx", ir_version, cast_to)
+    line = assert_one_line(capfd, 2, f"IR version: {ir_version}", "convert", path, "--to", "torch",
+                           "--out", str(tmp_path / "o"))
+    assert "onnxruntime_src" not in line

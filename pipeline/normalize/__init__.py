@@ -16,7 +16,7 @@ import onnx_ir as ir
 from onnx_ir.passes.common import RemoveUnusedNodesPass, ShapeInferencePass, TopologicalSortPass
 
 from ..errors import EXIT_PARITY, PipelineError
-from ..referee import compare, laid_out_inputs, run_onnx
+from ..referee import compare, laid_out_inputs, ort_message, run_onnx
 from .fuse import FoldBatchNorm, FuseConvBias
 from .layout import ChannelsLast, InterfaceLayout, SqueezeUnitConv
 from .padding import ExplicitPads
@@ -208,8 +208,7 @@ def normalize(model: ir.Model, target: str, layout: str = "source", inputs: dict
     try:
         reference = run_onnx(model, inputs) if inputs is not None else None
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [""])[0][:300]
-        raise GraphDoesNotRun(f"onnxruntime cannot run the ONNX graph: {first}") from exc
+        raise GraphDoesNotRun(f"onnxruntime cannot run the ONNX graph: {ort_message(exc)}") from exc
     out_names = [v.name for v in model.graph.outputs]
     records: list[PassRecord] = []
     interface = {"inputs": {}, "outputs": {}}
