@@ -180,3 +180,37 @@ def test_split_to_sequence_without_split_squeezes_with_keepdims_0(tmp_path):
              helper.make_node("SequenceAt", ["seq", "p"], ["y"])]
     path = onnx_file(tmp_path, nodes, {"x": floats(2, 3, 4)}, ["y"], {"p": np.array(-1, np.int64)})
     convert_and_compare(tmp_path, path, {"x": floats(2, 3, 4)})
+
+
+# -- additions TensorFlow would run as bias_add on the wrong axis ----------------------------
+# Keras' ops.add(x1, x2) becomes tf.nn.bias_add when x2 has one axis longer than 1 whose
+# length is x1's axis-1 or last-axis length: the shapes below make that axis the wrong one.
+
+def test_sum_of_three_with_a_column_vector(tmp_path):
+    """Sum(a (2, 4, 4), b (4, 1), c (4,)): b adds along axis 1, c along axis 2."""
+    path = onnx_file(tmp_path, [helper.make_node("Sum", ["a", "b", "c"], ["y"])],
+                     {"a": floats(2, 4, 4), "b": floats(4, 1), "c": floats(4)}, ["y"])
+    convert_and_compare(tmp_path, path, {"a": floats(2, 4, 4), "b": floats(4, 1), "c": floats(4)})
+
+
+def test_mean_with_a_column_vector(tmp_path):
+    path = onnx_file(tmp_path, [helper.make_node("Mean", ["a", "b"], ["y"])],
+                     {"a": floats(3, 3), "b": floats(3, 1)}, ["y"])
+    convert_and_compare(tmp_path, path, {"a": floats(3, 3), "b": floats(3, 1)})
+
+
+def test_gemm_with_a_column_bias(tmp_path):
+    """Gemm(A, B, C) with C (4, 1) on a (4, 4) product: C adds along the rows."""
+    path = onnx_file(tmp_path, [helper.make_node("Gemm", ["a", "b", "c"], ["y"])],
+                     {"a": floats(4, 3), "b": floats(3, 4), "c": floats(4, 1)}, ["y"])
+    convert_and_compare(tmp_path, path, {"a": floats(4, 3), "b": floats(3, 4), "c": floats(4, 1)})
+
+
+def test_gather_nd_batch_dims_runtime_indices_square(tmp_path):
+    """batch_dims=1 with runtime indices, as many batches as lookups: the per-batch offset
+    (3, 1) added to the (3, 3) linear index must go along the batch axis.  (Axis 1 has 8
+    entries: the pipeline's own parity feeds ids in [0, 8).)"""
+    path = onnx_file(tmp_path, [helper.make_node("GatherND", ["x", "idx"], ["y"], batch_dims=1)],
+                     {"x": floats(3, 8, 2), "idx": np.zeros((3, 3, 1), np.int64)}, ["y"])
+    idx = np.array([[[0], [7], [2]], [[1], [1], [3]], [[6], [0], [2]]], np.int64)
+    convert_and_compare(tmp_path, path, {"x": floats(3, 8, 2), "idx": idx})

@@ -405,7 +405,9 @@ def gemm(t: Translation) -> None:
         expr = f"ops.multiply({py_literal(np.float32(alpha))}, {expr})"
     if t.has_input(2):
         cexpr = t.inp(2) if beta == 1.0 else f"ops.multiply({py_literal(np.float32(beta))}, {t.inp(2)})"
-        expr = f"ops.add({expr}, {cexpr})"
+        expr, note = _add(expr, static_shape(t.node.outputs[0]), cexpr, static_shape(t.node.inputs[2]))
+        t.assign(expr, comment=note)
+        return
     t.assign(expr)
 
 
@@ -422,8 +424,8 @@ def binary(t: Translation) -> None:
     fn = _BINARY[t.op]
     if t.op == "Div" and np.issubdtype(np.dtype(t.out_dtype().numpy()), np.integer):
         t.unsupported("integer division (ONNX truncates toward zero)")
-    if t.op == "Add" and _bias_add_misplaced(t):
-        _add_around_bias_add(t)
+    if t.op == "Add":
+        nary(t)
         return
     expr = t.inp(0)
     for i in range(1, len(t.node.inputs)):
@@ -433,12 +435,17 @@ def binary(t: Translation) -> None:
 
 @register("Sum", "Mean")
 def nary(t: Translation) -> None:
-    expr = t.inp(0)
+    """Add, Sum and Mean: a chain of ``ops.add``, each kept off TensorFlow's bias_add trap."""
+    expr, shape = t.inp(0), static_shape(t.node.inputs[0])
+    notes = []
     for i in range(1, len(t.node.inputs)):
-        expr = f"ops.add({expr}, {t.inp(i)})"
+        other = static_shape(t.node.inputs[i])
+        expr, note = _add(expr, shape, t.inp(i), other)
+        notes += [note] if note else []
+        shape = None if shape is None or other is None else tuple(np.broadcast_shapes(shape, other))
     if t.op == "Mean":
         expr = f"ops.divide({expr}, {len(t.node.inputs)}.0)"
-    t.assign(expr)
+    t.assign(expr, comment=notes[0] if notes else None)
 
 
 @register("Where")
@@ -714,7 +721,7 @@ def gather_nd(t: Translation) -> None:
     i = f"ops.where(ops.less({i}, 0), ops.add({i}, np.array({tuple(dims)}, 'int64')), {i})"
     linear = f"ops.sum(ops.multiply({i}, np.array({tuple(strides)}, 'int64')), axis=-1)"
     if b:
-        linear = f"ops.add({linear}, {_new_constant(t, offset, 'offset')})"
+        linear, _ = _add(linear, tuple(lead), _new_constant(t, offset, "offset"), offset.shape)
     t.assign(f"ops.take({data}, {linear}, axis=0)")
 
 
@@ -901,19 +908,6 @@ def _wrapped_group_norm(t: Translation) -> bool:
     return True
 
 
-def _bias_add_misplaced(t: Translation) -> bool:
-    """Would Keras' TensorFlow ``ops.add(a, b)`` add ``b`` along another axis than ONNX broadcasting?
-
-    That backend runs ``ops.add(x1, x2)`` as ``tf.nn.bias_add`` whenever ``x2`` has a single
-    axis longer than 1 and its length is ``x1``'s axis-1 or last-axis length; the bias then
-    goes on the last axis (or axis 1), wherever ``x2``'s axis actually lines up.
-    """
-    if len(t.node.inputs) != 2:
-        return False
-    a, b = (static_shape(v) for v in t.node.inputs)
-    return a is not None and b is not None and _misplaced(a, b)
-
-
 def _misplaced(x1: tuple, x2: tuple) -> bool:
     big = [i for i, d in enumerate(x2) if d != 1]
     if len(big) != 1 or len(x1) < 2 or x2[big[0]] not in (x1[1], x1[-1]):
@@ -922,13 +916,21 @@ def _misplaced(x1: tuple, x2: tuple) -> bool:
     return len(x2) > len(x1) or len(x1) - len(x2) + big[0] != bias_axis
 
 
-def _add_around_bias_add(t: Translation) -> None:
-    a, b = (static_shape(v) for v in t.node.inputs)
+def _add(a: str, a_shape: tuple | None, b: str, b_shape: tuple | None) -> tuple[str, str | None]:
+    """``a + b`` as Keras code that adds along ONNX's broadcast axes, and a note if reordered.
+
+    Keras' TensorFlow backend runs ``ops.add(x1, x2)`` as ``tf.nn.bias_add`` whenever
+    ``x2`` has a single axis longer than 1 and its length is ``x1``'s axis-1 or last-axis
+    length; the bias then goes on the last axis (or axis 1), wherever ``x2``'s axis
+    actually lines up (a GroupNorm was 0.22 off through it).  Swapping the operands, or
+    ``a - (-b)``, keeps the broadcast ONNX means.
+    """
+    if a_shape is None or b_shape is None or not _misplaced(a_shape, b_shape):
+        return f"ops.add({a}, {b})", None
     note = "operands in this order: ops.add would add the second one on the wrong axis"
-    if not _misplaced(b, a):
-        t.assign(f"ops.add({t.inp(1)}, {t.inp(0)})", comment=note)
-    else:
-        t.assign(f"ops.subtract({t.inp(0)}, ops.negative({t.inp(1)}))", comment=note)
+    if not _misplaced(b_shape, a_shape):
+        return f"ops.add({b}, {a})", note
+    return f"ops.subtract({a}, ops.negative({b}))", note
 
 
 # -- ArgMax / ArgMin, TopK, ReverseSequence, LSTM / GRU ----------------------------------------------
