@@ -251,7 +251,7 @@ def _resize_by_matrices(t: Translation, coord: str, x: str) -> None:
         a = letters[k]
         new = {"d": "e", "h": "p", "w": "q"}[a]  # the resized axis (Keras einsum wants lowercase letters)
         eq = f"{new}{a},n{letters}c->n{letters.replace(a, new)}c"
-        matrix = _constant(t, f"{t.layer_hint()}_{a}_weights", weights)
+        matrix = _new_constant(t, weights, f"{a}_weights")
         var = t.gen.names.take(f"{t.layer_hint()}_{a}")
         axis_name = {"d": "depth", "h": "height", "w": "width"}[a]
         t.gen.emit(f"{var} = ops.einsum({eq!r}, {matrix}, {x})", f"linear resize of the {axis_name} ({coord})")
@@ -770,13 +770,6 @@ def cumsum(t: Translation) -> None:
 # Each runs between pinned transposes, on the (N, *spatial, C) tensor Keras layers use.
 
 
-def _constant(t: Translation, hint: str, arr: np.ndarray) -> str:
-    """A constant array made by the translator, saved in constants.npz: ``C["<name>"]``."""
-    key = t.gen.names.take(hint)
-    t.gen.constants[key] = np.ascontiguousarray(arr)
-    return f'C["{key}"]'
-
-
 @register("DepthToSpace")
 def depth_to_space(t: Translation) -> None:
     """NHWC depth-to-space: split the channels into (block, block, C') or (C', block, block), interleave."""
@@ -817,7 +810,7 @@ def lrn(t: Translation) -> None:
     for c in range(channels):
         band[max(0, c - before):min(channels, c + after + 1), c] = 1.0
     x, hint = t.inp(0), t.layer_hint()
-    window = _constant(t, hint + "_window", band)
+    window = _new_constant(t, band, "window")
     sq_sum = t.gen.names.take(hint + "_sq_sum")
     t.gen.emit(f"{sq_sum} = ops.matmul(ops.square({x}), {window})", f"sum of squares over {size} neighbouring channels")
     a = py_literal(np.float32(alpha / size))
