@@ -105,3 +105,35 @@ def test_nasty_onnx_names_convert_with_parity(tmp_path, to):
         assert not clashing, f"submodules/buffers hiding nn.Module attributes: {sorted(clashing)}\n{code}"
         # The conv (weight 'train.weight') and the buffer 'float' are still there, under safe names.
         assert any(a.startswith("train") for a in attrs) and any(a.startswith("float") for a in attrs), code
+
+
+SEQUENTIAL = """
+import torch
+from torch import nn
+
+
+def build():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(),
+                         nn.Sequential(nn.Conv2d(8, 4, 1), nn.BatchNorm2d(4)), nn.Flatten(), nn.Linear(144, 5)).eval()
+"""
+
+
+@pytest.mark.parametrize("to,pattern", [
+    ("torch", r"self\.{name} = nn\."),
+    ("keras", r"name='{name}'"),
+])
+def test_sequential_modules_named_after_their_op_and_index(tmp_path, to, pattern):
+    """nn.Sequential's numbered modules ('0.weight', '2.1.weight') read as conv_0, bn_2_1, linear_4."""
+    import re
+
+    from pipeline.spec import InputSpec
+
+    path = tmp_path / "seq.py"
+    path.write_text(SEQUENTIAL)
+    result = convert(Options(model=f"{path}:build", to=to, out=str(tmp_path / to), inputs=[InputSpec("input", (2, 3, 8, 8))]))
+    assert result.exit_code == 0, result.report["parity"]
+    code = (result.out_dir / "model.py").read_text()
+    for name in ("conv_0", "conv_2_0", "bn_2_1", "linear_4"):
+        assert re.search(pattern.format(name=name), code), (name, code)
+    assert "v_0" not in code

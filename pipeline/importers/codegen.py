@@ -324,6 +324,11 @@ def _reaches_graph_input(value: ir.Value, inputs: set) -> bool:
     return False
 
 
+# Layer-name prefixes for numbered modules (nn.Sequential): what a person would call them
+_OP_PREFIX = {"ConvTranspose": "conv_transpose", "BatchNormalization": "bn", "Gemm": "linear", "MatMul": "linear",
+              "InstanceNormalization": "instance_norm", "LayerNormalization": "layer_norm"}
+
+
 @dataclass
 class Generator:
     """Walks a normalized graph and accumulates a target's source code."""
@@ -368,7 +373,17 @@ class Generator:
         return name or "v"
 
     def layer_hint(self, node: ir.Node) -> str:
-        """A layer/module name: from the weight's name (``conv1.weight``) or the node's."""
+        """A layer/module name: from the weight's name (``conv1.weight``) or the node's.
+
+        A name that starts with a digit (``nn.Sequential``'s ``0.weight``) gets the op in
+        front: ``conv_0``, not the ``v_0`` a bare identifier fix would give.
+        """
+        hint = self._layer_hint(node)
+        if not hint[:1].isdigit():
+            return hint
+        return f"{_OP_PREFIX.get(node.op_type, node.op_type.lower())}_{hint}"
+
+    def _layer_hint(self, node: ir.Node) -> str:
         for v in node.inputs[1:2]:
             if v is not None and v.is_initializer() and v.name:
                 name = v.name
