@@ -219,8 +219,11 @@ def test_ctrl_c_leaves_nothing_half_written(tmp_path, stage):
     env = dict(os.environ, PYTHONPATH=str(REPO))
     log_path = tmp_path.parent / f"{tmp_path.name}.stderr"  # a file, not a pipe: nothing lost to read-ahead
     with open(log_path, "w") as log:
+        # SIG_DFL in the child: started from a background job, the test inherits SIGINT ignored,
+        # and Python started with SIGINT ignored never raises KeyboardInterrupt
         proc = subprocess.Popen([sys.executable, "-m", "pipeline", "convert", "seed_torch_encoder", "--to", "keras",
-                                 "--out", str(out)], cwd=REPO, env=env, stderr=log, stdout=subprocess.DEVNULL)
+                                 "--out", str(out)], cwd=REPO, env=env, stderr=log, stdout=subprocess.DEVNULL,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.monotonic() + 300
         while stage not in log_path.read_text() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
