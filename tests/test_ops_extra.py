@@ -412,3 +412,42 @@ def test_keras_embedding_to_torch_nn_embedding(tmp_path):
     assert_exact(result)
     code = (result.out_dir / "model.py").read_text()
     assert "nn.Embedding(8, 6)" in code, code
+
+
+# -- 7. Ops both importers translate (each graph checked against onnxruntime) -------------------
+
+
+def _gather_cases():
+    neg = np.array([[[0, -1, 2, 7]], [[-8, 3, 3, 1]], [[5, 6, -2, 0]]], np.int64)  # (3, 1, 4), axis 1
+    tuples = np.array([[0, 1], [-1, 3], [2, -4]], np.int64)  # (3, 2) into (3, 8, 4) axes 0, 1
+    yield "gather_elements_const_negative", onnx_model(
+        [helper.make_node("GatherElements", ["x", "i"], ["y"], axis=1)],
+        [("x", F32, [3, 8, 4])], [("y", F32, [3, 1, 4])], [tensor("i", neg)])
+    yield "gather_elements_runtime", onnx_model(
+        [helper.make_node("GatherElements", ["x", "i"], ["y"], axis=1)],
+        [("x", F32, [3, 8, 4]), ("i", I64, [3, 2, 4])], [("y", F32, [3, 2, 4])])
+    yield "gather_nd_const", onnx_model(
+        [helper.make_node("GatherND", ["x", "i"], ["y"])],
+        [("x", F32, [3, 8, 4])], [("y", F32, [3, 4])], [tensor("i", tuples)])
+    yield "gather_nd_runtime_batch_dims", onnx_model(
+        [helper.make_node("GatherND", ["x", "i"], ["y"], batch_dims=1)],
+        [("x", F32, [3, 8, 4]), ("i", I64, [3, 5, 1])], [("y", F32, [3, 5, 4])])
+    yield "reduce_prod_two_axes", onnx_model(
+        [helper.make_node("ReduceProd", ["x", "axes"], ["y"], keepdims=0)],
+        [("x", F32, [3, 8, 4])], [("y", F32, [8])], [tensor("axes", np.array([0, -1], np.int64))])
+    yield "reduce_prod_keepdims", onnx_model(
+        [helper.make_node("ReduceProd", ["x", "axes"], ["y"], keepdims=1)],
+        [("x", F32, [3, 8, 4])], [("y", F32, [3, 1, 1])], [tensor("axes", np.array([1, 2], np.int64))])
+
+
+def _unary_cases():
+    for op, attrs in (("Tan", {}), ("Atan", {}), ("Celu", {"alpha": 0.7}), ("Selu", {"alpha": 1.2, "gamma": 0.9})):
+        yield op.lower(), onnx_model([helper.make_node(op, ["x"], ["y"], **attrs)],
+                                     [("x", F32, [2, 6])], [("y", F32, [2, 6])])
+
+
+@pytest.mark.parametrize("to", ["torch", "keras"])
+@pytest.mark.parametrize("name,model", [*_gather_cases(), *_unary_cases()], ids=lambda v: v if isinstance(v, str) else "")
+def test_ops_both_targets(tmp_path, to, name, model):
+    result, _ = convert_onnx(tmp_path, model, to)
+    assert_exact(result)

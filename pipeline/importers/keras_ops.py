@@ -460,6 +460,7 @@ _UNARY = {
     "Round": "ops.round({x})", "Sign": "ops.sign({x})", "Sin": "ops.sin({x})", "Cos": "ops.cos({x})",
     "Softsign": "ops.soft_sign({x})", "Softplus": "ops.softplus({x})", "HardSwish": "ops.hard_swish({x})",
     "Not": "ops.logical_not({x})", "IsNaN": "ops.isnan({x})", "Mish": "ops.multiply({x}, ops.tanh(ops.softplus({x})))",
+    "Tan": "ops.tan({x})", "Atan": "ops.arctan({x})",
 }
 
 
@@ -483,9 +484,20 @@ def elu(t: Translation) -> None:
     t.assign(f"ops.elu({t.inp(0)}, alpha={py_literal(np.float32(t.float('alpha', 1.0)))})")
 
 
+@register("Celu")
+def celu(t: Translation) -> None:
+    t.assign(f"ops.celu({t.inp(0)}, alpha={py_literal(np.float32(t.float('alpha', 1.0)))})")
+
+
 @register("Selu")
 def selu(t: Translation) -> None:
-    t.assign(f"ops.selu({t.inp(0)})")
+    """``ops.selu`` has the standard constants only; others are ``gamma * elu(x, alpha)``."""
+    alpha, gamma = t.float("alpha", 1.67326319217681884765625), t.float("gamma", 1.05070102214813232421875)
+    if abs(alpha - 1.6732632) < 1e-6 and abs(gamma - 1.0507010) < 1e-6:
+        t.assign(f"ops.selu({t.inp(0)})")
+        return
+    t.assign(f"ops.multiply({py_literal(np.float32(gamma))}, "
+             f"ops.elu({t.inp(0)}, alpha={py_literal(np.float32(alpha))}))")
 
 
 @register("Gelu")

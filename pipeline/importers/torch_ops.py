@@ -594,6 +594,72 @@ def gather(t: Translation) -> None:
     t.assign(f"torch.index_select({t.inp(0)}, {axis}, {t.inp(1)}.reshape(-1)).reshape{_shape_args(t.out_shape())}")
 
 
+def _static_shape_of(t: Translation, i: int) -> tuple[int, ...]:
+    """Input ``i``'s static shape, read off its value when it is a constant."""
+    arr = t.const(i)
+    return tuple(arr.shape) if arr is not None else tuple(t.shape(i))
+
+
+@register("GatherElements")
+def gather_elements(t: Translation) -> None:
+    """``torch.gather``, which like ONNX lets the indices be shorter than the data on the other
+    axes; negative indices (ONNX counts them from the end) are wrapped first."""
+    shape = _static_shape_of(t, 0)
+    axis = t.int("axis", 0) % len(shape)
+    idx = t.const(1)
+    if idx is not None:
+        index = _buffer(t, _hint(t) + "_index", np.where(idx < 0, idx + shape[axis], idx).astype(np.int64))
+    else:
+        i = f"{t.inp(1)}.long()"
+        index = f"torch.where({i} < 0, {i} + {shape[axis]}, {i})"
+    t.assign(f"torch.gather({t.inp(0)}, {axis}, {index})")
+
+
+@register("GatherND")
+def gather_nd(t: Translation) -> None:
+    """``data[idx[..., 0], ..., idx[..., k-1]]`` as one index into ``data`` flattened over the
+    indexed (and batch) axes: each index tuple becomes one linear index (a constant when the
+    indices are)."""
+    shape, ishape = _static_shape_of(t, 0), _static_shape_of(t, 1)
+    b = t.int("batch_dims", 0)
+    k = ishape[-1]
+    if k == 0:
+        t.unsupported("empty index tuples")
+    dims = shape[b:b + k]
+    strides = [int(np.prod(dims[j + 1:], dtype=np.int64)) for j in range(k)]
+    inner = int(np.prod(dims, dtype=np.int64))
+    batch = int(np.prod(shape[:b], dtype=np.int64))
+    data = f"{t.inp(0)}.reshape{_shape_args((batch * inner, *shape[b + k:]))}"
+    lead = ishape[:-1]
+    offset = (np.arange(batch, dtype=np.int64) * inner).reshape(tuple(ishape[:b]) + (1,) * (len(lead) - b))
+    idx = t.const(1)
+    if idx is not None:
+        idx = np.where(idx < 0, idx + np.array(dims, np.int64), idx).astype(np.int64)
+        linear = (idx * np.array(strides, np.int64)).sum(-1) + offset
+        t.assign(f"{data}[{_buffer(t, _hint(t) + '_index', linear)}]")
+        return
+    i = f"{t.inp(1)}.long()"
+    i = f"torch.where({i} < 0, {i} + torch.tensor({list(dims)}), {i})"
+    linear = f"({i} * torch.tensor({strides})).sum(-1)"
+    if b:
+        linear = f"{linear} + {_buffer(t, _hint(t) + '_offset', offset)}"
+    t.assign(f"{data}[{linear}]")
+
+
+@register("ReduceProd")
+def reduce_prod(t: Translation) -> None:
+    """``torch.prod`` takes one axis: one product per axis, from the last."""
+    dims = t.reduce_axes()
+    if dims is None:
+        t.alias(t.inp(0))
+        return
+    keep = bool(t.int("keepdims", 1))
+    expr = t.inp(0)
+    for d in reversed(dims):
+        expr = f"{expr}.prod(dim={d}, keepdim={keep})"
+    t.assign(expr)
+
+
 _REDUCE = {
     "ReduceMean": "{x}.mean(dim={d}, keepdim={k})", "ReduceSum": "{x}.sum(dim={d}, keepdim={k})",
     "ReduceMax": "{x}.amax(dim={d}, keepdim={k})", "ReduceMin": "{x}.amin(dim={d}, keepdim={k})",
