@@ -225,7 +225,7 @@ def _rename_outputs(graph, names: list[str]) -> None:
 _NO_INLINE_ATTRS = ("_XlaMustCompile", "_XlaCompile", "_XlaScope", "_noinline")
 
 
-def frozen_graph_def(concrete, held: HeldWeights | None = None):
+def frozen_graph_def(concrete, held: HeldWeights):
     """``(graph_def, input_names, output_names)`` of a concrete function, ready for tf2onnx.
 
     Variables *and* captured tensors (e.g. a Keras Normalization layer's mean and
@@ -238,8 +238,6 @@ def frozen_graph_def(concrete, held: HeldWeights | None = None):
     GraphDef's large constants have no content.
     """
     from tf2onnx import tf_loader
-
-    held = HeldWeights() if held is None else held
 
     n_args = len(concrete.inputs) - len(concrete.captured_inputs)
     in_names = [t.name for t in concrete.inputs[:n_args]]
