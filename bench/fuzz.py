@@ -15,9 +15,13 @@ written to ``build/fuzz/last.json``:
 - ``failures``: every mismatch or crash with its case (paste it into
   tests/test_fuzz_regressions.py to keep it).
 
+With ``--jobs N`` (default: the CPU count) the cases are split over N worker processes,
+worker ``i`` drawing its share from seed ``seed + i``; each writes ``last.part<i>.json`` as
+it goes and the parent merges them into the summary.
+
 Exit status 0 only if there was no mismatch and no crash.
 
-    python bench/fuzz.py --cases 10000 [--seed 0] [--keras-share 0.02] [--torch-share 0.02]
+    python bench/fuzz.py --cases 10000 [--seed 0] [--jobs 2] [--keras-share 0.02] [--torch-share 0.02]
 """
 
 from __future__ import annotations
@@ -25,8 +29,11 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
 import resource
+import subprocess
 import sys
+import threading
 import tempfile
 import time
 from pathlib import Path
@@ -145,23 +152,108 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--cases", type=int, default=10000, help="number of cases (default 10000)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes (default: CPU count)")
     p.add_argument("--keras-share", type=float, default=0.02, help="share of real Keras models (default 0.02)")
     p.add_argument("--torch-share", type=float, default=0.02, help="share of real PyTorch modules (default 0.02)")
     p.add_argument("--out", default=str(REPO / "build" / "fuzz" / "last.json"))
     args = p.parse_args(argv)
     if args.cases < 1:
         p.error("--cases must be at least 1")
-    plan = split(args.cases, args.keras_share, args.torch_share)
-    print(f"fuzz: {args.cases} cases (onnx {plan['onnx']} x2 targets, keras {plan['keras']}, "
-          f"torch {plan['torch']}), seed {args.seed}", flush=True)
+    if args.jobs < 1:
+        p.error("--jobs must be at least 1")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tally = Tally(sum(plan.values()), out=out, seed_value=args.seed)
+    jobs = min(args.jobs, args.cases)
+    if jobs == 1:
+        summary = run(args.cases, args.seed, args.keras_share, args.torch_share, out)
+    else:
+        summary = run_parallel(args, jobs, out)
+    out.write_text(json.dumps(summary, indent=2))
+    return report(summary, out)
+
+
+def run(cases: int, seed_value: int, keras_share: float, torch_share: float, out: Path, tag: str = "") -> dict:
+    """Draw and convert ``cases`` cases in this process; the summary (also rewritten at ``out`` as it goes)."""
+    plan = split(cases, keras_share, torch_share)
+    print(f"{tag}fuzz: {cases} cases (onnx {plan['onnx']} x2 targets, keras {plan['keras']}, "
+          f"torch {plan['torch']}), seed {seed_value}", flush=True)
+    tally = Tally(sum(plan.values()), out=out, seed_value=seed_value)
     with tempfile.TemporaryDirectory(prefix="pipeline-fuzz-") as work:
         for render in ("keras", "torch", "onnx"):  # the slow renderings first: the rate settles after
-            run_rendering(render, plan[render], args.seed, tally, Path(work))
-    summary = {**tally.summary(args.seed), "complete": True}
-    out.write_text(json.dumps(summary, indent=2))
+            run_rendering(render, plan[render], seed_value, tally, Path(work))
+    return {**tally.summary(seed_value), "complete": True}
+
+
+def run_parallel(args, jobs: int, out: Path) -> dict:
+    """``jobs`` workers (this script, one process each) on shares of the cases; their summaries merged."""
+    start = time.perf_counter()
+    shares = [args.cases // jobs + (1 if i < args.cases % jobs else 0) for i in range(jobs)]
+    parts = [out.with_name(f"{out.stem}.part{i}.json") for i in range(jobs)]
+    print(f"fuzz: {args.cases} cases over {jobs} workers (seeds {args.seed}..{args.seed + jobs - 1})", flush=True)
+    procs = []
+    for i, (n, part) in enumerate(zip(shares, parts)):
+        part.unlink(missing_ok=True)
+        cmd = [sys.executable, __file__, "--cases", str(n), "--seed", str(args.seed + i), "--jobs", "1",
+               "--keras-share", str(args.keras_share), "--torch-share", str(args.torch_share), "--out", str(part)]
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    relays = [threading.Thread(target=_relay, args=(proc, f"[w{i}] "), daemon=True) for i, proc in enumerate(procs)]
+    for relay in relays:
+        relay.start()
+    for proc in procs:
+        proc.wait()
+    for relay in relays:
+        relay.join()
+    summaries = [json.loads(part.read_text()) for part in parts if part.exists()]
+    merged = merge(summaries, time.perf_counter() - start, args.seed)
+    merged["complete"] = len(summaries) == jobs and all(s.get("complete") for s in summaries) \
+        and all(proc.returncode in (0, 1) for proc in procs)
+    return merged
+
+
+def _relay(proc, tag: str) -> None:
+    """Copy a worker's progress and failure lines to stdout, tagged (its summary is in its part file)."""
+    printing = True
+    for line in proc.stdout:
+        if line.startswith("\n") or line.strip() == "" or " cases in " in line:
+            printing = False  # the worker's own final report: the merged one follows
+        if printing:
+            print(tag + line, end="", flush=True)
+
+
+def merge(parts: list[dict], seconds: float, seed_value: int) -> dict:
+    """One summary from the workers' summaries: counts added, worst errors and peak RSS maxed."""
+    conversions: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    worst: dict[str, float] = collections.defaultdict(float)
+    refusals, examples, failures = collections.Counter(), {}, []
+    for part in parts:
+        for key, counts in part["conversions"].items():
+            conversions[key].update({s: counts[s] for s in ("pass", "refused", "mismatch", "crash")})
+            worst[key] = max(worst[key], counts["worst_passing_max_abs_err"])
+        refusals.update(part["refusals"])
+        for reason, example in part["refusal_examples"].items():
+            examples.setdefault(reason, example)
+        failures.extend(part["failures"])
+    return {
+        "cases": sum(p["cases"] for p in parts),
+        "cases_by_rendering": dict(sum((collections.Counter(p["cases_by_rendering"]) for p in parts),
+                                       collections.Counter())),
+        "seed": seed_value,
+        "seeds": [p["seed"] for p in parts],
+        "jobs": len(parts),
+        "seconds": round(seconds, 1),
+        "peak_rss_mb": max(p["peak_rss_mb"] for p in parts),
+        "max_abs_err_allowed": fuzz_cases.MAX_ABS_ERR,
+        "conversions": {k: {**{s: v[s] for s in ("pass", "refused", "mismatch", "crash")},
+                            "worst_passing_max_abs_err": worst[k]} for k, v in sorted(conversions.items())},
+        "refusals": dict(refusals.most_common()),
+        "refusal_examples": {reason: examples[reason] for reason, _ in refusals.most_common()},
+        "failures_total": sum(p["failures_total"] for p in parts),
+        "failures": failures[:MAX_FAILURES_KEPT],
+    }
+
+
+def report(summary: dict, out: Path) -> int:
+    """Print the summary; 0 only if there was no mismatch, no crash and every case ran."""
     print(f"\n{summary['cases']} cases in {summary['seconds'] / 60:.1f} min "
           f"({summary['cases_by_rendering']}), peak RSS {summary['peak_rss_mb']} MB")
     for key, counts in summary["conversions"].items():
@@ -175,6 +267,9 @@ def main(argv=None) -> int:
         print(f"  {f['case']}")
         for v in f["verdicts"]:
             print(f"    {v['source']} -> {v['target']}: {v['status']} (exit {v['exit_code']}) {v['reason'][:200]}")
+    if not summary.get("complete", True):
+        print("incomplete: a worker stopped early (its lines above say why)")
+        return 1
     return 0 if summary["failures_total"] == 0 else 1
 
 

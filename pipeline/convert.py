@@ -150,9 +150,10 @@ def convert(opts: Options, progress: Progress | None = None) -> Result:
         output_names = [v.name for v in model.graph.outputs]
         result = normalize.normalize(model, target, opts.layout, inputs if opts.check_passes else None,
                                      opts.atol, opts.rtol, fold_bn=opts.fold_bn)
-        from .onnx_io import save_inline
+        from .onnx_io import COLLECT_BYTES, initializer_bytes, save_inline
 
         save_inline(result.model, norm_onnx)
+        weight_bytes = initializer_bytes(result.model)
         timings["normalize"] = round(time.perf_counter() - t, 3)
 
         t = time.perf_counter()
@@ -163,7 +164,8 @@ def convert(opts: Options, progress: Progress | None = None) -> Result:
         input_order = [v.name for v in result.model.graph.inputs]
         normalized_nodes = len(list(result.model.graph))
         result.model = model = None  # parity and bisection read normalized.onnx: free the graph's weights
-        gc.collect()  # the IR graph is full of reference cycles: without this its weights outlive it
+        if weight_bytes >= COLLECT_BYTES:  # the IR graph's reference cycles would keep its weights alive
+            gc.collect()
 
         t = time.perf_counter() - source_run_s  # the source model's run counts as parity time
         progress("parity: source vs onnxruntime vs normalized vs generated model.py")

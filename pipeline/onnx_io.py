@@ -26,6 +26,11 @@ import onnx_ir as ir
 LARGE_BYTES = 1 << 20  # initializers above this size are streamed one by one
 
 
+# Weights above this size are worth a prompt gc.collect() once their holder is dropped (graphs and
+# Keras models are webs of reference cycles); a collection costs ~0.3 s beside both frameworks.
+COLLECT_BYTES = 64 << 20
+
+
 def initializer_bytes(model: ir.Model) -> int:
     """Total size of the main graph's initializers, in bytes."""
     return sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)

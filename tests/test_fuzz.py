@@ -139,3 +139,32 @@ def test_case_shapes_match_the_frameworks(render):
 
     shapes()
     assert len(seen) >= 20
+
+
+def test_deep_fuzz_merges_worker_summaries():
+    """``make fuzz`` with several workers: counts add up, worst errors and peak RSS are maxima,
+    every failure is kept (bench/fuzz.py's merge)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "bench" / "fuzz.py"
+    spec = importlib.util.spec_from_file_location("bench_fuzz", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    def part(seed, passed, refused, err, reason, failures):
+        return {"cases": passed + refused, "cases_by_rendering": {"onnx": passed + refused}, "seed": seed,
+                "peak_rss_mb": 900 + seed, "conversions": {"onnx->torch": {
+                    "pass": passed, "refused": refused, "mismatch": len(failures), "crash": 0,
+                    "worst_passing_max_abs_err": err}},
+                "refusals": {reason: refused}, "refusal_examples": {reason: f"case {seed}"},
+                "failures_total": len(failures), "failures": failures}
+
+    merged = bench.merge([part(0, 5, 2, 1e-6, "dilated pooling", []),
+                          part(1, 7, 1, 3e-6, "dilated pooling", [{"case": "c", "verdicts": []}])], 12.0, 0)
+    assert merged["cases"] == 15 and merged["cases_by_rendering"] == {"onnx": 15}
+    counts = merged["conversions"]["onnx->torch"]
+    assert (counts["pass"], counts["refused"], counts["mismatch"]) == (12, 3, 1)
+    assert counts["worst_passing_max_abs_err"] == 3e-6 and merged["peak_rss_mb"] == 901
+    assert merged["refusals"] == {"dilated pooling": 3} and merged["seeds"] == [0, 1]
+    assert merged["failures_total"] == 1 and len(merged["failures"]) == 1

@@ -15,6 +15,7 @@ import numpy as np
 import onnx_ir as ir
 
 from ..normalize.graph import static_shape
+from ..onnx_io import COLLECT_BYTES
 from ..sources import import_file
 from .codegen import Generator, py_literal
 from .docs import interface_doc
@@ -83,8 +84,10 @@ def generate(model: ir.Model, out_dir: Path, title: str, origin: str, interface:
         files.append("constants.npz")
 
     params = int(sum(w.size for ws in gen.layer_weights.values() for w in ws))
+    weight_bytes = sum(w.nbytes for ws in gen.layer_weights.values() for w in ws)
     note = _save_weights(out_dir, gen.layer_weights, files)
-    gc.collect()  # the Keras model is a web of reference cycles: free its weights now, not at some later gc
+    if weight_bytes >= COLLECT_BYTES:  # the Keras model's reference cycles would keep its weights alive
+        gc.collect()
     return {"files": files, "node_vars": gen.node_vars, "parameters": params, "note": note}
 
 
