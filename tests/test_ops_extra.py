@@ -451,3 +451,45 @@ def _unary_cases():
 def test_ops_both_targets(tmp_path, to, name, model):
     result, _ = convert_onnx(tmp_path, model, to)
     assert_exact(result)
+
+
+# -- 8. Strided dilated convolutions -> Keras (which refuses strides with dilation) ---------------
+
+
+class _One(nn.Module):
+    """One layer behind ``forward(self, x)`` (the input name the helpers pass)."""
+
+    def __init__(self, layer: nn.Module):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x):
+        return self.layer(x)
+
+
+def torch_strided_dilated_2d():
+    torch.manual_seed(5)
+    return _One(nn.Conv2d(3, 6, 3, stride=(2, 3), dilation=(2, 1), padding=(1, 2)))
+
+
+def torch_strided_dilated_depthwise_1d():
+    torch.manual_seed(6)
+    return _One(nn.Conv1d(4, 4, 3, stride=2, dilation=3, padding=2, groups=4))
+
+
+def torch_strided_dilated_3d():
+    torch.manual_seed(7)
+    return _One(nn.Conv3d(2, 3, 2, stride=(1, 2, 2), dilation=(2, 2, 1)))
+
+
+@pytest.mark.parametrize("factory,shape,step", [
+    ("torch_strided_dilated_2d", (2, 3, 11, 13), "[:, ::2, ::3, :]"),
+    ("torch_strided_dilated_depthwise_1d", (2, 4, 17), "[:, ::2, :]"),
+    ("torch_strided_dilated_3d", (1, 2, 7, 8, 9), "[:, :, ::2, ::2, :]"),
+])
+def test_strided_dilated_conv_is_stride_1_then_every_sth_output(tmp_path, factory, shape, step):
+    """Output i of a strided convolution is output i * s of the stride-1 one: exact, with no
+    strides on the Keras layer (TensorFlow refuses them with dilation)."""
+    result, code = convert_torch(tmp_path, factory, shape)
+    assert_exact(result)
+    assert step in code and "strides=" not in code, code

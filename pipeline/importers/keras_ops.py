@@ -88,8 +88,11 @@ def conv(t: Translation) -> None:
     strides = t.ints("strides", [1] * nd)
     dil = t.ints("dilations", [1] * nd)
     pads = t.ints("pads", [0] * (2 * nd))
+    subsample = None
     if any(s > 1 for s in strides) and any(d > 1 for d in dil):
-        t.unsupported("Keras cannot combine strides > 1 with dilation > 1")
+        # Keras refuses strides with dilation: the stride-1 dilated convolution, then every
+        # s-th output — output i of the strided one is output i * s of the stride-1 one
+        subsample, strides = strides, [1] * nd
     out_ch, in_per_group = w.shape[0], w.shape[1]
     in_ch = in_per_group * group
     # TF's CPU DepthwiseConv2dNative needs equal strides: otherwise a grouped Conv2D
@@ -110,14 +113,25 @@ def conv(t: Translation) -> None:
         kernel_w = w.reshape(in_ch, mult, *kernel).transpose(*[i + 2 for i in range(nd)], 0, 1)
         args = [_ints(kernel)] + ([f"depth_multiplier={mult}"] if mult != 1 else []) + common
         weights = [kernel_w] + ([b] if b is not None else [])
-        t.assign(_layer(t, f"DepthwiseConv{nd}D", args, weights, x))
+        _assign_subsampled(t, _layer(t, f"DepthwiseConv{nd}D", args, weights, x), subsample)
         return
     kernel_w = w.transpose(*spatial, 1, 0)
     args = [str(out_ch), _ints(kernel)] + common
     if group != 1:
         args.append(f"groups={group}")
     weights = [kernel_w] + ([b] if b is not None else [])
-    t.assign(_layer(t, f"Conv{nd}D", args, weights, x))
+    _assign_subsampled(t, _layer(t, f"Conv{nd}D", args, weights, x), subsample)
+
+
+def _assign_subsampled(t: Translation, expr: str, strides: list[int] | None) -> None:
+    """``expr`` (channels-last), keeping every ``strides[i]``-th position of spatial axis i if given."""
+    if strides is None:
+        t.assign(expr)
+        return
+    full = t.gen.names.take(t.layer_hint() + "_stride1")
+    t.gen.emit(f"{full} = {expr}", f"stride 1: Keras has no strided dilated convolution; strides {tuple(strides)} next")
+    steps = ", ".join(f"::{s}" if s != 1 else ":" for s in strides)
+    t.assign(f"{full}[:, {steps}, :]")
 
 
 @register("ConvTranspose")
