@@ -493,3 +493,34 @@ def test_strided_dilated_conv_is_stride_1_then_every_sth_output(tmp_path, factor
     result, code = convert_torch(tmp_path, factory, shape)
     assert_exact(result)
     assert step in code and "strides=" not in code, code
+
+
+# -- 9. Grouped transposed convolutions -> Keras (which has none) ----------------------------------
+
+
+def torch_grouped_convT_2d():
+    torch.manual_seed(8)
+    return _One(nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1, groups=2))
+
+
+def torch_grouped_convT_1d():
+    torch.manual_seed(9)
+    return _One(nn.ConvTranspose1d(6, 3, 4, stride=2, groups=3, bias=False))
+
+
+def torch_depthwise_convT_3d():
+    torch.manual_seed(10)
+    return _One(nn.ConvTranspose3d(4, 4, 2, stride=2, groups=4))
+
+
+@pytest.mark.parametrize("factory,shape,groups", [
+    ("torch_grouped_convT_2d", (2, 4, 5, 6), 2),
+    ("torch_grouped_convT_1d", (2, 6, 7), 3),
+    ("torch_depthwise_convT_3d", (1, 4, 3, 4, 5), 4),
+])
+def test_grouped_conv_transpose_is_one_layer_per_group(tmp_path, factory, shape, groups):
+    """Each group's transposed convolution on its slice of the channels, concatenated in group
+    order (output padding and cropping included)."""
+    result, code = convert_torch(tmp_path, factory, shape)
+    assert_exact(result)
+    assert f"for g in range({groups})]" in code and "ops.concatenate(" in code, code

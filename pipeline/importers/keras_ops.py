@@ -139,8 +139,9 @@ def conv_transpose(t: Translation) -> None:
     _channels_last(t)
     w, b = t.weight_and_bias()
     nd = w.ndim - 2
-    if nd not in (1, 2, 3) or t.int("group", 1) != 1:
-        t.unsupported("grouped or >3-D transposed convolution (Keras has none)")
+    if nd not in (1, 2, 3):
+        t.unsupported(f"{nd}-D transposed convolution (Keras has none)")
+    group = t.int("group", 1)
     kernel = list(w.shape[2:])
     strides = t.ints("strides", [1] * nd)
     dil = t.ints("dilations", [1] * nd)
@@ -160,8 +161,6 @@ def conv_transpose(t: Translation) -> None:
         t.unsupported(f"ConvTranspose pads {pads} with output_padding {outpad}")
     keras_outpad = [max(x, 0) for x in extra]
     exact = not is_same and (any(keras_outpad) or any(k < s for k, s in zip(k_eff, strides)))
-    # ONNX (Cin, Cout, k...) -> Keras (k..., Cout, Cin)
-    kernel_w = w.transpose(*range(2, 2 + nd), 1, 0)
     args = [str(w.shape[1]), _ints(kernel)]
     if any(s != 1 for s in strides):
         args.append(f"strides={_ints(strides)}")
@@ -173,8 +172,12 @@ def conv_transpose(t: Translation) -> None:
         args.append(f"dilation_rate={_ints(dil)}")
     if b is None:
         args.append("use_bias=False")
-    weights = [kernel_w] + ([b] if b is not None else [])
-    expr = _layer(t, f"Conv{nd}DTranspose", args, weights, t.inp(0))
+    if group == 1:
+        # ONNX (Cin, Cout, k...) -> Keras (k..., Cout, Cin)
+        weights = [w.transpose(*range(2, 2 + nd), 1, 0)] + ([b] if b is not None else [])
+        expr = _layer(t, f"Conv{nd}DTranspose", args, weights, t.inp(0))
+    else:
+        expr = _grouped_conv_transpose(t, w, b, group, args)
     crop = [(bg, max(-x, 0)) for bg, x in zip(begins, extra)]
     if is_same or not any(c for pair in crop for c in pair):
         t.assign(expr)
@@ -184,6 +187,25 @@ def conv_transpose(t: Translation) -> None:
     cropping = crop[0] if nd == 1 else tuple(crop)
     name = t.gen.add_layer(t.layer_hint() + "_crop", [])
     t.assign(f"layers.Cropping{nd}D({cropping}, name={name!r})({full})", comment="ONNX pads crop the full output")
+
+
+def _grouped_conv_transpose(t: Translation, w: np.ndarray, b: np.ndarray | None, group: int, args: list[str]) -> str:
+    """Keras has no grouped transposed convolution: one layer per group on its slice of the
+    channels, concatenated in group order (ONNX output channel g * Cout/G + j is group g's j)."""
+    nd = w.ndim - 2
+    cin, cout = w.shape[0] // group, w.shape[1]
+    base = t.gen.layer_names.take(t.layer_hint())
+    for g in range(group):
+        per = w[g * cin:(g + 1) * cin].transpose(*range(2, 2 + nd), 1, 0)
+        weights = [per] + ([b[g * cout:(g + 1) * cout]] if b is not None else [])
+        if t.gen.add_layer(f"{base}_g{g}", weights) != f"{base}_g{g}":
+            t.unsupported(f"layer names {base}_g* are taken")
+    parts = t.gen.names.take(t.layer_hint() + "_groups")
+    name = "name=f'" + base + "_g{g}'"  # base is an identifier: no quoting needed
+    call = f"layers.Conv{nd}DTranspose({', '.join(args + [name])})"
+    t.gen.emit(f"{parts} = [{call}({t.inp(0)}[..., g * {cin}:(g + 1) * {cin}]) for g in range({group})]",
+               f"{group} groups: Keras has no grouped transposed convolution")
+    return f"ops.concatenate({parts}, axis=-1)"
 
 
 @register("Resize")
