@@ -174,6 +174,12 @@ class Translation:
     def const(self, i: int) -> np.ndarray | None:
         return const_array(self.node.inputs[i]) if self.has_input(i) else None
 
+    def const_shape(self, i: int) -> tuple[int, ...]:
+        """Input ``i``'s static shape, read off its value when it is a constant (folded
+        constants can carry symbolic shapes)."""
+        arr = self.const(i)
+        return tuple(arr.shape) if arr is not None else tuple(self.shape(i))
+
     def need_const(self, i: int, what: str) -> np.ndarray:
         arr = self.const(i)
         if arr is None:
@@ -291,6 +297,46 @@ class Translation:
         """Fuse ``node`` into this one: its output is ``expr_name``."""
         self.gen.absorbed.add(node)
         self.gen.values[node.outputs[0]] = expr_name
+
+
+@dataclass
+class GatherND:
+    """A GatherND as one gather along axis 0 of ``data`` reshaped to ``data_shape``.
+
+    ``data`` is flattened over its batch and indexed axes, so each index tuple becomes one
+    linear index: ``sum(idx * strides) + offset``, with negative indices wrapped by
+    ``dims``.  ``linear`` is that index already computed when the indices are constant.
+    """
+
+    data_shape: tuple[int, ...]
+    dims: list[int]
+    strides: list[int]
+    lead: tuple[int, ...]  # the indices' shape without the tuple axis
+    offset: np.ndarray  # each batch's start in the flattened data, broadcast over ``lead``
+    linear: np.ndarray | None
+    batch_dims: int
+
+
+def plan_gather_nd(t: Translation) -> GatherND:
+    """The plan both targets write a GatherND from."""
+    shape, ishape = t.const_shape(0), t.const_shape(1)
+    b = t.int("batch_dims", 0)
+    k = ishape[-1]
+    if k == 0:
+        t.unsupported("empty index tuples")
+    dims = list(shape[b:b + k])
+    strides = [int(np.prod(dims[j + 1:], dtype=np.int64)) for j in range(k)]
+    inner = int(np.prod(dims, dtype=np.int64))
+    batch = int(np.prod(shape[:b], dtype=np.int64))
+    lead = tuple(ishape[:-1])
+    offset = (np.arange(batch, dtype=np.int64) * inner).reshape(tuple(ishape[:b]) + (1,) * (len(lead) - b))
+    idx = t.const(1)
+    linear = None
+    if idx is not None:
+        idx = idx.astype(np.int64)
+        idx = np.where(idx < 0, idx + np.array(dims, np.int64), idx)
+        linear = (idx * np.array(strides, np.int64)).sum(-1) + offset
+    return GatherND((batch * inner, *shape[b + k:]), dims, strides, lead, offset, linear, b)
 
 
 def embedding_lookup(t: Translation) -> np.ndarray | None:

@@ -14,7 +14,7 @@ import numpy as np
 from ..normalize.graph import PIN_IN, PIN_OUT, const_array, pin_role, static_shape
 from ..normalize.patterns import match_group_norm, module_name
 from ..normalize.padding import same_pads, valid_counts
-from .codegen import Translation, embedding_lookup, layout_note, py_literal, registry, shape_literal
+from .codegen import Translation, embedding_lookup, layout_note, plan_gather_nd, py_literal, registry, shape_literal
 
 OPS, register = registry()
 
@@ -734,42 +734,20 @@ def _new_constant(t: Translation, arr: np.ndarray, hint: str) -> str:
     return t.gen.constant(ir.Value(name=f"{t.layer_hint()}_{hint}"), arr)
 
 
-def _shape_of(t: Translation, i: int) -> tuple[int, ...]:
-    """Input ``i``'s static shape, read off its value when it is a constant (folded
-    constants can carry symbolic shapes)."""
-    arr = t.const(i)
-    return tuple(arr.shape) if arr is not None else t.shape(i)
-
-
 @register("GatherND")
 def gather_nd(t: Translation) -> None:
-    """``data[idx[..., 0], ..., idx[..., k-1]]`` as one ``ops.take`` on ``data`` flattened over the
-    indexed (and batch) axes: the index tuple becomes one linear index (a constant when the
-    indices are).  Transformers' padding masks are written this way."""
-    shape, ishape = _shape_of(t, 0), _shape_of(t, 1)
-    b = t.int("batch_dims", 0)
-    k = ishape[-1]
-    if k == 0:
-        t.unsupported("empty index tuples")
-    dims = shape[b:b + k]
-    strides = [int(np.prod(dims[j + 1:], dtype=np.int64)) for j in range(k)]
-    inner = int(np.prod(dims, dtype=np.int64))
-    batch = int(np.prod(shape[:b], dtype=np.int64))
-    data = f"ops.reshape({t.inp(0)}, {shape_literal((batch * inner, *shape[b + k:]))})"
-    lead = ishape[:-1]
-    offset = (np.arange(batch, dtype=np.int64) * inner).reshape(tuple(ishape[:b]) + (1,) * (len(lead) - b))
-    idx = t.const(1)
-    if idx is not None:
-        idx = idx.astype(np.int64)
-        idx = np.where(idx < 0, idx + np.array(dims, np.int64), idx)
-        linear = (idx * np.array(strides, np.int64)).sum(-1) + offset
-        t.assign(f"ops.take({data}, {_new_constant(t, linear, 'index')}, axis=0)")
+    """One ``ops.take`` on ``data`` flattened over the indexed (and batch) axes (see
+    ``codegen.GatherND``).  Transformers' padding masks are written this way."""
+    plan = plan_gather_nd(t)
+    data = f"ops.reshape({t.inp(0)}, {shape_literal(plan.data_shape)})"
+    if plan.linear is not None:
+        t.assign(f"ops.take({data}, {_new_constant(t, plan.linear, 'index')}, axis=0)")
         return
     i = f"ops.cast({t.inp(1)}, 'int64')"
-    i = f"ops.where(ops.less({i}, 0), ops.add({i}, np.array({tuple(dims)}, 'int64')), {i})"
-    linear = f"ops.sum(ops.multiply({i}, np.array({tuple(strides)}, 'int64')), axis=-1)"
-    if b:
-        linear, _ = _add(linear, tuple(lead), _new_constant(t, offset, "offset"), offset.shape)
+    i = f"ops.where(ops.less({i}, 0), ops.add({i}, np.array({tuple(plan.dims)}, 'int64')), {i})"
+    linear = f"ops.sum(ops.multiply({i}, np.array({tuple(plan.strides)}, 'int64')), axis=-1)"
+    if plan.batch_dims:
+        linear, _ = _add(linear, plan.lead, _new_constant(t, plan.offset, "offset"), plan.offset.shape)
     t.assign(f"ops.take({data}, {linear}, axis=0)")
 
 
@@ -777,7 +755,7 @@ def gather_nd(t: Translation) -> None:
 def gather_elements(t: Translation) -> None:
     """``ops.take_along_axis``; ONNX lets the indices be shorter than the data on the other
     axes (the output takes the indices' shape), so the data is cropped to them first."""
-    shape, ishape = _shape_of(t, 0), _shape_of(t, 1)
+    shape, ishape = t.const_shape(0), t.const_shape(1)
     rank = len(shape)
     axis = t.int("axis", 0) % rank
     crop = tuple(ishape[a] if a != axis else shape[a] for a in range(rank))

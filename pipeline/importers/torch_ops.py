@@ -16,7 +16,7 @@ import numpy as np
 from ..normalize.graph import const_array, static_shape
 from ..normalize.patterns import channel_vector, match_group_norm, module_name
 from ..normalize.padding import valid_counts
-from .codegen import Translation, embedding_lookup, layout_note, py_literal, registry, shape_literal
+from .codegen import Translation, embedding_lookup, layout_note, plan_gather_nd, py_literal, registry, shape_literal
 
 OPS, register = registry()
 
@@ -594,17 +594,11 @@ def gather(t: Translation) -> None:
     t.assign(f"torch.index_select({t.inp(0)}, {axis}, {t.inp(1)}.reshape(-1)).reshape{_shape_args(t.out_shape())}")
 
 
-def _static_shape_of(t: Translation, i: int) -> tuple[int, ...]:
-    """Input ``i``'s static shape, read off its value when it is a constant."""
-    arr = t.const(i)
-    return tuple(arr.shape) if arr is not None else tuple(t.shape(i))
-
-
 @register("GatherElements")
 def gather_elements(t: Translation) -> None:
     """``torch.gather``, which like ONNX lets the indices be shorter than the data on the other
     axes; negative indices (ONNX counts them from the end) are wrapped first."""
-    shape = _static_shape_of(t, 0)
+    shape = t.const_shape(0)
     axis = t.int("axis", 0) % len(shape)
     idx = t.const(1)
     if idx is not None:
@@ -617,32 +611,17 @@ def gather_elements(t: Translation) -> None:
 
 @register("GatherND")
 def gather_nd(t: Translation) -> None:
-    """``data[idx[..., 0], ..., idx[..., k-1]]`` as one index into ``data`` flattened over the
-    indexed (and batch) axes: each index tuple becomes one linear index (a constant when the
-    indices are)."""
-    shape, ishape = _static_shape_of(t, 0), _static_shape_of(t, 1)
-    b = t.int("batch_dims", 0)
-    k = ishape[-1]
-    if k == 0:
-        t.unsupported("empty index tuples")
-    dims = shape[b:b + k]
-    strides = [int(np.prod(dims[j + 1:], dtype=np.int64)) for j in range(k)]
-    inner = int(np.prod(dims, dtype=np.int64))
-    batch = int(np.prod(shape[:b], dtype=np.int64))
-    data = f"{t.inp(0)}.reshape{_shape_args((batch * inner, *shape[b + k:]))}"
-    lead = ishape[:-1]
-    offset = (np.arange(batch, dtype=np.int64) * inner).reshape(tuple(ishape[:b]) + (1,) * (len(lead) - b))
-    idx = t.const(1)
-    if idx is not None:
-        idx = np.where(idx < 0, idx + np.array(dims, np.int64), idx).astype(np.int64)
-        linear = (idx * np.array(strides, np.int64)).sum(-1) + offset
-        t.assign(f"{data}[{_buffer(t, _hint(t) + '_index', linear)}]")
+    """One index into ``data`` flattened over the indexed (and batch) axes (see ``codegen.GatherND``)."""
+    plan = plan_gather_nd(t)
+    data = f"{t.inp(0)}.reshape{_shape_args(plan.data_shape)}"
+    if plan.linear is not None:
+        t.assign(f"{data}[{_buffer(t, _hint(t) + '_index', plan.linear)}]")
         return
     i = f"{t.inp(1)}.long()"
-    i = f"torch.where({i} < 0, {i} + torch.tensor({list(dims)}), {i})"
-    linear = f"({i} * torch.tensor({strides})).sum(-1)"
-    if b:
-        linear = f"{linear} + {_buffer(t, _hint(t) + '_offset', offset)}"
+    i = f"torch.where({i} < 0, {i} + torch.tensor({plan.dims}), {i})"
+    linear = f"({i} * torch.tensor({plan.strides})).sum(-1)"
+    if plan.batch_dims:
+        linear = f"{linear} + {_buffer(t, _hint(t) + '_offset', plan.offset)}"
     t.assign(f"{data}[{linear}]")
 
 
