@@ -296,10 +296,10 @@ def _graph_def_to_onnx(graph_def, name: str, input_names, output_names, opset: i
     As tf2onnx's large-model mode: the weights are not in the TensorFlow graph (tf2onnx
     reads them through ``const_node_values``, here from ``held``), and they leave the
     ONNX graph before tf2onnx writes it (``held.take_from``; ``held.attach`` puts them
-    back into the onnx-ir model).  Its optimizer passes first
-    run without the deep copy of the whole graph, weights included, that it makes before
-    each pass so that a failing pass can be skipped (that copy was half of its time on a
-    ConvNeXt); only if one fails is the conversion redone that careful way.
+    back into the onnx-ir model).  Its optimizer passes first run without the deep copy
+    of the whole graph, weights included, that it makes before each pass so that a
+    failing pass can be skipped (that copy was half of its time on a ConvNeXt); only if
+    one fails is the conversion redone that careful way.
     """
     from tf2onnx import optimizer
     from tf2onnx.tfonnx import process_tf_graph
@@ -321,8 +321,7 @@ def _graph_def_to_onnx(graph_def, name: str, input_names, output_names, opset: i
             if careful:
                 raise
     held.take_from(graph)
-    with _const_protos_copied_once():
-        return graph.make_model(f"converted from {name}")
+    return graph.make_model(f"converted from {name}")
 
 
 @contextlib.contextmanager

@@ -9,7 +9,6 @@ stays meaningful when single reference elements are near zero.
 from __future__ import annotations
 
 import re
-
 from dataclasses import asdict, dataclass
 
 import numpy as np

@@ -42,9 +42,6 @@ class HeldWeights:
         self._by_node: dict[str, bytes] = {}  # TF Const node name -> marker
         self._taken: dict[str, np.ndarray] = {}  # ONNX initializer name -> array
 
-    def __len__(self) -> int:
-        return len(self._arrays)
-
     def _hold(self, array: np.ndarray) -> bytes:
         key = _MARK + str(len(self._arrays)).encode()
         self._arrays[key] = array
