@@ -174,6 +174,14 @@ class Translation:
     def const(self, i: int) -> np.ndarray | None:
         return const_array(self.node.inputs[i]) if self.has_input(i) else None
 
+    def selu_constants(self) -> tuple[float, float] | None:
+        """A Selu's ``(alpha, gamma)``, or None when they are the standard ones that the
+        frameworks' own ``selu`` has built in."""
+        alpha, gamma = self.float("alpha", 1.67326319217681884765625), self.float("gamma", 1.05070102214813232421875)
+        if abs(alpha - 1.6732632) < 1e-6 and abs(gamma - 1.0507010) < 1e-6:
+            return None
+        return alpha, gamma
+
     def const_shape(self, i: int) -> tuple[int, ...]:
         """Input ``i``'s static shape, read off its value when it is a constant (folded
         constants can carry symbolic shapes)."""

@@ -48,16 +48,21 @@ def _layer(t: Translation, cls: str, args: list[str], weights: list | None, x: s
     return call
 
 
+def _tf_3d_same_shifts(in_sizes, kernel, strides, dil) -> bool:
+    """Whether TF's CPU 3-D convolution or pooling would shift its ``"same"`` windows: where the
+    kernel is shorter than the stride (a negative total padding) it does that instead of
+    padding nothing, so explicit padding is needed there."""
+    return len(in_sizes) == 3 and any((-(-n // s) - 1) * s + (k - 1) * d + 1 < n
+                                      for n, k, s, d in zip(in_sizes, kernel, strides, dil))
+
+
 def _spatial_padding(t: Translation, x: str, nd: int, pads, kernel, strides, dil, allow_causal=False):
     """Return (padding string, x) — possibly after an explicit ZeroPadding layer."""
     in_sizes = t.shape(0)[2:]
     if not any(pads):
         return "valid", x
-    # TF's CPU Conv3D shifts its "same" windows where the kernel is shorter than the stride
-    # (a negative total padding) instead of padding nothing: explicit padding there
-    shifts = nd == 3 and any((-(-n // s) - 1) * s + (k - 1) * d + 1 < n
-                             for n, k, s, d in zip(in_sizes, kernel, strides, dil))
-    if pads == same_pads(in_sizes, kernel, strides, dil, upper=True) and not shifts:
+    same = pads == same_pads(in_sizes, kernel, strides, dil, upper=True)
+    if same and not _tf_3d_same_shifts(in_sizes, kernel, strides, dil):
         return "same", x
     begins, ends = pads[:nd], pads[nd:]
     if allow_causal and nd == 1 and strides == [1] and begins[0] == dil[0] * (kernel[0] - 1) and ends[0] == 0:
@@ -347,10 +352,8 @@ def pool(t: Translation) -> None:
     if not any(pads):
         padding = "valid"
     elif (pads == same_pads(in_sizes, kernel, strides, dil, upper=True) and (is_max or not t.int("count_include_pad", 0))
-          and not (nd == 3 and any((-(-n // s) - 1) * s + k < n for n, k, s in zip(in_sizes, kernel, strides)))):
-        # TF's "same" pooling ignores the padding, as ONNX does here (but TF's CPU 3-D pooling
-        # shifts its windows where the kernel is shorter than the stride: not "same" there)
-        padding = "same"
+          and not _tf_3d_same_shifts(in_sizes, kernel, strides, dil)):
+        padding = "same"  # TF's "same" pooling ignores the padding, as ONNX does here
     elif is_max or t.int("count_include_pad", 0):
         begins, ends = pads[:nd], pads[nd:]
         width = [(0, 0)] + [(int(b), int(e)) for b, e in zip(begins, ends)] + [(0, 0)]
@@ -528,10 +531,11 @@ def celu(t: Translation) -> None:
 @register("Selu")
 def selu(t: Translation) -> None:
     """``ops.selu`` has the standard constants only; others are ``gamma * elu(x, alpha)``."""
-    alpha, gamma = t.float("alpha", 1.67326319217681884765625), t.float("gamma", 1.05070102214813232421875)
-    if abs(alpha - 1.6732632) < 1e-6 and abs(gamma - 1.0507010) < 1e-6:
+    constants = t.selu_constants()
+    if constants is None:
         t.assign(f"ops.selu({t.inp(0)})")
         return
+    alpha, gamma = constants
     t.assign(f"ops.multiply({py_literal(np.float32(gamma))}, "
              f"ops.elu({t.inp(0)}, alpha={py_literal(np.float32(alpha))}))")
 

@@ -470,10 +470,11 @@ def leaky_relu(t: Translation) -> None:
 @register("Elu", "Celu", "Selu")
 def elu_like(t: Translation) -> None:
     if t.op == "Selu":
-        alpha, gamma = t.float("alpha", 1.67326319217681884765625), t.float("gamma", 1.05070102214813232421875)
-        if abs(alpha - 1.6732632) < 1e-6 and abs(gamma - 1.0507010) < 1e-6:
+        constants = t.selu_constants()
+        if constants is None:
             t.assign(f"F.selu({t.inp(0)})")
         else:
+            alpha, gamma = constants
             t.assign(f"{py_literal(np.float32(gamma))} * F.elu({t.inp(0)}, {py_literal(np.float32(alpha))})")
         return
     fn = "F.elu" if t.op == "Elu" else "F.celu"
