@@ -8,6 +8,7 @@ line on stderr; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 
@@ -138,5 +139,20 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_BAD_INPUT
 
 
+def run() -> None:
+    """The process entry point (``python -m pipeline`` and the ``pipeline`` script): exit with main()'s code.
+
+    After an interrupt, leave with ``os._exit(130)``. CPython remembers a KeyboardInterrupt that escaped any nested
+    ``PyRun_*`` call (pybind11's ``exec``, for one, inside torch or TensorFlow) and, at a normal exit, kills the
+    process with SIGINT instead of returning our code; the caller would then see a signal death, not 130.
+    """
+    code = main()
+    if code == 130:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        os._exit(130)
+    sys.exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    run()

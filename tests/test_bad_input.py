@@ -238,6 +238,35 @@ def test_ctrl_c_leaves_nothing_half_written(tmp_path, stage):
     assert (out / "report.json").read_text() == '{"parity": {"passed": true}}'
 
 
+def test_interrupt_seen_inside_a_c_extension_still_exits_130(tmp_path):
+    """A KeyboardInterrupt that once escaped a nested PyRun_* call (as pybind11's exec does inside torch) makes
+    CPython kill the process with SIGINT at exit; the CLI must still end with its documented 130."""
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    path = tmp_path / "factory.py"
+    path.write_text("import ctypes\n"
+                    "def build():\n"
+                    "    run = ctypes.pythonapi.PyRun_String\n"
+                    "    run.restype, run.argtypes = ctypes.py_object, [ctypes.c_char_p, ctypes.c_int,\n"
+                    "                                                  ctypes.py_object, ctypes.py_object]\n"
+                    "    try:\n"
+                    "        run(b'raise KeyboardInterrupt', 257, {}, {})  # 257: Py_file_input\n"
+                    "    except KeyboardInterrupt:\n"
+                    "        pass\n"
+                    "    raise KeyboardInterrupt\n")
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "convert", f"{path}:build", "--to", "keras",
+                           "--out", str(tmp_path / "out")], cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
+                          capture_output=True, text=True, timeout=300,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert proc.returncode == 130, proc.stderr
+    assert "interrupted" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_forward_that_fails_in_export_names_the_cause(tmp_path, capfd):
     """torch.onnx.export's first line is boilerplate; the user sees the model's own error."""
     path = tmp_path / "factory.py"
