@@ -42,12 +42,27 @@ def pool(op, kernel, stride, padding, dilation=None, **kw) -> Layer:
 CASES = [
     pytest.param(
         Case("onnx", 1, 1, 1, (3,), (conv_t((4,), (2,), "same_lower", (3,), filters=1, output_padding=(0,)),)),
-        {"torch": "pass", "keras": "refused"},
-        id="keras-convtranspose-stride-and-dilation-refused-not-crash"),
+        {"torch": "pass", "keras": "pass"},
+        id="keras-convtranspose-stride-and-dilation-zero-spread-kernel"),
     pytest.param(
         Case("onnx", 1, 1, 2, (9,), (conv_t((3,), (1,), "same_lower", (3,), filters=2, output_padding=(0,)),)),
-        {"torch": "pass", "keras": "refused"},
+        {"torch": "pass", "keras": "pass"},
         id="keras-convtranspose-dilation-tf-cpu-has-no-kernel"),
+    pytest.param(
+        Case("torch", 2, 2, 4, (5, 6), (conv_t((3, 2), (2, 3), "explicit", (2, 3), pads=(1, 2, 1, 2), filters=4,
+                                                groups=2, output_padding=(1, 2)),), head="flatten", units=3, seed=3),
+        {"keras": "pass"},
+        id="keras-grouped-dilated-convtranspose"),
+    pytest.param(
+        Case("torch", 2, 2, 2, (9, 8), (pool("maxpool", (3, 2), (2, 1), "explicit", (2, 3), pads=(1, 1, 1, 1),
+                                              ceil_mode=True),), head="flatten", units=3, seed=1),
+        {"keras": "pass"},
+        id="keras-dilated-maxpool-ceil-mode"),
+    pytest.param(
+        Case("onnx", 3, 1, 2, (5, 6, 7), (pool("maxpool", (2, 1, 3), (1, 2, 3), "explicit", (3, 2, 2),
+                                                pads=(1, 0, 0, 0, 0, 2)),), seed=4),
+        {"torch": "pass", "keras": "pass"},
+        id="keras-dilated-maxpool-3d-asymmetric-pads"),
     pytest.param(
         Case("onnx", 2, 3, 2, (4, 9), (conv((4, 1), (3, 2), "explicit", pads=(1, 1, 3, 0), filters=2, groups=2),),
              head="flatten", units=1, seed=2188),

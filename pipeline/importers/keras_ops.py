@@ -151,7 +151,10 @@ def conv_transpose(t: Translation) -> None:
     strides = t.ints("strides", [1] * nd)
     dil = t.ints("dilations", [1] * nd)
     if any(d != 1 for d in dil):  # Keras refuses it with strides > 1, TF's CPU kernels always
-        t.unsupported("dilated transposed convolution (TensorFlow's CPU kernels have none)")
+        w, kernel = _zero_dilated(w, dil), [(k - 1) * d + 1 for k, d in zip(kernel, dil)]
+        t.gen.emit(f"# {t.layer_hint()}: dilation {tuple(dil)} written into the kernel as zeros "
+                   f"(TensorFlow's CPU kernels have no dilated transposed convolution)")
+        dil = [1] * nd
     pads = t.ints("pads", [0] * (2 * nd))
     outpad = t.ints("output_padding", [0] * nd)
     begins, ends = pads[:nd], pads[nd:]
@@ -192,6 +195,16 @@ def conv_transpose(t: Translation) -> None:
     cropping = crop[0] if nd == 1 else tuple(crop)
     name = t.gen.add_layer(t.layer_hint() + "_crop", [])
     t.assign(f"layers.Cropping{nd}D({cropping}, name={name!r})({full})", comment="ONNX pads crop the full output")
+
+
+def _zero_dilated(w: np.ndarray, dil: list[int]) -> np.ndarray:
+    """The kernel ``w`` (channels first, then k...) with ``d - 1`` zeros between taps on each axis.
+
+    Spread this way, an undilated convolution (transposed or not) computes exactly what the
+    dilated one computes with ``w``: the zero taps add nothing."""
+    spread = np.zeros(w.shape[:2] + tuple((k - 1) * d + 1 for k, d in zip(w.shape[2:], dil)), dtype=w.dtype)
+    spread[(slice(None), slice(None)) + tuple(slice(None, None, d) for d in dil)] = w
+    return spread
 
 
 def _grouped_conv_transpose(t: Translation, w: np.ndarray, b: np.ndarray | None, group: int, args: list[str]) -> str:
@@ -341,9 +354,12 @@ def pool(t: Translation) -> None:
     strides = t.ints("strides", [1] * nd)
     pads = t.ints("pads", [0] * (2 * nd))
     dil = t.ints("dilations", [1] * nd)
-    if any(d != 1 for d in dil):
-        t.unsupported("dilated pooling")
     is_max = t.op == "MaxPool"
+    if any(d != 1 for d in dil):
+        if not is_max:
+            t.unsupported("dilated average pooling (Keras and PyTorch have none)")
+        _dilated_max_pool(t, kernel, strides, dil, pads)
+        return
     x = t.inp(0)
     rescale = None
     in_sizes = t.shape(0)[2:]
@@ -383,6 +399,39 @@ def pool(t: Translation) -> None:
         factor = t.gen.constant(ir.Value(name=f"{t.layer_hint()}_rescale"), np.ascontiguousarray(rescale))
         t.assign(f"ops.multiply({pooled}, {factor})",
                  comment="mean over the unpadded part of each window")
+
+
+def _dilated_max_pool(t: Translation, kernel, strides, dil, pads) -> None:
+    """Keras pooling takes no dilation: pad with -inf, then on each spatial axis the max of
+    the ``k`` strided slices that start ``d`` apart (a max over a box is the max over one
+    axis after the other, so the axes are reduced in turn)."""
+    nd = len(kernel)
+    in_sizes = t.shape(0)[2:]
+    extents = [(k - 1) * d + 1 for k, d in zip(kernel, dil)]
+    if t.int("ceil_mode", 0):
+        pads = _ceil_as_end_pads(t, in_sizes, extents, strides, pads)
+    x = t.inp(0)
+    if any(pads):
+        width = [(0, 0)] + [(int(b), int(e)) for b, e in zip(pads[:nd], pads[nd:])] + [(0, 0)]
+        var = t.gen.names.take(t.layer_hint() + "_padded")
+        t.gen.emit(f"{var} = ops.pad({x}, {width}, constant_values=float('-inf'))", "explicit pooling padding")
+        x = var
+    sizes = [n + b + e for n, b, e in zip(in_sizes, pads[:nd], pads[nd:])]
+    names = {1: ["length"], 2: ["height", "width"], 3: ["depth", "height", "width"]}[nd]
+    for axis, (n, k, s, d, extent) in enumerate(zip(sizes, kernel, strides, dil, extents)):
+        if k == 1 and s == 1:
+            continue
+        span = ((n - extent) // s) * s + 1  # first to last window start, inclusive
+        lead = ":, " * (axis + 1)
+        step = f":{s}" if s != 1 else ""
+        var = t.gen.names.take(f"{t.layer_hint()}_{names[axis]}")
+        if k == 1:
+            t.gen.emit(f"{var} = {x}[{lead}0:{span}{step}]", f"max pooling of size 1 along the {names[axis]}")
+        else:
+            t.gen.emit(f"{var} = ops.max(ops.stack([{x}[{lead}i:i + {span}{step}] for i in range(0, {extent}, {d})]), "
+                       f"axis=0)", f"dilated max pooling along the {names[axis]}: {k} taps {d} apart")
+        x = var
+    t.alias(x)
 
 
 @register("GlobalAveragePool", "GlobalMaxPool")
