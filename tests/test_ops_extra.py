@@ -302,10 +302,43 @@ def test_keras_lstm_flavours_to_torch(tmp_path, make):
     assert "nn.LSTM(6, 5" in (result.out_dir / "model.py").read_text()
 
 
-def test_keras_gru_loop_is_refused_naming_the_loop(tmp_path):
-    """tf2onnx writes a Keras 3 GRU as an ONNX Loop (not a GRU op): a clear refusal, not a guess."""
-    path = save_keras(tmp_path, lambda x: keras.layers.GRU(5, return_sequences=True)(x))
-    with pytest.raises(Unsupported, match=r"Loop at '[^']*gru[^']*' \(a control-flow loop"):
+@pytest.mark.parametrize("make, modules", [
+    (lambda x: keras.layers.GRU(5, return_sequences=True)(x), 1),
+    (lambda x: keras.layers.GRU(5)(x), 1),
+    (lambda x: keras.layers.GRU(5, return_sequences=True, go_backwards=True)(x), 1),
+    (lambda x: keras.layers.Bidirectional(keras.layers.GRU(5, return_sequences=True))(x), 2),
+    (lambda x: keras.layers.Concatenate()(keras.layers.GRU(5, return_state=True)(x)), 1),
+    (lambda x: keras.layers.GRU(4, use_bias=False)(keras.layers.GRU(5, return_sequences=True)(x)), 2),
+], ids=["sequences", "last", "go_backwards", "bidirectional", "return_state", "stacked_no_bias"])
+def test_keras_gru_to_torch_gru(tmp_path, make, modules):
+    """tf2onnx writes a Keras 3 GRU as an ONNX Loop; normalize recognises the cell (loops_as_gru)
+    and PyTorch gets nn.GRU, exactly."""
+    result = convert(Options(model=save_keras(tmp_path, make), to="torch", out=str(tmp_path / "out")))
+    assert_exact(result)
+    code = (result.out_dir / "model.py").read_text()
+    assert code.count("nn.GRU(") == modules, code
+    assert any(p["name"] == "loops_as_gru" and p["changed"] for p in result.report["passes"]), result.report["passes"]
+
+
+def test_keras_gru_loop_to_keras_gru(tmp_path):
+    """The same Loop, read from the ONNX file tf2onnx wrote, becomes layers.GRU(reset_after=True)."""
+    first = convert(Options(model=save_keras(tmp_path, lambda x: keras.layers.GRU(5, return_sequences=True)(x)),
+                            to="torch", out=str(tmp_path / "torch")))
+    assert "Loop" in {n.op_type for n in onnx.load(str(first.out_dir / "source.onnx")).graph.node}
+    result = convert(Options(model=str(first.out_dir / "source.onnx"), to="keras", out=str(tmp_path / "keras")))
+    assert_exact(result)
+    assert "layers.GRU(5, return_sequences=True" in (result.out_dir / "model.py").read_text()
+
+
+@pytest.mark.parametrize("make", [
+    lambda x: keras.layers.GRU(5, return_sequences=True, reset_after=False)(x),
+    lambda x: keras.layers.GRU(5, return_sequences=True, activation="relu")(x),
+    lambda x: keras.layers.SimpleRNN(5, return_sequences=True)(x),
+], ids=["reset_before", "relu", "simple_rnn"])
+def test_other_recurrent_loops_are_refused_naming_the_loop(tmp_path, make):
+    """A Loop whose body is not the default GRU cell stays a Loop: a clear refusal, not a guess."""
+    path = save_keras(tmp_path, make)
+    with pytest.raises(Unsupported, match=r"Loop at '[^']*' \(a control-flow loop"):
         convert(Options(model=path, to="torch", out=str(tmp_path / "out")))
 
 

@@ -1133,5 +1133,6 @@ def recurrent(t: Translation) -> None:
 @register("Loop", "Scan")
 def loop(t: Translation) -> None:
     """No native layer is recovered from a control-flow loop: refuse with the reason."""
-    t.unsupported("a control-flow loop (tf2onnx writes a Keras GRU/SimpleRNN or a tf.while_loop this way); "
-                  "no native layer is recovered from its body")
+    from .rnn import LOOP_REFUSAL
+
+    t.unsupported(LOOP_REFUSAL)

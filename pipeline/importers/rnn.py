@@ -19,6 +19,9 @@ import onnx_ir as ir
 from .codegen import Translation
 
 GATES = {"LSTM": 4, "GRU": 3}
+# Why a Loop/Scan is refused (normalize.recurrent turns a Keras GRU's Loop into a GRU first)
+LOOP_REFUSAL = ("a control-flow loop (tf2onnx writes a Keras SimpleRNN, a masked GRU or one with reset_after=False "
+                "or other activations, or a tf.while_loop this way); no native layer is recovered from its body")
 ACTIVATIONS = {"LSTM": ["sigmoid", "tanh", "tanh"], "GRU": ["sigmoid", "tanh"]}
 # For each target gate, the ONNX gate block it comes from.
 LSTM_IFCO = [0, 2, 3, 1]  # PyTorch i f g o and Keras i f c o, from ONNX i o f c

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import onnx_ir as ir
 
 from ..normalize.graph import const_array, static_shape
 from ..normalize.patterns import channel_vector, match_group_norm, module_name
@@ -1002,7 +1003,14 @@ def recurrent(t: Translation) -> None:
     t.gen.emit(f"{seq}, {states} = self.{mod}({x})")
     if want_y:
         y = f"{seq}.flip(0)" if reverse else seq
-        if rnn.dirs == 1:  # (T, N, H) -> (T, 1, N, H)
+        squeeze = _direction_squeeze(t) if rnn.dirs == 1 else None
+        if squeeze is not None and not reverse:  # read back as (T, N, H): PyTorch's own shape
+            t.absorb(squeeze, seq)
+        elif squeeze is not None:
+            name = t.gen.var(squeeze.outputs[0])
+            t.gen.emit(f"{name} = {y}")
+            t.absorb(squeeze, name)
+        elif rnn.dirs == 1:  # (T, N, H) -> (T, 1, N, H)
             t.assign(f"{y}.unsqueeze(1)", 0)
         else:  # (T, N, 2*H) -> (T, 2, N, H)
             t.assign(f"{y}.reshape({rnn.steps}, {rnn.batch}, 2, {rnn.hidden}).permute(0, 2, 1, 3)", 0)
@@ -1011,8 +1019,20 @@ def recurrent(t: Translation) -> None:
             t.alias(name, j)
 
 
+def _direction_squeeze(t: Translation) -> ir.Node | None:
+    """The Squeeze of axis 1 (the direction axis) that is the only reader of a recurrent node's Y."""
+    node = t.only_consumer(0)
+    if node is None or node.op_type != "Squeeze" or node.domain != "":
+        return None
+    axes = const_array(node.inputs[1]) if len(node.inputs) > 1 else None
+    if axes is None:
+        axes = node.attributes.get_ints("axes", None)
+    return node if axes is not None and [int(a) % 4 for a in np.asarray(axes).reshape(-1)] == [1] else None
+
+
 @register("Loop", "Scan")
 def loop(t: Translation) -> None:
     """No native module is recovered from a control-flow loop: refuse with the reason."""
-    t.unsupported("a control-flow loop (tf2onnx writes a Keras GRU/SimpleRNN or a tf.while_loop this way); "
-                  "no native layer is recovered from its body")
+    from .rnn import LOOP_REFUSAL
+
+    t.unsupported(LOOP_REFUSAL)
