@@ -309,7 +309,10 @@ def test_keras_lstm_flavours_to_torch(tmp_path, make):
     (lambda x: keras.layers.Bidirectional(keras.layers.GRU(5, return_sequences=True))(x), 2),
     (lambda x: keras.layers.Concatenate()(keras.layers.GRU(5, return_state=True)(x)), 1),
     (lambda x: keras.layers.GRU(4, use_bias=False)(keras.layers.GRU(5, return_sequences=True)(x)), 2),
-], ids=["sequences", "last", "go_backwards", "bidirectional", "return_state", "stacked_no_bias"])
+    # the second Loop's input shape is static only once the first ones are GRUs
+    (lambda x: keras.layers.GRU(4)(keras.layers.Bidirectional(keras.layers.GRU(5, return_sequences=True))(x)), 3),
+], ids=["sequences", "last", "go_backwards", "bidirectional", "return_state", "stacked_no_bias",
+        "after_bidirectional"])
 def test_keras_gru_to_torch_gru(tmp_path, make, modules):
     """tf2onnx writes a Keras 3 GRU as an ONNX Loop; normalize recognises the cell (loops_as_gru)
     and PyTorch gets nn.GRU, exactly."""

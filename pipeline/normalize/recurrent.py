@@ -44,8 +44,9 @@ class _Gru:
 class LoopAsGRU(ir.passes.InPlacePass):
     """Replace each top-level GRU-cell ``Loop`` by ``GRU`` (+ the squeezes to the Loop's shapes).
 
-    ``then`` runs after a replacement: the Loop's outputs had no static length, the GRU's
-    have, so shape arithmetic downstream (a Bidirectional layer's reversal) folds now.
+    ``then`` runs after each round of replacements: the Loop's outputs had no static length,
+    the GRU's have, so shape arithmetic downstream (a Bidirectional layer's reversal) folds
+    and a stacked GRU's Loop gets the static input shape its match needs.
     """
 
     def __init__(self, then: ir.passes.PassBase | None = None):
@@ -53,14 +54,16 @@ class LoopAsGRU(ir.passes.InPlacePass):
         self.then = then
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        changed = False
-        for loop in [n for n in model.graph if n.op_type == "Loop" and n.domain == ""]:
-            gru = _match(loop)
-            if gru is not None:
-                _replace(model.graph, loop, gru)
-                changed = True
-        if changed and self.then is not None:
-            self.then(model)
+        changed, progress = False, True
+        while progress:  # a GRU's output shape is static, so a Loop reading it may match next round
+            progress = False
+            for loop in [n for n in model.graph if n.op_type == "Loop" and n.domain == ""]:
+                gru = _match(loop)
+                if gru is not None:
+                    _replace(model.graph, loop, gru)
+                    progress = changed = True
+            if progress and self.then is not None:
+                self.then(model)
         return ir.passes.PassResult(model, changed)
 
 
