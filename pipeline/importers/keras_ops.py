@@ -1103,7 +1103,7 @@ def recurrent(t: Translation) -> None:
     ``bidirectional`` is ``layers.Bidirectional`` (concatenated outputs, backward aligned in time);
     ``reverse`` is ``go_backwards=True``, whose reversed output is flipped back.
     """
-    from .rnn import read_recurrent, used
+    from .rnn import direction_squeeze, read_recurrent, used
 
     rnn = read_recurrent(t)
     outs = list(t.node.outputs) + [None] * 3
@@ -1119,7 +1119,12 @@ def recurrent(t: Translation) -> None:
     t.gen.emit(f"{', '.join([seq, *states])} = {layer}({x})")
     if want_y:  # (N, T, D*H) -> ONNX's (T, D, N, H)
         y = f"ops.flip({seq}, axis=1)" if rnn.direction == "reverse" else seq
-        if rnn.dirs == 2:
+        squeeze = direction_squeeze(t) if rnn.dirs == 1 else None
+        if squeeze is not None:  # read back as (T, N, H)
+            name = t.gen.var(squeeze.outputs[0])
+            t.gen.emit(f"{name} = ops.transpose({y}, (1, 0, 2))", "batch-major -> time-major")
+            t.absorb(squeeze, name)
+        elif rnn.dirs == 2:
             t.assign(f"ops.transpose(ops.reshape({y}, ({rnn.batch}, {rnn.steps}, 2, {rnn.hidden})), (1, 2, 0, 3))", 0)
         else:
             t.assign(f"ops.expand_dims(ops.transpose({y}, (1, 0, 2)), 1)", 0)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
+from ..normalize.graph import const_array
 from .codegen import Translation
 
 GATES = {"LSTM": 4, "GRU": 3}
@@ -105,3 +106,14 @@ def read_recurrent(t: Translation) -> Recurrent:
         wb, rb = np.split(b.astype(np.float32), 2, axis=1)
     return Recurrent(kind, int(hidden), direction, int(steps), int(batch), int(shape[2]),
                      w.astype(np.float32), r.astype(np.float32), wb, rb, t.int("linear_before_reset", 0))
+
+
+def direction_squeeze(t: Translation) -> ir.Node | None:
+    """The Squeeze of axis 1 (the direction axis) that is the only reader of a recurrent node's Y."""
+    node = t.only_consumer(0)
+    if node is None or node.op_type != "Squeeze" or node.domain != "":
+        return None
+    axes = const_array(node.inputs[1]) if len(node.inputs) > 1 else None
+    if axes is None:
+        axes = node.attributes.get_ints("axes", None)
+    return node if axes is not None and [int(a) % 4 for a in np.asarray(axes).reshape(-1)] == [1] else None

@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 
 import numpy as np
-import onnx_ir as ir
 
 from ..normalize.graph import const_array, static_shape
 from ..normalize.patterns import channel_vector, match_group_norm, module_name
@@ -983,7 +982,7 @@ def recurrent(t: Translation) -> None:
 
     ``direction="reverse"`` runs the forward module on the flipped sequence and flips its output back.
     """
-    from .rnn import GRU_RZN, LSTM_IFCO, read_recurrent, used
+    from .rnn import GRU_RZN, LSTM_IFCO, direction_squeeze, read_recurrent, used
 
     rnn = read_recurrent(t)
     if rnn.kind == "GRU" and not rnn.linear_before_reset:
@@ -1003,7 +1002,7 @@ def recurrent(t: Translation) -> None:
     t.gen.emit(f"{seq}, {states} = self.{mod}({x})")
     if want_y:
         y = f"{seq}.flip(0)" if reverse else seq
-        squeeze = _direction_squeeze(t) if rnn.dirs == 1 else None
+        squeeze = direction_squeeze(t) if rnn.dirs == 1 else None
         if squeeze is not None and not reverse:  # read back as (T, N, H): PyTorch's own shape
             t.absorb(squeeze, seq)
         elif squeeze is not None:
@@ -1017,17 +1016,6 @@ def recurrent(t: Translation) -> None:
     for j, name in ((1, h), (2, c)):  # PyTorch's states are (D, N, H), as ONNX's
         if name != "_":
             t.alias(name, j)
-
-
-def _direction_squeeze(t: Translation) -> ir.Node | None:
-    """The Squeeze of axis 1 (the direction axis) that is the only reader of a recurrent node's Y."""
-    node = t.only_consumer(0)
-    if node is None or node.op_type != "Squeeze" or node.domain != "":
-        return None
-    axes = const_array(node.inputs[1]) if len(node.inputs) > 1 else None
-    if axes is None:
-        axes = node.attributes.get_ints("axes", None)
-    return node if axes is not None and [int(a) % 4 for a in np.asarray(axes).reshape(-1)] == [1] else None
 
 
 @register("Loop", "Scan")
