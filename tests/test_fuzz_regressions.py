@@ -63,6 +63,16 @@ CASES = [
                                                 pads=(1, 0, 0, 0, 0, 2)),), seed=4),
         {"torch": "pass", "keras": "pass"},
         id="keras-dilated-maxpool-3d-asymmetric-pads"),
+    pytest.param(  # onnxruntime agrees with onnx.reference here (its AveragePool bug needs other pads)
+        Case("onnx", 2, 1, 2, (7, 6), (pool("avgpool", (3, 2), (2, 2), "explicit", pads=(1, 0, 0, 1), ceil_mode=True,
+                                             count_include_pad=True),), opset=19, seed=3),
+        {"torch": "pass", "keras": "pass"},
+        id="torch-ceil-window-starting-in-end-padding-after-explicit-pad"),
+    pytest.param(
+        Case("torch", 1, 1, 3, (10,), (pool("avgpool", (3,), (2,), "explicit", pads=(1, 1), ceil_mode=True,
+                                            count_include_pad=True),), seed=2),
+        {"keras": "pass"},
+        id="keras-ceil-mode-average-counting-padding"),
     pytest.param(
         Case("onnx", 2, 3, 2, (4, 9), (conv((4, 1), (3, 2), "explicit", pads=(1, 1, 3, 0), filters=2, groups=2),),
              head="flatten", units=1, seed=2188),

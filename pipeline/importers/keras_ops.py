@@ -13,7 +13,7 @@ import numpy as np
 
 from ..normalize.graph import PIN_IN, PIN_OUT, const_array, pin_role, static_shape
 from ..normalize.patterns import match_group_norm, module_name
-from ..normalize.padding import same_pads, valid_counts
+from ..normalize.padding import ceil_end_pads, same_pads, valid_counts
 from .codegen import Translation, embedding_lookup, layout_note, plan_gather_nd, py_literal, registry, shape_literal
 
 OPS, register = registry()
@@ -322,26 +322,6 @@ def instance_norm(t: Translation) -> None:
     t.assign(_layer(t, "GroupNormalization", args, [scale, bias], t.inp(0)))
 
 
-def _ceil_as_end_pads(t: Translation, in_sizes, kernel, strides, pads) -> list[int]:
-    """ceil_mode pooling as floor-mode pooling with larger end pads: the extra window
-    ceil_mode adds sees only padding beyond the input, which max pooling and
-    pad-excluding average pooling both ignore.
-
-    The output length follows onnxruntime and PyTorch, which drop a last window that
-    would start inside the end padding (ONNX shape inference does not, so it is not used).
-    """
-    if t.op == "AveragePool" and t.int("count_include_pad", 0):
-        t.unsupported("ceil_mode average pooling that counts the padding")
-    nd = len(kernel)
-    ends = []
-    for n, k, s, b, e in zip(in_sizes, kernel, strides, pads[:nd], pads[nd:]):
-        out = -(-(n + b + e - k) // s) + 1
-        if (out - 1) * s >= n + b:
-            out -= 1
-        ends.append(max(e, (out - 1) * s + k - n - b))
-    return list(pads[:nd]) + ends
-
-
 @register("MaxPool", "AveragePool")
 def pool(t: Translation) -> None:
     _channels_last(t)
@@ -363,29 +343,33 @@ def pool(t: Translation) -> None:
     x = t.inp(0)
     rescale = None
     in_sizes = t.shape(0)[2:]
+    include_pad = not is_max and bool(t.int("count_include_pad", 0))
+    counted = pads  # the padding a mean counting it counts: not the overhang of ceil_mode's windows
     if t.int("ceil_mode", 0):
-        pads = _ceil_as_end_pads(t, in_sizes, kernel, strides, pads)
+        # ceil_mode as floor mode with larger end pads: its extra windows see only padding beyond
+        # the input, which max pooling and pad-excluding means ignore (a counting mean is rescaled)
+        pads = list(pads[:nd]) + ceil_end_pads(in_sizes, kernel, strides, [1] * nd, pads)
+    begins, ends = pads[:nd], pads[nd:]
+    out_sizes = [(n + b + e - k) // s + 1 for n, b, e, k, s in zip(in_sizes, begins, ends, kernel, strides)]
     if not any(pads):
         padding = "valid"
-    elif (pads == same_pads(in_sizes, kernel, strides, dil, upper=True) and (is_max or not t.int("count_include_pad", 0))
+    elif (pads == same_pads(in_sizes, kernel, strides, dil, upper=True) and not include_pad
           and not _tf_3d_same_shifts(in_sizes, kernel, strides, dil)):
         padding = "same"  # TF's "same" pooling ignores the padding, as ONNX does here
-    elif is_max or t.int("count_include_pad", 0):
-        begins, ends = pads[:nd], pads[nd:]
+    else:
         width = [(0, 0)] + [(int(b), int(e)) for b, e in zip(begins, ends)] + [(0, 0)]
-        fill = "float('-inf')" if is_max else "0.0"
+        fill = ", constant_values=float('-inf')" if is_max else ""
         var = t.gen.names.take(t.layer_hint() + "_padded")
-        t.gen.emit(f"{var} = ops.pad({x}, {width}, constant_values={fill})", "explicit pooling padding")
+        t.gen.emit(f"{var} = ops.pad({x}, {width}{fill})", "explicit pooling padding")
         x, padding = var, "valid"
-    else:  # mean over the unpadded part of each window: zero-pad, average, rescale by kernel / count
-        begins, ends = pads[:nd], pads[nd:]
-        width = [(0, 0)] + [(int(b), int(e)) for b, e in zip(begins, ends)] + [(0, 0)]
-        var = t.gen.names.take(t.layer_hint() + "_padded")
-        t.gen.emit(f"{var} = ops.pad({x}, {width})", "explicit pooling padding")
-        out_sizes = [(n + b + e - k) // s + 1 for n, b, e, k, s in zip(in_sizes, begins, ends, kernel, strides)]
-        counts = valid_counts(in_sizes, kernel, strides, begins, out_sizes)
-        rescale = np.moveaxis(float(np.prod(kernel)) / counts, 1, -1)  # (1, *spatial, 1): channels-last
-        x, padding = var, "valid"
+        if not is_max:  # the zero-padded mean divides by the whole window: rescale by kernel / count
+            if include_pad:  # count the real padding, in coordinates where it starts at 0
+                sizes = [n + b + e for n, b, e in zip(in_sizes, counted[:nd], counted[nd:])]
+                counts = valid_counts(sizes, kernel, strides, [0] * nd, out_sizes)
+            else:
+                counts = valid_counts(in_sizes, kernel, strides, begins, out_sizes)
+            if np.any(counts != np.prod(kernel)):
+                rescale = np.moveaxis(float(np.prod(kernel)) / counts, 1, -1)  # (1, *spatial, 1): channels-last
     cls = f"{'Max' if is_max else 'Average'}Pooling{nd}D"
     args = [f"pool_size={_ints(kernel)}", f"strides={_ints(strides)}"]
     if padding != "valid":
@@ -397,8 +381,8 @@ def pool(t: Translation) -> None:
 
         pooled = _layer(t, cls, args, None, x)
         factor = t.gen.constant(ir.Value(name=f"{t.layer_hint()}_rescale"), np.ascontiguousarray(rescale))
-        t.assign(f"ops.multiply({pooled}, {factor})",
-                 comment="mean over the unpadded part of each window")
+        what = "the padded input (not ceil_mode's overhang)" if include_pad else "the unpadded part"
+        t.assign(f"ops.multiply({pooled}, {factor})", comment=f"mean over {what} of each window")
 
 
 def _dilated_max_pool(t: Translation, kernel, strides, dil, pads) -> None:
@@ -409,7 +393,7 @@ def _dilated_max_pool(t: Translation, kernel, strides, dil, pads) -> None:
     in_sizes = t.shape(0)[2:]
     extents = [(k - 1) * d + 1 for k, d in zip(kernel, dil)]
     if t.int("ceil_mode", 0):
-        pads = _ceil_as_end_pads(t, in_sizes, extents, strides, pads)
+        pads = list(pads[:nd]) + ceil_end_pads(in_sizes, kernel, strides, dil, pads)
     x = t.inp(0)
     if any(pads):
         width = [(0, 0)] + [(int(b), int(e)) for b, e in zip(pads[:nd], pads[nd:])] + [(0, 0)]

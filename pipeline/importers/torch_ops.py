@@ -15,7 +15,7 @@ import numpy as np
 
 from ..normalize.graph import const_array, static_shape
 from ..normalize.patterns import channel_vector, match_group_norm, module_name
-from ..normalize.padding import valid_counts
+from ..normalize.padding import pool_len, valid_counts
 from .codegen import Translation, embedding_lookup, layout_note, plan_gather_nd, py_literal, registry, shape_literal
 
 OPS, register = registry()
@@ -182,12 +182,8 @@ def conv(t: Translation) -> None:
 
 
 def torch_pool_len(n: int, k: int, s: int, p: int, d: int, ceil: bool) -> int:
-    """Output length of a PyTorch pooling layer (its documented formula, ceil rule included)."""
-    span = n + 2 * p - d * (k - 1) - 1
-    out = (-(-span // s) if ceil else span // s) + 1
-    if ceil and (out - 1) * s >= n + p:
-        out -= 1  # PyTorch drops a last window that would start in the end padding
-    return out
+    """Output length of a PyTorch pooling layer: ONNX's with equal pads (the same ceil rule)."""
+    return pool_len(n, k, s, p, p, d, ceil)
 
 
 def _ceil_pads_fit(t: Translation, shape, kernel, strides, begins, ends, dil) -> bool:
@@ -235,6 +231,7 @@ def pool(t: Translation) -> None:
     begins, ends = pads[:nd], pads[nd:]
     x = t.inp(0)
     rescale = None
+    padded = False  # padded here, before an unpadded nn pool
     # AvgPool3d checks the *unpadded* input against the kernel: pad it explicitly instead
     small_3d = not is_max and nd == 3 and any(n < k for n, k in zip(t.shape(0)[2:], kernel))
     if begins == ends and all(bg <= k // 2 for bg, k in zip(begins, kernel)) and not small_3d:
@@ -253,7 +250,9 @@ def pool(t: Translation) -> None:
             args.append("count_include_pad=False")
     elif is_max:
         x = _pad_first(t, x, list(zip(begins, ends)), nd, value=float("-inf"))
+        padded = True
     else:
+        padded = True
         if ceil and not include_pad:
             t.unsupported("ceil_mode average pooling with asymmetric padding excluded from the mean")
         x = _pad_first(t, x, list(zip(begins, ends)), nd)
@@ -269,10 +268,20 @@ def pool(t: Translation) -> None:
     else:
         ctor = f"nn.AvgPool{nd}d({', '.join(args)})"
     mod = _module(t, ctor)
+    call = f"self.{mod}({x})"
+    if ceil and padded:
+        # ONNX drops a ceil_mode window that would start in the end padding; on the padded
+        # input PyTorch sees no padding and keeps it: crop it off
+        shape = t.shape(0)[2:]
+        want = [pool_len(n, k, s, b, e, d, True) for n, k, s, b, e, d in zip(shape, kernel, strides, begins, ends, dil)]
+        got = [torch_pool_len(n + b + e, k, s, 0, d, True)
+               for n, k, s, b, e, d in zip(shape, kernel, strides, begins, ends, dil)]
+        if want != got:
+            call += "[:, :, " + ", ".join(f":{w}" if w != g else ":" for w, g in zip(want, got)) + "]"
     if rescale is None:
-        t.assign(f"self.{mod}({x})")
+        t.assign(call)
     else:
-        t.assign(f"self.{mod}({x}) * {rescale}", comment="mean over the unpadded part of each window")
+        t.assign(f"{call} * {rescale}", comment="mean over the unpadded part of each window")
 
 
 @register("GlobalAveragePool", "GlobalMaxPool")

@@ -95,6 +95,17 @@ def valid_counts(in_sizes, kernel, strides, begins, out_sizes) -> np.ndarray:
     return total
 
 
+def pool_len(n: int, k: int, s: int, begin: int, end: int, d: int = 1, ceil: bool = False) -> int:
+    """Output length of an ONNX pool on one axis.  With ``ceil``, a last window that would
+    start inside the end padding is dropped (onnxruntime and PyTorch; ONNX shape inference
+    keeps it)."""
+    span = n + begin + end - ((k - 1) * d + 1)
+    out = (-(-span // s) if ceil else span // s) + 1
+    if ceil and (out - 1) * s >= n + begin:
+        out -= 1
+    return out
+
+
 def ceil_end_pads(in_sizes, kernel, strides, dilations, pads) -> list[int]:
     """End pads with which floor-mode pooling has the windows of ``ceil_mode=1``.
 
