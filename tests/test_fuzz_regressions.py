@@ -74,6 +74,17 @@ CASES = [
         {"keras": "pass"},
         id="keras-ceil-mode-average-counting-padding"),
     pytest.param(
+        Case("onnx", 2, 2, 2, (9, 8), (pool("avgpool", (3, 2), (2, 1), "explicit", (2, 3), pads=(1, 1, 1, 1),
+                                             ceil_mode=True, count_include_pad=True),), opset=19, head="flatten",
+             units=3, seed=1),
+        {"torch": "pass", "keras": "pass"},
+        id="dilated-average-pooling-ceil-mode-counting-padding"),
+    pytest.param(
+        Case("onnx", 3, 1, 2, (5, 6, 7), (pool("avgpool", (2, 1, 3), (1, 2, 3), "explicit", (3, 2, 2),
+                                                pads=(1, 0, 0, 0, 0, 2)),), opset=19, seed=4),
+        {"torch": "pass", "keras": "pass"},
+        id="dilated-average-pooling-3d-excluding-padding"),
+    pytest.param(
         Case("onnx", 2, 3, 2, (4, 9), (conv((4, 1), (3, 2), "explicit", pads=(1, 1, 3, 0), filters=2, groups=2),),
              head="flatten", units=1, seed=2188),
         {"torch": "pass", "keras": "pass"},

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..normalize.graph import PIN_IN, PIN_OUT, const_array, pin_role, static_shape
 from ..normalize.patterns import match_group_norm, module_name
-from ..normalize.padding import ceil_end_pads, same_pads, valid_counts
+from ..normalize.padding import ceil_end_pads, same_pads, tap_pool, valid_counts
 from .codegen import Translation, embedding_lookup, layout_note, plan_gather_nd, py_literal, registry, shape_literal
 
 OPS, register = registry()
@@ -336,9 +336,7 @@ def pool(t: Translation) -> None:
     dil = t.ints("dilations", [1] * nd)
     is_max = t.op == "MaxPool"
     if any(d != 1 for d in dil):
-        if not is_max:
-            t.unsupported("dilated average pooling (Keras and PyTorch have none)")
-        _dilated_max_pool(t, kernel, strides, dil, pads)
+        _tap_pool(t, kernel, strides, dil, pads, is_max)
         return
     x = t.inp(0)
     rescale = None
@@ -385,37 +383,39 @@ def pool(t: Translation) -> None:
         t.assign(f"ops.multiply({pooled}, {factor})", comment=f"mean over {what} of each window")
 
 
-def _dilated_max_pool(t: Translation, kernel, strides, dil, pads) -> None:
-    """Keras pooling takes no dilation: pad with -inf, then on each spatial axis the max of
-    the ``k`` strided slices that start ``d`` apart (a max over a box is the max over one
-    axis after the other, so the axes are reduced in turn)."""
+def _tap_pool(t: Translation, kernel, strides, dil, pads, is_max: bool) -> None:
+    """Keras pooling takes no dilation: pad (with -inf for a max), then on each spatial axis
+    reduce the ``k`` strided slices that start ``d`` apart (a max or sum over a box is one over
+    each axis in turn); an average then divides by the taps each window counts."""
     nd = len(kernel)
-    in_sizes = t.shape(0)[2:]
-    extents = [(k - 1) * d + 1 for k, d in zip(kernel, dil)]
-    if t.int("ceil_mode", 0):
-        pads = list(pads[:nd]) + ceil_end_pads(in_sizes, kernel, strides, dil, pads)
+    plan = tap_pool(t.shape(0)[2:], kernel, strides, dil, pads, bool(t.int("ceil_mode", 0)), not is_max,
+                    bool(t.int("count_include_pad", 0)))
     x = t.inp(0)
-    if any(pads):
-        width = [(0, 0)] + [(int(b), int(e)) for b, e in zip(pads[:nd], pads[nd:])] + [(0, 0)]
+    if any(plan.pads):
+        width = [(0, 0)] + [(int(b), int(e)) for b, e in zip(plan.pads[:nd], plan.pads[nd:])] + [(0, 0)]
+        fill = ", constant_values=float('-inf')" if is_max else ""
         var = t.gen.names.take(t.layer_hint() + "_padded")
-        t.gen.emit(f"{var} = ops.pad({x}, {width}, constant_values=float('-inf'))", "explicit pooling padding")
+        t.gen.emit(f"{var} = ops.pad({x}, {width}{fill})", "explicit pooling padding")
         x = var
-    sizes = [n + b + e for n, b, e in zip(in_sizes, pads[:nd], pads[nd:])]
-    names = {1: ["length"], 2: ["height", "width"], 3: ["depth", "height", "width"]}[nd]
-    for axis, (n, k, s, d, extent) in enumerate(zip(sizes, kernel, strides, dil, extents)):
-        if k == 1 and s == 1:
-            continue
-        span = ((n - extent) // s) * s + 1  # first to last window start, inclusive
+    reduce, what = ("ops.max", "max") if is_max else ("ops.sum", "sum")
+    for axis, name, k, s, d, extent, span in plan.axes():
         lead = ":, " * (axis + 1)
         step = f":{s}" if s != 1 else ""
-        var = t.gen.names.take(f"{t.layer_hint()}_{names[axis]}")
+        var = t.gen.names.take(f"{t.layer_hint()}_{name}")
         if k == 1:
-            t.gen.emit(f"{var} = {x}[{lead}0:{span}{step}]", f"max pooling of size 1 along the {names[axis]}")
+            t.gen.emit(f"{var} = {x}[{lead}0:{span}{step}]", f"pooling of size 1 along the {name}")
         else:
-            t.gen.emit(f"{var} = ops.max(ops.stack([{x}[{lead}i:i + {span}{step}] for i in range(0, {extent}, {d})]), "
-                       f"axis=0)", f"dilated max pooling along the {names[axis]}: {k} taps {d} apart")
+            t.gen.emit(f"{var} = {reduce}(ops.stack([{x}[{lead}i:i + {span}{step}] for i in range(0, {extent}, {d})]), "
+                       f"axis=0)", f"dilated pooling along the {name}: {what} of {k} taps {d} apart")
         x = var
-    t.alias(x)
+    if is_max:
+        t.alias(x)
+        return
+    import onnx_ir as ir
+
+    inverse = np.moveaxis(1.0 / plan.divisor, 1, -1).astype(np.float32)  # (1, *spatial, 1): channels-last
+    factor = t.gen.constant(ir.Value(name=f"{t.layer_hint()}_inverse_count"), np.ascontiguousarray(inverse))
+    t.assign(f"ops.multiply({x}, {factor})", comment="mean: divided by the taps each window counts")
 
 
 @register("GlobalAveragePool", "GlobalMaxPool")

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..normalize.graph import const_array, static_shape
 from ..normalize.patterns import channel_vector, match_group_norm, module_name
-from ..normalize.padding import pool_len, valid_counts
+from ..normalize.padding import pool_len, tap_pool, valid_counts
 from .codegen import Translation, embedding_lookup, layout_note, plan_gather_nd, py_literal, registry, shape_literal
 
 OPS, register = registry()
@@ -80,14 +80,15 @@ def _module(t: Translation, ctor: str, weights: dict | None = None, hint: str | 
     return t.gen.add_module(hint or _hint(t), ctor, weights or {})
 
 
-def _pad_first(t: Translation, x: str, pairs, nd: int, value: float | None = None) -> str:
+def _pad_first(t: Translation, x: str, pairs, nd: int, value: float | None = None,
+               note: str = "asymmetric padding, made explicit") -> str:
     order = torch_pad_order(pairs)
     if value is None:
         mod = _module(t, f"nn.ZeroPad{nd}d({order})", hint=_hint(t) + "_pad")
     else:
         mod = _module(t, f"nn.ConstantPad{nd}d({order}, {py_literal(np.float32(value))})", hint=_hint(t) + "_pad")
     name = t.gen.names.take(_hint(t) + "_padded")
-    t.gen.emit(f"{name} = self.{mod}({x})", "asymmetric padding, made explicit")
+    t.gen.emit(f"{name} = self.{mod}({x})", note)
     return name
 
 
@@ -226,7 +227,8 @@ def pool(t: Translation) -> None:
     is_max = t.op == "MaxPool"
     include_pad = bool(t.int("count_include_pad", 0))
     if not is_max and any(d != 1 for d in dil):
-        t.unsupported("dilated average pooling")
+        _dilated_average(t, kernel, strides, dil, pads)
+        return
     args = [f"kernel_size={_tuple_or_int(kernel)}", f"stride={_tuple_or_int(strides)}"]
     begins, ends = pads[:nd], pads[nd:]
     x = t.inp(0)
@@ -282,6 +284,29 @@ def pool(t: Translation) -> None:
         t.assign(call)
     else:
         t.assign(f"{call} * {rescale}", comment="mean over the unpadded part of each window")
+
+
+def _dilated_average(t: Translation, kernel, strides, dil, pads) -> None:
+    """nn.AvgPool has no dilation (ONNX has since opset 19): zero-pad, then on each spatial
+    axis the sum of the ``k`` strided slices ``d`` apart, then divide by the taps each window counts."""
+    nd = len(kernel)
+    plan = tap_pool(t.shape(0)[2:], kernel, strides, dil, pads, bool(t.int("ceil_mode", 0)), True,
+                    bool(t.int("count_include_pad", 0)))
+    x = t.inp(0)
+    if any(plan.pads):
+        x = _pad_first(t, x, list(zip(plan.pads[:nd], plan.pads[nd:])), nd, note="explicit pooling padding")
+    for axis, name, k, s, d, extent, span in plan.axes():
+        lead = ":, :, " + ":, " * axis
+        step = f":{s}" if s != 1 else ""
+        var = t.gen.names.take(f"{_hint(t)}_{name}")
+        if k == 1:
+            t.gen.emit(f"{var} = {x}[{lead}0:{span}{step}]", f"pooling of size 1 along the {name}")
+        else:
+            t.gen.emit(f"{var} = torch.stack([{x}[{lead}i:i + {span}{step}] for i in range(0, {extent}, {d})]).sum(0)",
+                       f"dilated average pooling along the {name}: sum of {k} taps {d} apart")
+        x = var
+    inverse = _buffer(t, _hint(t) + "_inverse_count", (1.0 / plan.divisor).astype(np.float32))
+    t.assign(f"{x} * {inverse}", comment="mean: divided by the taps each window counts")
 
 
 @register("GlobalAveragePool", "GlobalMaxPool")

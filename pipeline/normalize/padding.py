@@ -9,6 +9,7 @@ explicit pad layer).  Formulas follow the ONNX operator specification.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import onnx_ir as ir
@@ -82,17 +83,61 @@ def pads_for_output_shape(in_sizes, kernel, strides, dilations, output_padding, 
     return begins + ends, outpad
 
 
-def valid_counts(in_sizes, kernel, strides, begins, out_sizes) -> np.ndarray:
+def valid_counts(in_sizes, kernel, strides, begins, out_sizes, dilations=None) -> np.ndarray:
     """Per output position of a pool, how many input (not padding) elements its window
     covers, shaped ``(1, 1, *out_sizes)``: the divisor of a mean that excludes padding."""
+    dilations = dilations or [1] * len(kernel)
     total = np.ones((1, 1) + (1,) * len(in_sizes), np.float32)
-    for axis, (n, k, s, bg, o) in enumerate(zip(in_sizes, kernel, strides, begins, out_sizes)):
-        starts = np.arange(o) * s - bg
-        count = np.minimum(starts + k, n) - np.maximum(starts, 0)
+    for axis, (n, k, s, bg, o, d) in enumerate(zip(in_sizes, kernel, strides, begins, out_sizes, dilations)):
+        taps = (np.arange(o) * s - bg)[:, None] + np.arange(k)[None, :] * d
+        count = ((taps >= 0) & (taps < n)).sum(axis=1)
         view = [1] * (len(in_sizes) + 2)
         view[axis + 2] = o
         total = total * count.astype(np.float32).reshape(view)
     return total
+
+
+@dataclass
+class TapPool:
+    """A (dilated) pool as one padding of the input, then per spatial axis a reduction over
+    the ``kernel[i]`` strided slices ``dilations[i]`` apart, each ``spans[i]`` long: what a
+    target without dilated pooling layers writes.  ``divisor`` (averages) is the number of
+    taps each window counts, shaped ``(1, 1, *out_sizes)``."""
+
+    pads: list[int]  # begins + ends, ceil_mode's windows included
+    extents: list[int]
+    spans: list[int]  # first to last window start, inclusive, in the padded input
+    out_sizes: list[int]
+    divisor: np.ndarray | None
+    kernel: list[int]
+    strides: list[int]
+    dilations: list[int]
+
+    def axes(self):
+        """``(axis, name, k, s, d, extent, span)`` for each spatial axis that needs a reduction."""
+        names = {1: ["length"], 2: ["height", "width"], 3: ["depth", "height", "width"]}[len(self.kernel)]
+        for axis, (k, s, d, extent, span) in enumerate(zip(self.kernel, self.strides, self.dilations, self.extents,
+                                                             self.spans)):
+            if k != 1 or s != 1:
+                yield axis, names[axis], k, s, d, extent, span
+
+
+def tap_pool(in_sizes, kernel, strides, dilations, pads, ceil: bool, average: bool, include_pad: bool) -> TapPool:
+    nd = len(kernel)
+    counted = list(pads)
+    if ceil:
+        pads = list(pads[:nd]) + ceil_end_pads(in_sizes, kernel, strides, dilations, pads)
+    extents = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
+    sizes = [n + b + e for n, b, e in zip(in_sizes, pads[:nd], pads[nd:])]
+    out_sizes = [(n - x) // s + 1 for n, x, s in zip(sizes, extents, strides)]
+    spans = [(o - 1) * s + 1 for o, s in zip(out_sizes, strides)]
+    divisor = None
+    if average and include_pad:  # taps inside the input or its real padding (not ceil's overhang)
+        real = [n + b + e for n, b, e in zip(in_sizes, counted[:nd], counted[nd:])]
+        divisor = valid_counts(real, kernel, strides, [0] * nd, out_sizes, dilations)
+    elif average:
+        divisor = valid_counts(in_sizes, kernel, strides, pads[:nd], out_sizes, dilations)
+    return TapPool(list(pads), extents, spans, out_sizes, divisor, list(kernel), list(strides), list(dilations))
 
 
 def pool_len(n: int, k: int, s: int, begin: int, end: int, d: int = 1, ceil: bool = False) -> int:
