@@ -314,13 +314,13 @@ def test_keras_lstm_flavours_to_torch(tmp_path, make):
 ], ids=["sequences", "last", "go_backwards", "bidirectional", "return_state", "stacked_no_bias",
         "after_bidirectional"])
 def test_keras_gru_to_torch_gru(tmp_path, make, modules):
-    """tf2onnx writes a Keras 3 GRU as an ONNX Loop; normalize recognises the cell (loops_as_gru)
+    """tf2onnx writes a Keras 3 GRU as an ONNX Loop; normalize recognises the cell (loops_as_rnn)
     and PyTorch gets nn.GRU, exactly."""
     result = convert(Options(model=save_keras(tmp_path, make), to="torch", out=str(tmp_path / "out")))
     assert_exact(result)
     code = (result.out_dir / "model.py").read_text()
     assert code.count("nn.GRU(") == modules, code
-    assert any(p["name"] == "loops_as_gru" and p["changed"] for p in result.report["passes"]), result.report["passes"]
+    assert any(p["name"] == "loops_as_rnn" and p["changed"] for p in result.report["passes"]), result.report["passes"]
 
 
 def test_keras_gru_loop_to_keras_gru(tmp_path):
@@ -333,11 +333,40 @@ def test_keras_gru_loop_to_keras_gru(tmp_path):
     assert "layers.GRU(5, return_sequences=True" in (result.out_dir / "model.py").read_text()
 
 
+@pytest.mark.parametrize("make, modules", [
+    (lambda x: keras.layers.SimpleRNN(5, return_sequences=True)(x), 1),
+    (lambda x: keras.layers.SimpleRNN(5)(x), 1),
+    (lambda x: keras.layers.SimpleRNN(4, use_bias=False, go_backwards=True, return_sequences=True)(x), 1),
+    (lambda x: keras.layers.Bidirectional(keras.layers.SimpleRNN(5, return_sequences=True))(x), 2),
+    (lambda x: keras.layers.Concatenate()(keras.layers.SimpleRNN(4, return_state=True)(
+        keras.layers.SimpleRNN(5, return_sequences=True)(x))), 2),
+], ids=["sequences", "last", "no_bias_go_backwards", "bidirectional", "stacked_return_state"])
+def test_keras_simple_rnn_to_torch_rnn(tmp_path, make, modules):
+    """A Keras 3 SimpleRNN's Loop (tf2onnx writes the state product as a Gemm whose C input is the
+    input product, either way round) becomes ONNX RNN, then nn.RNN."""
+    result = convert(Options(model=save_keras(tmp_path, make), to="torch", out=str(tmp_path / "out")))
+    assert_exact(result)
+    assert (result.out_dir / "model.py").read_text().count("nn.RNN(") == modules
+
+
+@pytest.mark.parametrize("to, expect", [("torch", "nn.RNN(4, 3, bidirectional=True)"),
+                                        ("keras", "layers.Bidirectional(layers.SimpleRNN(3, return_sequences=True")])
+def test_onnx_rnn_node_to_native_layers(tmp_path, to, expect):
+    """An ONNX RNN node (bidirectional, both biases) -> nn.RNN / layers.SimpleRNN."""
+    node = helper.make_node("RNN", ["x", "w", "r", "b"], ["y", "y_h"], hidden_size=3, direction="bidirectional")
+    model = onnx_model([node], [("x", F32, [5, 2, 4])], [("y", F32, [5, 2, 2, 3]), ("y_h", F32, [2, 2, 3])],
+                       [tensor("w", rand((2, 3, 4), 1)), tensor("r", rand((2, 3, 3), 2)), tensor("b", rand((2, 6), 3))])
+    result, code = convert_onnx(tmp_path, model, to)
+    assert_exact(result)
+    assert expect in code
+
+
 @pytest.mark.parametrize("make", [
     lambda x: keras.layers.GRU(5, return_sequences=True, reset_after=False)(x),
     lambda x: keras.layers.GRU(5, return_sequences=True, activation="relu")(x),
-    lambda x: keras.layers.SimpleRNN(5, return_sequences=True)(x),
-], ids=["reset_before", "relu", "simple_rnn"])
+    lambda x: keras.layers.SimpleRNN(5, return_sequences=True, activation="relu")(x),
+    lambda x: keras.layers.GRU(5)(keras.layers.Masking(0.0)(x)),
+], ids=["reset_before", "relu", "simple_rnn_relu", "masked"])
 def test_other_recurrent_loops_are_refused_naming_the_loop(tmp_path, make):
     """A Loop whose body is not the default GRU cell stays a Loop: a clear refusal, not a guess."""
     path = save_keras(tmp_path, make)

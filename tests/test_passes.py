@@ -899,14 +899,14 @@ def test_interface_layout_leaves_other_tensors_alone():
 # --------------------------------------------------------------------------- normalize() end to end
 
 
-KERAS_LIKE = ["fold_constants", "loops_as_gru", "explicit_pads", "squeeze_unit_conv", "transposes", "fuse_conv_bias",
+KERAS_LIKE = ["fold_constants", "loops_as_rnn", "explicit_pads", "squeeze_unit_conv", "transposes", "fuse_conv_bias",
               "channels_last", "transposes", "interface_layout", "transposes", "cleanup"]
 
 
 def test_pass_plan_order():
     assert [n for n, _ in pass_plan("keras", "target")] == KERAS_LIKE
     assert [n for n, _ in pass_plan("torch", "source")] == [
-        "fold_constants", "loops_as_gru", "explicit_pads", "squeeze_unit_conv", "transposes", "fuse_conv_bias",
+        "fold_constants", "loops_as_rnn", "explicit_pads", "squeeze_unit_conv", "transposes", "fuse_conv_bias",
         "cleanup"]
 
 

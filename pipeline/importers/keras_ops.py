@@ -1044,13 +1044,13 @@ def reverse_sequence(t: Translation) -> None:
 
 
 def _rnn_weights(rnn, d: int) -> list[np.ndarray]:
-    """Keras LSTM/GRU weights of direction ``d``: kernel ``(C, G*H)``, recurrent ``(H, G*H)``, bias.
+    """Keras LSTM/GRU/SimpleRNN weights of direction ``d``: kernel ``(C, G*H)``, recurrent ``(H, G*H)``, bias.
 
-    LSTM has one bias (ONNX's two summed); GRU ``reset_after=True`` keeps both as ``(2, 3H)``.
+    LSTM and SimpleRNN have one bias (ONNX's two summed); GRU ``reset_after=True`` keeps both as ``(2, 3H)``.
     """
-    from .rnn import GRU_ZRH, LSTM_IFCO, gate_blocks
+    from .rnn import ORDERS, gate_blocks
 
-    order = LSTM_IFCO if rnn.kind == "LSTM" else GRU_ZRH
+    order = ORDERS[rnn.kind]
     weights = [gate_blocks(rnn.w[d], order).T, gate_blocks(rnn.r[d], order).T]
     if rnn.wb is not None:
         wb, rb = gate_blocks(rnn.wb[d], order), gate_blocks(rnn.rb[d], order)
@@ -1069,9 +1069,10 @@ def _rnn_layer(t: Translation, rnn, return_state: bool) -> str:
         args.append("go_backwards=True")
     weights = [w for d in range(rnn.dirs) for w in _rnn_weights(rnn, d)]
     name = t.gen.add_layer(_rnn_hint(t), weights)
+    cls = "SimpleRNN" if rnn.kind == "RNN" else rnn.kind
     if rnn.dirs == 2:
-        return f"layers.Bidirectional(layers.{rnn.kind}({', '.join(args)}), name={name!r})"
-    return f"layers.{rnn.kind}({', '.join(args + [f'name={name!r}'])})"
+        return f"layers.Bidirectional(layers.{cls}({', '.join(args)}), name={name!r})"
+    return f"layers.{cls}({', '.join(args + [f'name={name!r}'])})"
 
 
 def _rnn_hint(t: Translation) -> str:
@@ -1080,9 +1081,9 @@ def _rnn_hint(t: Translation) -> str:
     return re.sub(r"__\d+$", "", t.layer_hint()).lower() or t.op.lower()
 
 
-@register("LSTM", "GRU")
+@register("LSTM", "GRU", "RNN")
 def recurrent(t: Translation) -> None:
-    """One ONNX LSTM/GRU node -> ``layers.LSTM`` / ``layers.GRU`` on a batch-major sequence.
+    """One ONNX LSTM/GRU/RNN node -> ``layers.LSTM`` / ``GRU`` / ``SimpleRNN`` on a batch-major sequence.
 
     ``bidirectional`` is ``layers.Bidirectional`` (concatenated outputs, backward aligned in time);
     ``reverse`` is ``go_backwards=True``, whose reversed output is flipped back.

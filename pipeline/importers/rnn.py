@@ -1,7 +1,7 @@
-"""ONNX LSTM / GRU nodes, read once for every target.
+"""ONNX LSTM / GRU / RNN nodes, read once for every target.
 
-``read_recurrent`` checks what a native one-layer ``nn.LSTM`` / ``nn.GRU`` or
-``keras.layers.LSTM`` / ``GRU`` can express (default activations, no clipping,
+``read_recurrent`` checks what a native one-layer ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` or
+``keras.layers.LSTM`` / ``GRU`` / ``SimpleRNN`` can express (default activations, no clipping,
 zero initial state, full-length sequences) and returns the weights per
 direction in ONNX gate order; ``gate_blocks`` reorders them for a target.
 
@@ -19,22 +19,23 @@ import onnx_ir as ir
 from ..normalize.graph import const_array
 from .codegen import Translation
 
-GATES = {"LSTM": 4, "GRU": 3}
-# Why a Loop/Scan is refused (normalize.recurrent turns a Keras GRU's Loop into a GRU first)
-LOOP_REFUSAL = ("a control-flow loop (tf2onnx writes a Keras SimpleRNN, a masked GRU or one with reset_after=False "
-                "or other activations, or a tf.while_loop this way); no native layer is recovered from its body")
-ACTIVATIONS = {"LSTM": ["sigmoid", "tanh", "tanh"], "GRU": ["sigmoid", "tanh"]}
+GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
+# Why a Loop/Scan is refused (normalize.recurrent turns a Keras GRU's or SimpleRNN's Loop into a GRU/RNN first)
+LOOP_REFUSAL = ("a control-flow loop (tf2onnx writes a masked Keras GRU/SimpleRNN, a GRU with reset_after=False, "
+                "non-default activations or a tf.while_loop this way); no native layer is recovered from its body")
+ACTIVATIONS = {"LSTM": ["sigmoid", "tanh", "tanh"], "GRU": ["sigmoid", "tanh"], "RNN": ["tanh"]}
 # For each target gate, the ONNX gate block it comes from.
 LSTM_IFCO = [0, 2, 3, 1]  # PyTorch i f g o and Keras i f c o, from ONNX i o f c
 GRU_RZN = [1, 0, 2]  # PyTorch r z n, from ONNX z r h
 GRU_ZRH = [0, 1, 2]  # Keras z r h: ONNX's own order
+ORDERS = {"LSTM": LSTM_IFCO, "GRU": GRU_ZRH, "RNN": [0]}  # Keras' gate order per kind
 
 
 @dataclass
 class Recurrent:
     """One ONNX LSTM/GRU node, checked; arrays are per direction, in ONNX gate order."""
 
-    kind: str  # "LSTM" | "GRU"
+    kind: str  # "LSTM" | "GRU" | "RNN"
     hidden: int
     direction: str  # forward | reverse | bidirectional
     steps: int

@@ -992,7 +992,7 @@ def reverse_sequence(t: Translation) -> None:
 
 
 def _rnn_state(rnn, order: list[int]) -> dict:
-    """``nn.LSTM`` / ``nn.GRU`` state dict entries for one layer, gate blocks in PyTorch's order."""
+    """``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` state dict entries for one layer, gate blocks in PyTorch's order."""
     from .rnn import gate_blocks
 
     state = {}
@@ -1010,9 +1010,10 @@ def _rnn_hint(t: Translation) -> str:
     return re.sub(r"__\d+$", "", _hint(t)).lower() or t.op.lower()
 
 
-@register("LSTM", "GRU")
+@register("LSTM", "GRU", "RNN")
 def recurrent(t: Translation) -> None:
-    """One ONNX LSTM/GRU node -> a one-layer ``nn.LSTM`` / ``nn.GRU`` (ONNX stacks layers as separate nodes).
+    """One ONNX LSTM/GRU/RNN node -> a one-layer ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` (ONNX stacks
+    layers as separate nodes).
 
     ``direction="reverse"`` runs the forward module on the flipped sequence and flips its output back.
     """
@@ -1021,7 +1022,7 @@ def recurrent(t: Translation) -> None:
     rnn = read_recurrent(t)
     if rnn.kind == "GRU" and not rnn.linear_before_reset:
         t.unsupported("GRU with linear_before_reset=0 (nn.GRU applies the reset gate after the recurrent matmul)")
-    state = _rnn_state(rnn, LSTM_IFCO if rnn.kind == "LSTM" else GRU_RZN)
+    state = _rnn_state(rnn, {"LSTM": LSTM_IFCO, "GRU": GRU_RZN, "RNN": [0]}[rnn.kind])
     args = [str(rnn.features), str(rnn.hidden)] + (["bias=False"] if rnn.wb is None else [])
     args += ["bidirectional=True"] if rnn.dirs == 2 else []
     mod = _module(t, f"nn.{rnn.kind}({', '.join(args)})", state, hint=_rnn_hint(t))

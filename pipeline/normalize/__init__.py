@@ -21,7 +21,7 @@ from .fuse import FoldBatchNorm, FuseConvBias
 from .layout import ChannelsLast, InterfaceLayout, SqueezeUnitConv
 from .padding import ExplicitPads
 from .patterns import fill_kept_shapes
-from .recurrent import LoopAsGRU
+from .recurrent import LoopAsRecurrent
 from .transpose import TransposeOptimizer
 
 
@@ -122,7 +122,7 @@ def pass_plan(target: str, layout: str, fold_bn: bool = False) -> list[tuple[str
     """The passes for a target, in order; ``fold_bn`` adds the opt-in BatchNorm folding."""
     plan: list[tuple[str, ir.passes.PassBase]] = [
         ("fold_constants", FoldConstants()),
-        ("loops_as_gru", LoopAsGRU(then=FoldConstants())),
+        ("loops_as_rnn", LoopAsRecurrent(then=FoldConstants())),
         ("explicit_pads", ExplicitPads()),
         ("squeeze_unit_conv", SqueezeUnitConv()),
         ("transposes", TransposeOptimizer()),

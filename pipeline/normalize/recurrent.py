@@ -1,7 +1,9 @@
-"""A ``Loop`` that runs a GRU cell, recognised as the one ONNX ``GRU`` node it computes.
+"""A ``Loop`` that runs a GRU or simple RNN cell, recognised as the one ONNX ``GRU`` / ``RNN``
+node it computes.
 
-tf2onnx recovers an ONNX ``GRU`` only from the tf.keras 2 cell; a Keras 3 ``layers.GRU``
-reaches ONNX as a ``Loop`` over the time steps whose body is the cell written out::
+tf2onnx recovers an ONNX ``GRU`` only from the tf.keras 2 cell (and no ``RNN`` at all); a
+Keras 3 ``layers.GRU`` or ``SimpleRNN`` reaches ONNX as a ``Loop`` over the time steps whose
+body is the cell written out.  The GRU cell::
 
     gx = x_t @ kernel + input_bias             (Gemm, or MatMul + Add)
     x_z, x_r, x_h = split(gx, 3)
@@ -10,13 +12,14 @@ reaches ONNX as a ``Loop`` over the time steps whose body is the cell written ou
     z = sigmoid(x_z + h_z);  r = sigmoid(x_r + h_r)
     h' = z * h + (1 - z) * tanh(x_h + r * h_h)
 
-which is ONNX ``GRU`` with ``linear_before_reset=1`` (Keras' ``reset_after=True``, the
-default, and PyTorch's ``nn.GRU``).  The match is exact, not a guess: every value the body
-returns is accounted for (loop condition, time counter, state, loop-invariant weights, the
-per-step output), the weights are constants, the step input is ``X[t]`` with ``t`` counting
-0, 1, ... and the loop condition is evaluated for every step to prove the loop runs all
-``T`` of them.  Anything else (masking, ``reset_after=False``, other activations, a
-computed weight) leaves the ``Loop`` as it is, for the importers to refuse with its name.
+is ONNX ``GRU`` with ``linear_before_reset=1`` (Keras' ``reset_after=True``, the default, and
+PyTorch's ``nn.GRU``); the simple cell ``h' = tanh(x_t @ kernel + bias + h @ recurrent_kernel)``
+is ONNX ``RNN`` (``nn.RNN``).  The match is exact, not a guess: every value the body returns
+is accounted for (loop condition, time counter, state, loop-invariant weights, the per-step
+output), the weights are constants, the step input is ``X[t]`` with ``t`` counting 0, 1, ...
+and the loop condition is evaluated for every step to prove the loop runs all ``T`` of them.
+Anything else (masking, ``reset_after=False``, other activations, a computed weight) leaves
+the ``Loop`` as it is, for the importers to refuse with its name.
 """
 
 from __future__ import annotations
@@ -30,10 +33,11 @@ from .graph import add_initializer, const_array, fresh_name, make_node, replace_
 
 
 @dataclass
-class _Gru:
+class _Cell:
+    kind: str  # "GRU" | "RNN"
     x: ir.Value  # (T, N, I), outside the loop
-    kernel: np.ndarray  # (I, 3u), gate columns z r h
-    recurrent: np.ndarray  # (u, 3u)
+    kernel: np.ndarray  # (I, G*u), GRU gate columns z r h
+    recurrent: np.ndarray  # (u, G*u)
     bias: np.ndarray | None  # (3u,)
     recurrent_bias: np.ndarray | None
     initial_h: ir.Value  # (N, u)
@@ -41,12 +45,12 @@ class _Gru:
     sequence: ir.Value  # the Loop's per-step output (T, N, u)
 
 
-class LoopAsGRU(ir.passes.InPlacePass):
-    """Replace each top-level GRU-cell ``Loop`` by ``GRU`` (+ the squeezes to the Loop's shapes).
+class LoopAsRecurrent(ir.passes.InPlacePass):
+    """Replace each top-level GRU- or RNN-cell ``Loop`` by ``GRU`` / ``RNN`` (+ the squeezes to the Loop's shapes).
 
     ``then`` runs after each round of replacements: the Loop's outputs had no static length,
-    the GRU's have, so shape arithmetic downstream (a Bidirectional layer's reversal) folds
-    and a stacked GRU's Loop gets the static input shape its match needs.
+    the new node's have, so shape arithmetic downstream (a Bidirectional layer's reversal) folds
+    and a stacked layer's Loop gets the static input shape its match needs.
     """
 
     def __init__(self, then: ir.passes.PassBase | None = None):
@@ -58,9 +62,9 @@ class LoopAsGRU(ir.passes.InPlacePass):
         while progress:  # a GRU's output shape is static, so a Loop reading it may match next round
             progress = False
             for loop in [n for n in model.graph if n.op_type == "Loop" and n.domain == ""]:
-                gru = _match(loop)
-                if gru is not None:
-                    _replace(model.graph, loop, gru)
+                cell = _match(loop)
+                if cell is not None:
+                    _replace(model.graph, loop, cell)
                     progress = changed = True
             if progress and self.then is not None:
                 self.then(model)
@@ -222,7 +226,7 @@ def _one(body: _Body, value: ir.Value) -> bool:
     return arr is not None and arr.size == 1 and float(arr.reshape(-1)[0]) == 1.0
 
 
-def _cell(body: _Body, h_new: ir.Value):
+def _gru_cell(body: _Body, h_new: ir.Value):
     """Match ``h' = z * h + (1 - z) * tanh(...)``; return the GRU's parts or None."""
     def blend(keep, update):  # keep = z * h, update = (1 - z) * hh
         def z_h(a, b):
@@ -286,7 +290,41 @@ def _cell(body: _Body, h_new: ir.Value):
         hs.add(hv)
     if xh[1] != 2 or hh[1] != 2 or len(xs) != 1 or len(hs) != 1:
         return None
-    return h, xs.pop(), hs.pop(), units
+    return "GRU", h, _affine(body, xs.pop()), _affine(body, hs.pop()), units
+
+
+def _rnn_cell(body: _Body, h_new: ir.Value):
+    """Match ``h' = tanh(x_t @ kernel + bias + h @ recurrent)``; return its parts or None.
+
+    tf2onnx writes the sum as one Gemm of the state whose C input is the input product, or as an Add."""
+    tanh = _producer(h_new, "Tanh")
+    if tanh is None:
+        return None
+    pre = tanh.inputs[0]
+    gemm = _producer(pre, "Gemm")
+    if gemm is not None and len(gemm.inputs) > 2 and gemm.inputs[2] is not None and body.constant(gemm.inputs[2]) is None:
+        attrs = gemm.attributes
+        if attrs.get_int("transA", 0) or attrs.get_float("alpha", 1.0) != 1.0 or attrs.get_float("beta", 1.0) != 1.0:
+            return None
+        weight = body.constant(gemm.inputs[1])
+        other = _affine(body, gemm.inputs[2])
+        if weight is None or weight.ndim != 2 or other is None:
+            return None
+        product = (gemm.inputs[0], weight.T if attrs.get_int("transB", 0) else weight, None)
+        ax, ah = (other, product) if product[0] in body.state_in else (product, other)
+    else:
+        def pair(a, b):
+            first, second = _affine(body, a), _affine(body, b)
+            return (first, second) if first is not None and second is not None and second[0] in body.state_in else None
+        found = _either(_producer(pre, "Add"), pair)
+        if found is None:
+            return None
+        ax, ah = found
+    h = ah[0]
+    shape = static_shape(h)
+    if h not in body.state_in or shape is None or len(shape) != 2:
+        return None
+    return "RNN", h, ax, ah, shape[1]
 
 
 def _step_input(body: _Body, gx_input: ir.Value, counter: ir.Value) -> ir.Value | None:
@@ -331,7 +369,7 @@ def _evaluate(body: _Body, value: ir.Value, env: dict) -> np.ndarray | None:
     return None
 
 
-def _match(loop: ir.Node) -> _Gru | None:
+def _match(loop: ir.Node) -> _Cell | None:
     body = _Body(loop)
     if not body.ok:
         return None
@@ -341,14 +379,14 @@ def _match(loop: ir.Node) -> _Gru | None:
         return None
     steps = int(trip.reshape(-1)[0])
     scan = _through_identity(body.scan)
-    cell = _cell(body, scan)
+    cell = _gru_cell(body, scan) or _rnn_cell(body, scan)
     if cell is None:
         return None
-    h, gx, gh, units = cell
+    kind, h, ax, ah, units = cell
+    gates = 3 if kind == "GRU" else 1
     k_h = body.state_in.index(h)
     if _through_identity(body.state_out[k_h]) is not scan:
         return None
-    ax, ah = _affine(body, gx), _affine(body, gh)
     if ax is None or ah is None or ah[0] is not h:
         return None
     x_t, kernel, bias = ax
@@ -362,7 +400,7 @@ def _match(loop: ir.Node) -> _Gru | None:
     x_shape = static_shape(x) if x is not None else None
     if x_shape is None or len(x_shape) != 3 or x_shape[0] != steps or x.dtype != ir.DataType.FLOAT:
         return None
-    if kernel.shape != (x_shape[2], 3 * units) or recurrent.shape != (units, 3 * units):
+    if kernel.shape != (x_shape[2], gates * units) or recurrent.shape != (units, gates * units):
         return None
     start = const_array(loop.inputs[2 + k_t])
     if start is None or start.size != 1 or int(start.reshape(-1)[0]) != 0:
@@ -384,7 +422,7 @@ def _match(loop: ir.Node) -> _Gru | None:
     finals = list(loop.outputs[:body.carried])
     if any(v.uses() or v.is_graph_output() for k, v in enumerate(finals) if k != k_h):
         return None
-    return _Gru(x, kernel.astype(np.float32), recurrent.astype(np.float32),
+    return _Cell(kind, x, kernel.astype(np.float32), recurrent.astype(np.float32),
                 None if bias is None else bias.astype(np.float32),
                 None if recurrent_bias is None else recurrent_bias.astype(np.float32),
                 loop.inputs[2 + k_h], finals[k_h], loop.outputs[-1])
@@ -392,38 +430,41 @@ def _match(loop: ir.Node) -> _Gru | None:
 
 # -- rewriting ------------------------------------------------------------------------------
 
-def _replace(graph: ir.Graph, loop: ir.Node, gru: _Gru) -> None:
-    units = gru.recurrent.shape[0]
-    steps, batch, _ = static_shape(gru.x)
-    w = add_initializer(graph, np.ascontiguousarray(gru.kernel.T[None]), "gru_W")  # (1, 3u, I), gates z r h
-    r = add_initializer(graph, np.ascontiguousarray(gru.recurrent.T[None]), "gru_R")
+def _replace(graph: ir.Graph, loop: ir.Node, cell: _Cell) -> None:
+    units = cell.recurrent.shape[0]
+    gates = cell.recurrent.shape[1] // units
+    hint = cell.kind.lower()
+    steps, batch, _ = static_shape(cell.x)
+    w = add_initializer(graph, np.ascontiguousarray(cell.kernel.T[None]), f"{hint}_W")  # (1, G*u, I), GRU: z r h
+    r = add_initializer(graph, np.ascontiguousarray(cell.recurrent.T[None]), f"{hint}_R")
     b = None
-    if gru.bias is not None or gru.recurrent_bias is not None:
-        zeros = np.zeros(3 * units, np.float32)
-        both = np.concatenate([zeros if gru.bias is None else gru.bias,
-                               zeros if gru.recurrent_bias is None else gru.recurrent_bias])
-        b = add_initializer(graph, both[None], "gru_B")
+    if cell.bias is not None or cell.recurrent_bias is not None:
+        zeros = np.zeros(gates * units, np.float32)
+        both = np.concatenate([zeros if cell.bias is None else cell.bias,
+                               zeros if cell.recurrent_bias is None else cell.recurrent_bias])
+        b = add_initializer(graph, both[None], f"{hint}_B")
     h0 = None
-    start = const_array(gru.initial_h)
+    start = const_array(cell.initial_h)
     if start is None:
         axes = add_initializer(graph, np.array([0], np.int64), "axes")
-        h0 = make_node(graph, "Unsqueeze", [gru.initial_h, axes], hint="gru_initial_h", before=loop,
-                       shape=[1, batch, units], dtype=gru.initial_h.dtype).outputs[0]
+        h0 = make_node(graph, "Unsqueeze", [cell.initial_h, axes], hint=f"{hint}_initial_h", before=loop,
+                       shape=[1, batch, units], dtype=cell.initial_h.dtype).outputs[0]
     elif np.any(start):
         h0 = add_initializer(graph, np.ascontiguousarray(start.reshape(1, batch, units)).astype(np.float32),
-                             "gru_initial_h")
-    node = ir.node("GRU", [gru.x, w, r, b, None, h0], {"hidden_size": units, "linear_before_reset": 1},
-                   num_outputs=2, name=fresh_name(graph, f"{loop.name or 'loop'}_gru"))
+                             f"{hint}_initial_h")
+    attrs = {"hidden_size": units, **({"linear_before_reset": 1} if cell.kind == "GRU" else {})}
+    node = ir.node(cell.kind, [cell.x, w, r, b, None, h0], attrs, num_outputs=2,
+                   name=fresh_name(graph, f"{loop.name or 'loop'}_{hint}"))
     y, y_h = node.outputs
-    y.name, y_h.name = fresh_name(graph, "gru_Y"), fresh_name(graph, "gru_Y_h")
+    y.name, y_h.name = fresh_name(graph, f"{hint}_Y"), fresh_name(graph, f"{hint}_Y_h")
     y.shape, y.dtype = ir.Shape([steps, 1, batch, units]), ir.DataType.FLOAT
     y_h.shape, y_h.dtype = ir.Shape([1, batch, units]), ir.DataType.FLOAT
     graph.insert_before(loop, node)
-    for old, out, axis, shape in ((gru.sequence, y, 1, [steps, batch, units]), (gru.final_h, y_h, 0, [batch, units])):
+    for old, out, axis, shape in ((cell.sequence, y, 1, [steps, batch, units]), (cell.final_h, y_h, 0, [batch, units])):
         if not (old.uses() or old.is_graph_output()):
             continue
         axes = add_initializer(graph, np.array([axis], np.int64), "axes")
-        squeeze = make_node(graph, "Squeeze", [out, axes], hint="gru_squeeze", before=loop, shape=shape,
+        squeeze = make_node(graph, "Squeeze", [out, axes], hint=f"{hint}_squeeze", before=loop, shape=shape,
                             dtype=ir.DataType.FLOAT)
         replace_value(graph, old, squeeze.outputs[0])
     graph.remove(loop, safe=True)
