@@ -38,7 +38,7 @@ class _Cell:
     x: ir.Value  # (T, N, I), outside the loop
     kernel: np.ndarray  # (I, G*u), GRU gate columns z r h
     recurrent: np.ndarray  # (u, G*u)
-    bias: np.ndarray | None  # (3u,)
+    bias: np.ndarray | None  # (G*u,)
     recurrent_bias: np.ndarray | None
     initial_h: ir.Value  # (N, u)
     final_h: ir.Value  # the Loop output of the state after the last step
