@@ -84,6 +84,12 @@ CASES = [
                                                 pads=(1, 0, 0, 0, 0, 2)),), opset=19, seed=4),
         {"torch": "pass", "keras": "pass"},
         id="dilated-average-pooling-3d-excluding-padding"),
+    pytest.param(  # ONNX shape inference keeps the second pool's last ceil window; Flatten then had the wrong size
+        Case("onnx", 2, 3, 4, (5, 2), (pool("avgpool", (3, 3), (1, 1), "explicit", pads=(1, 2, 0, 0), ceil_mode=True),
+                                        pool("avgpool", (4, 2), (3, 3), "explicit", pads=(1, 1, 1, 1), ceil_mode=True,
+                                             count_include_pad=True)), head="flatten", units=1, opset=19, seed=1165),
+        {"torch": "pass", "keras": "pass"},
+        id="ceil-counting-average-window-in-end-padding-shape-inference"),
     pytest.param(
         Case("onnx", 2, 3, 2, (4, 9), (conv((4, 1), (3, 2), "explicit", pads=(1, 1, 3, 0), filters=2, groups=2),),
              head="flatten", units=1, seed=2188),

@@ -75,14 +75,49 @@ class RefreshShapes(ir.passes.InPlacePass):
     """Forget intermediate shapes and infer them again from the (static) inputs."""
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        for node in model.graph:
-            for v in node.outputs:
-                if not v.is_graph_output():
-                    v.shape = None
-        ShapeInferencePass(strict_mode=False)(model)
-        while fill_kept_shapes(model.graph):  # GroupNormalization: ONNX's inference gives no shape
+        kept: set[ir.Value] = set()  # shapes set here that ONNX's inference gets wrong
+        while True:
+            for node in model.graph:
+                for v in node.outputs:
+                    if not v.is_graph_output() and v not in kept:
+                        v.shape = None
             ShapeInferencePass(strict_mode=False)(model)
-        return ir.passes.PassResult(model, False)
+            while fill_kept_shapes(model.graph):  # GroupNormalization: ONNX's inference gives no shape
+                ShapeInferencePass(strict_mode=False)(model)
+            if not _ceil_pool_shapes(model.graph, kept):
+                return ir.passes.PassResult(model, False)
+
+
+def _ceil_pool_shapes(graph: ir.Graph, kept: set) -> bool:
+    """Correct ceil_mode pools' inferred output shapes; True if one changed (infer again after it).
+
+    ONNX shape inference keeps a last ceil_mode window that would start inside the end
+    padding; onnxruntime and PyTorch drop it (``padding.pool_len``).  An existing shape
+    survives inference, so the correct one set here carries to the nodes after the pool.
+    """
+    from .graph import static_shape
+    from .padding import pool_len
+
+    changed = False
+    for node in graph:
+        if (node.op_type not in ("MaxPool", "AveragePool") or node.domain != "" or not node.attributes.get_int("ceil_mode", 0)
+                or node.attributes.get_string("auto_pad", "NOTSET") != "NOTSET"):
+            continue
+        shape, out = static_shape(node.inputs[0]), node.outputs[0]
+        if shape is None:
+            continue
+        kernel = node.attributes.get_ints("kernel_shape")
+        nd = len(kernel)
+        strides = node.attributes.get_ints("strides", [1] * nd)
+        pads = node.attributes.get_ints("pads", [0] * (2 * nd))
+        dil = node.attributes.get_ints("dilations", [1] * nd)
+        want = (*shape[:2], *(pool_len(n, k, s, b, e, d, True)
+                              for n, k, s, b, e, d in zip(shape[2:], kernel, strides, pads[:nd], pads[nd:], dil)))
+        if static_shape(out) != want:
+            out.shape = ir.Shape(list(want))
+            kept.add(out)
+            changed = True
+    return changed
 
 
 class Cleanup(ir.passes.InPlacePass):
