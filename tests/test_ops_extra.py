@@ -306,21 +306,36 @@ def test_keras_lstm_flavours_to_torch(tmp_path, make):
     (lambda x: keras.layers.GRU(5, return_sequences=True)(x), 1),
     (lambda x: keras.layers.GRU(5)(x), 1),
     (lambda x: keras.layers.GRU(5, return_sequences=True, go_backwards=True)(x), 1),
-    (lambda x: keras.layers.Bidirectional(keras.layers.GRU(5, return_sequences=True))(x), 2),
+    (lambda x: keras.layers.Bidirectional(keras.layers.GRU(5, return_sequences=True))(x), 1),  # bidirectional=True
     (lambda x: keras.layers.Concatenate()(keras.layers.GRU(5, return_state=True)(x)), 1),
     (lambda x: keras.layers.GRU(4, use_bias=False)(keras.layers.GRU(5, return_sequences=True)(x)), 2),
     # the second Loop's input shape is static only once the first ones are GRUs
-    (lambda x: keras.layers.GRU(4)(keras.layers.Bidirectional(keras.layers.GRU(5, return_sequences=True))(x)), 3),
+    (lambda x: keras.layers.GRU(4)(keras.layers.Bidirectional(keras.layers.GRU(5, return_sequences=True))(x)), 2),
 ], ids=["sequences", "last", "go_backwards", "bidirectional", "return_state", "stacked_no_bias",
         "after_bidirectional"])
-def test_keras_gru_to_torch_gru(tmp_path, make, modules):
+def test_keras_gru_to_torch_gru(tmp_path, make, modules, request):
     """tf2onnx writes a Keras 3 GRU as an ONNX Loop; normalize recognises the cell (loops_as_rnn)
     and PyTorch gets nn.GRU, exactly."""
     result = convert(Options(model=save_keras(tmp_path, make), to="torch", out=str(tmp_path / "out")))
     assert_exact(result)
     code = (result.out_dir / "model.py").read_text()
     assert code.count("nn.GRU(") == modules, code
+    assert ("bidirectional=True" in code) == ("bidirectional" in request.node.callspec.id), code
     assert any(p["name"] == "loops_as_rnn" and p["changed"] for p in result.report["passes"]), result.report["passes"]
+
+
+def test_keras_bidirectional_gru_round_trip_is_one_layer(tmp_path):
+    """Keras Bidirectional(GRU): tf2onnx writes two Loops and two reversals; normalize makes them one
+    bidirectional GRU, which PyTorch reads as nn.GRU(bidirectional=True) and Keras as Bidirectional."""
+    make = lambda x: keras.layers.Bidirectional(keras.layers.GRU(5, return_sequences=True))(x)  # noqa: E731
+    first = convert(Options(model=save_keras(tmp_path, make), to="torch", out=str(tmp_path / "torch")))
+    assert_exact(first)
+    code = (first.out_dir / "model.py").read_text()
+    assert "nn.GRU(6, 5, bidirectional=True)" in code and "flip" not in code and "torch.cat" not in code
+    back = convert(Options(model=str(first.out_dir / "source.onnx"), to="keras", out=str(tmp_path / "keras")))
+    assert_exact(back)
+    code = (back.out_dir / "model.py").read_text()
+    assert code.count("layers.Bidirectional(layers.GRU(5, return_sequences=True)") == 1 and "flip" not in code
 
 
 def test_keras_gru_loop_to_keras_gru(tmp_path):
@@ -337,7 +352,7 @@ def test_keras_gru_loop_to_keras_gru(tmp_path):
     (lambda x: keras.layers.SimpleRNN(5, return_sequences=True)(x), 1),
     (lambda x: keras.layers.SimpleRNN(5)(x), 1),
     (lambda x: keras.layers.SimpleRNN(4, use_bias=False, go_backwards=True, return_sequences=True)(x), 1),
-    (lambda x: keras.layers.Bidirectional(keras.layers.SimpleRNN(5, return_sequences=True))(x), 2),
+    (lambda x: keras.layers.Bidirectional(keras.layers.SimpleRNN(5, return_sequences=True))(x), 1),
     (lambda x: keras.layers.Concatenate()(keras.layers.SimpleRNN(4, return_state=True)(
         keras.layers.SimpleRNN(5, return_sequences=True)(x))), 2),
 ], ids=["sequences", "last", "no_bias_go_backwards", "bidirectional", "stacked_return_state"])

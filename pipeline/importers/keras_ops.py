@@ -1088,7 +1088,7 @@ def recurrent(t: Translation) -> None:
     ``bidirectional`` is ``layers.Bidirectional`` (concatenated outputs, backward aligned in time);
     ``reverse`` is ``go_backwards=True``, whose reversed output is flipped back.
     """
-    from .rnn import direction_squeeze, read_recurrent, used
+    from .rnn import direction_squeeze, joined_directions, read_recurrent, used
 
     rnn = read_recurrent(t)
     outs = list(t.node.outputs) + [None] * 3
@@ -1105,7 +1105,13 @@ def recurrent(t: Translation) -> None:
     if want_y:  # (N, T, D*H) -> ONNX's (T, D, N, H)
         y = f"ops.flip({seq}, axis=1)" if rnn.direction == "reverse" else seq
         squeeze = direction_squeeze(t) if rnn.dirs == 1 else None
-        if squeeze is not None:  # read back as (T, N, H)
+        joined = joined_directions(t) if rnn.dirs == 2 else None
+        if joined is not None:  # read back as (T, N, 2H): Bidirectional's concatenation, time-major
+            name = t.gen.var(joined.outputs[0])
+            t.gen.emit(f"{name} = ops.transpose({y}, (1, 0, 2))", "batch-major -> time-major")
+            t.absorb(t.only_consumer(0), name)
+            t.absorb(joined, name)
+        elif squeeze is not None:  # read back as (T, N, H)
             name = t.gen.var(squeeze.outputs[0])
             t.gen.emit(f"{name} = ops.transpose({y}, (1, 0, 2))", "batch-major -> time-major")
             t.absorb(squeeze, name)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
-from ..normalize.graph import const_array
+from ..normalize.graph import const_array, static_shape
 from .codegen import Translation
 
 GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
@@ -118,3 +118,23 @@ def direction_squeeze(t: Translation) -> ir.Node | None:
     if axes is None:
         axes = node.attributes.get_ints("axes", None)
     return node if axes is not None and [int(a) % 4 for a in np.asarray(axes).reshape(-1)] == [1] else None
+
+
+def joined_directions(t: Translation) -> ir.Node | None:
+    """The ``Reshape`` ending ``Y -> Transpose(0, 2, 1, 3) -> Reshape(T, N, 2H)`` of a bidirectional
+    node: both directions' features side by side per step, as PyTorch's output and Keras' Bidirectional
+    concatenation have them."""
+    first = t.only_consumer(0)
+    if first is None or first.op_type != "Transpose" or first.domain != "":
+        return None
+    if list(first.attributes.get_ints("perm", [])) != [0, 2, 1, 3]:
+        return None
+    uses = list(first.outputs[0].uses())
+    if len(uses) != 1 or first.outputs[0].is_graph_output():
+        return None
+    second = uses[0].node
+    y, out = static_shape(t.node.outputs[0]), static_shape(second.outputs[0])
+    if second.op_type != "Reshape" or second.domain != "" or y is None or out is None or len(y) != 4:
+        return None
+    steps, dirs, batch, hidden = y
+    return second if out == (steps, batch, dirs * hidden) else None

@@ -1017,7 +1017,7 @@ def recurrent(t: Translation) -> None:
 
     ``direction="reverse"`` runs the forward module on the flipped sequence and flips its output back.
     """
-    from .rnn import GRU_RZN, LSTM_IFCO, direction_squeeze, read_recurrent, used
+    from .rnn import GRU_RZN, LSTM_IFCO, direction_squeeze, joined_directions, read_recurrent, used
 
     rnn = read_recurrent(t)
     if rnn.kind == "GRU" and not rnn.linear_before_reset:
@@ -1038,7 +1038,11 @@ def recurrent(t: Translation) -> None:
     if want_y:
         y = f"{seq}.flip(0)" if reverse else seq
         squeeze = direction_squeeze(t) if rnn.dirs == 1 else None
-        if squeeze is not None and not reverse:  # read back as (T, N, H): PyTorch's own shape
+        joined = joined_directions(t) if rnn.dirs == 2 else None
+        if joined is not None:  # read back as (T, N, 2H): PyTorch's own shape
+            t.absorb(t.only_consumer(0), seq)
+            t.absorb(joined, seq)
+        elif squeeze is not None and not reverse:  # read back as (T, N, H): PyTorch's own shape
             t.absorb(squeeze, seq)
         elif squeeze is not None:
             name = t.gen.var(squeeze.outputs[0])

@@ -29,7 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
-from .graph import add_initializer, const_array, fresh_name, make_node, replace_value, static_shape
+from .graph import (add_initializer, compose, const_array, fresh_name, is_identity, make_node, perm_of, replace_value,
+                    static_shape)
 
 
 @dataclass
@@ -68,6 +69,8 @@ class LoopAsRecurrent(ir.passes.InPlacePass):
                     progress = changed = True
             if progress and self.then is not None:
                 self.then(model)
+        if changed and _merge_bidirectional(model.graph) and self.then is not None:
+            self.then(model)
         return ir.passes.PassResult(model, changed)
 
 
@@ -467,4 +470,111 @@ def _replace(graph: ir.Graph, loop: ir.Node, cell: _Cell) -> None:
         squeeze = make_node(graph, "Squeeze", [out, axes], hint=f"{hint}_squeeze", before=loop, shape=shape,
                             dtype=ir.DataType.FLOAT)
         replace_value(graph, old, squeeze.outputs[0])
+    # the body's nodes read outer values (X): detach them, or X and what made it look used still
+    for inner in ir.traversal.RecursiveGraphIterator(loop.attributes["body"].as_graph()):
+        for i in range(len(inner.inputs)):
+            inner.replace_input_with(i, None)
     graph.remove(loop, safe=True)
+
+
+# -- Bidirectional: two one-way nodes -> one ----------------------------------------------------
+
+def _only_use(value: ir.Value) -> ir.Node | None:
+    uses = list(value.uses())
+    return uses[0].node if len(uses) == 1 and not value.is_graph_output() else None
+
+
+def _full_reversal(node: ir.Node | None) -> bool:
+    """``ReverseSequence`` over the whole time axis 0 of a (T, N, ...) tensor."""
+    if node is None or node.op_type != "ReverseSequence" or node.domain != "":
+        return False
+    shape, lens = static_shape(node.inputs[0]), const_array(node.inputs[1])
+    return (node.attributes.get_int("time_axis", 0) == 0 and node.attributes.get_int("batch_axis", 1) == 1
+            and shape is not None and lens is not None and bool(np.all(lens == shape[0])))
+
+
+def _unwrap(value: ir.Value) -> ir.Value | None:
+    """``value`` with Transpose pairs that cancel (tf2onnx's, around a reversal) looked through;
+    None unless every value on the way has exactly one use."""
+    while True:
+        if _only_use(value) is None:
+            return None
+        outer = _producer(value, "Transpose")
+        inner = _producer(outer.inputs[0], "Transpose") if outer is not None else None
+        if inner is None or not is_identity(compose(perm_of(inner), perm_of(outer))):
+            return value
+        if _only_use(outer.inputs[0]) is not outer:
+            return None
+        value = inner.inputs[0]
+
+
+def _one_way(value: ir.Value) -> ir.Node | None:
+    """The forward GRU/RNN node whose ``Squeeze(Y, 1)`` is ``value`` (its only use), with no other output read."""
+    squeeze = _producer(value, "Squeeze")
+    if squeeze is None or const_array(squeeze.inputs[1]) is None or list(const_array(squeeze.inputs[1])) != [1]:
+        return None
+    node = _producer(squeeze.inputs[0], "GRU", "RNN")
+    if (node is None or node.attributes.get_string("direction", "forward") != "forward"
+            or _only_use(node.outputs[0]) is not squeeze or any(v.uses() or v.is_graph_output() for v in node.outputs[1:])
+            or any(len(node.inputs) > i and node.inputs[i] is not None for i in (4, 5))):
+        return None
+    return node
+
+
+def _merge_bidirectional(graph: ir.Graph) -> bool:
+    """``Concat([fwd(X), reverse(bwd(reverse(X)))], -1)`` -> one bidirectional node (Keras' Bidirectional)."""
+    changed = False
+    for concat in [n for n in graph if n.op_type == "Concat" and n.domain == "" and len(n.inputs) == 2]:
+        out_shape = static_shape(concat.outputs[0])
+        if out_shape is None or len(out_shape) != 3 or concat.attributes.get_int("axis", 0) % 3 != 2:
+            continue
+        fwd_seq, back_seq = _unwrap(concat.inputs[0]), _unwrap(concat.inputs[1])
+        fwd = _one_way(fwd_seq) if fwd_seq is not None else None
+        back = back_seq.producer() if back_seq is not None else None
+        if fwd is None or not _full_reversal(back):
+            continue
+        bwd_seq = _unwrap(back.inputs[0])
+        bwd = _one_way(bwd_seq) if bwd_seq is not None else None
+        if bwd is None or bwd.op_type != fwd.op_type:
+            continue
+        reversed_x = bwd.inputs[0].producer()
+        if not _full_reversal(reversed_x) or reversed_x.inputs[0] is not fwd.inputs[0]:
+            continue
+        attrs = [{k: v.value for k, v in n.attributes.items() if k != "direction"} for n in (fwd, bwd)]
+        weights = [[const_array(n.inputs[i]) if len(n.inputs) > i and n.inputs[i] is not None else None
+                    for i in (1, 2, 3)] for n in (fwd, bwd)]
+        if attrs[0] != attrs[1] or any(w is None for pair in weights for w in pair[:2]):
+            continue
+        units = int(attrs[0]["hidden_size"])
+        steps, batch, _ = static_shape(fwd.inputs[0])
+        gates = weights[0][0].shape[1] // units
+        zeros = np.zeros((1, 2 * gates * units), np.float32)
+        w = add_initializer(graph, np.concatenate([weights[0][0], weights[1][0]]), f"{fwd.op_type.lower()}_W")
+        r = add_initializer(graph, np.concatenate([weights[0][1], weights[1][1]]), f"{fwd.op_type.lower()}_R")
+        b = None
+        if weights[0][2] is not None or weights[1][2] is not None:
+            b = add_initializer(graph, np.concatenate([zeros if x[2] is None else x[2] for x in weights]),
+                                f"{fwd.op_type.lower()}_B")
+        node = ir.node(fwd.op_type, [fwd.inputs[0], w, r, b], {**attrs[0], "direction": "bidirectional"},
+                       num_outputs=2, name=fresh_name(graph, f"{fwd.name or 'rnn'}_bidirectional"))
+        node.outputs[0].name, node.outputs[1].name = fresh_name(graph, "bi_Y"), fresh_name(graph, "bi_Y_h")
+        node.outputs[0].shape, node.outputs[0].dtype = ir.Shape([steps, 2, batch, units]), ir.DataType.FLOAT
+        graph.insert_before(fwd, node)
+        # (T, 2, N, u) -> (T, N, 2, u) -> (T, N, 2u): forward then backward features, as the Concat
+        side = make_node(graph, "Transpose", [node.outputs[0]], {"perm": [0, 2, 1, 3]}, hint="bi_transpose",
+                         before=concat, shape=[steps, batch, 2, units], dtype=ir.DataType.FLOAT)
+        target = add_initializer(graph, np.array(out_shape, np.int64), "bi_shape")
+        joined = make_node(graph, "Reshape", [side.outputs[0], target], hint="bi_concat", before=concat,
+                           shape=list(out_shape), dtype=ir.DataType.FLOAT)
+        replace_value(graph, concat.outputs[0], joined.outputs[0])
+        changed = True
+    if changed:
+        _drop_dead(graph)
+    return changed
+
+
+def _drop_dead(graph: ir.Graph) -> None:
+    """Remove nodes whose outputs nothing reads, consumers first."""
+    for node in reversed(list(graph)):
+        if not any(o.uses() or o.is_graph_output() for o in node.outputs):
+            graph.remove(node, safe=True)
