@@ -157,6 +157,7 @@ def _tf2onnx(fn, specs, path: Path, opset: int | None, output_names: list[str], 
     _check_exported(model.graph, [s.name for s in specs])
     _rename_outputs(model.graph, output_names)
     _erfc_to_erf(model.graph)
+    _transpose_conv_extends_at_end(model.graph)
     _batch_norm_at_source_rank(model.graph)
     save_inline(model, path)
 
@@ -203,6 +204,30 @@ def _erfc_to_erf(graph) -> None:
         out.replace_all_uses_with(sub.outputs[0], replace_graph_outputs=True)
         graph.remove(node, safe=True)
         sub.outputs[0].name = public
+
+
+def _transpose_conv_extends_at_end(graph) -> None:
+    """A ConvTranspose whose begin pads tf2onnx wrote negative gets them moved to the end.
+
+    TensorFlow's transposed convolution starts its output at the full output's first
+    element (its "same" padding before is never negative); where its output is longer than
+    the full one (a kernel shorter than the stride with "same", or Keras' output_padding), the
+    extra elements come at the end.  tf2onnx splits that negative total over both sides,
+    shifting the result by one element (measured against Keras: max error 4.4 on a
+    Conv1DTranspose(kernel 1, stride 3, "same")).
+    """
+    import onnx_ir as ir
+
+    for node in graph:
+        if node.op_type != "ConvTranspose" or node.domain != "" or "pads" not in node.attributes:
+            continue
+        pads = list(node.attributes["pads"].as_ints())
+        nd = len(pads) // 2
+        if all(p >= 0 for p in pads[:nd]):
+            continue
+        begins = [max(p, 0) for p in pads[:nd]]
+        ends = [e + min(b, 0) for b, e in zip(pads[:nd], pads[nd:])]
+        node.attributes["pads"] = ir.AttrInt64s("pads", begins + ends)
 
 
 def _rename_outputs(graph, names: list[str]) -> None:

@@ -90,6 +90,20 @@ CASES = [
                                              count_include_pad=True)), head="flatten", units=1, opset=19, seed=1165),
         {"torch": "pass", "keras": "pass"},
         id="ceil-counting-average-window-in-end-padding-shape-inference"),
+    pytest.param(  # tf2onnx split the negative "same" padding over both ends: 4.4 off, then refused
+        Case("keras", 1, 1, 3, (13,), (conv_t((1,), (3,), "same", filters=1, output_padding=(2,)),), seed=1512),
+        {"torch": "pass"},
+        id="keras-same-convtranspose-kernel-shorter-than-stride-extends-at-the-end"),
+    pytest.param(
+        Case("keras", 2, 1, 2, (1, 1), (conv_t((3, 1), (3, 3), "same", filters=4, bias=False),), head="flatten",
+             units=3, seed=2),
+        {"torch": "pass"},
+        id="keras-same-convtranspose-2d-kernel-shorter-than-stride"),
+    pytest.param(
+        Case("onnx", 2, 2, 4, (3, 4), (conv_t((2, 1), (3, 2), "explicit", pads=(-1, 2, 1, -3), filters=4, groups=2,
+                                               output_padding=(0, 1)),), head="flatten", units=2),
+        {"torch": "pass", "keras": "pass"},
+        id="convtranspose-negative-begin-pads-window-of-the-full-output"),
     pytest.param(
         Case("onnx", 2, 3, 2, (4, 9), (conv((4, 1), (3, 2), "explicit", pads=(1, 1, 3, 0), filters=2, groups=2),),
              head="flatten", units=1, seed=2188),

@@ -166,7 +166,8 @@ def conv_transpose(t: Translation) -> None:
     # (without it, "valid" gives n * s when k < s); ONNX pads then crop that output.
     extra = [op - en for op, en in zip(outpad, ends)]  # what ONNX keeps beyond the full output
     if any(bg < 0 for bg in begins) or any(x >= s for x, s in zip(extra, strides)):
-        t.unsupported(f"ConvTranspose pads {pads} with output_padding {outpad}")
+        _conv_transpose_window(t, w, b, group, kernel, strides, begins, extra)
+        return
     keras_outpad = [max(x, 0) for x in extra]
     exact = not is_same and (any(keras_outpad) or any(k < s for k, s in zip(k_eff, strides)))
     args = [str(w.shape[1]), _ints(kernel)]
@@ -195,6 +196,39 @@ def conv_transpose(t: Translation) -> None:
     cropping = crop[0] if nd == 1 else tuple(crop)
     name = t.gen.add_layer(t.layer_hint() + "_crop", [])
     t.assign(f"layers.Cropping{nd}D({cropping}, name={name!r})({full})", comment="ONNX pads crop the full output")
+
+
+def _conv_transpose_window(t: Translation, w, b, group: int, kernel, strides, begins, extra) -> None:
+    """ONNX keeps ``[b, full + extra)`` of the full transposed convolution, beyond what Keras'
+    padding and output_padding reach (a negative begin pad, or more extension than a stride):
+    the layer without bias ("valid": the full output, then zeros up to ``n * s`` where the
+    kernel is shorter than the stride), sliced and zero-padded to that window, then the bias."""
+    nd = len(kernel)
+    args = [str(w.shape[1]), _ints(kernel)]
+    if any(s != 1 for s in strides):
+        args.append(f"strides={_ints(strides)}")
+    args.append("use_bias=False")
+    if group == 1:
+        expr = _layer(t, f"Conv{nd}DTranspose", args, [w.transpose(*range(2, 2 + nd), 1, 0)], t.inp(0))
+    else:
+        expr = _grouped_conv_transpose(t, w, None, group, args)
+    full = t.gen.names.take(t.layer_hint() + "_full")
+    t.gen.emit(f"{full} = {expr}")
+    sizes = t.shape(0)[2:]
+    made = [(n - 1) * s + max(k, s) for n, k, s in zip(sizes, kernel, strides)]  # Keras' "valid" length
+    stops = [(n - 1) * s + k + x for n, k, s, x in zip(sizes, kernel, strides, extra)]
+    window = ", ".join(f"{max(bg, 0) or ''}:{min(stop, m) if stop < m else ''}"
+                       for bg, stop, m in zip(begins, stops, made))
+    expr = f"{full}[:, {window}, :]"
+    widths = [(max(-bg, 0), max(stop - m, 0)) for bg, stop, m in zip(begins, stops, made)]
+    if any(a or z for a, z in widths):
+        expr = f"ops.pad({expr}, {[(0, 0)] + widths + [(0, 0)]})"
+    if b is not None:
+        import onnx_ir as ir
+
+        bias = t.gen.constant(ir.Value(name=f"{t.layer_hint()}_bias"), np.ascontiguousarray(b.astype(np.float32)))
+        expr = f"ops.add({expr}, {bias})"
+    t.assign(expr, comment="ONNX's output window of the full transposed convolution: zeros beyond it, then the bias")
 
 
 def _zero_dilated(w: np.ndarray, dil: list[int]) -> np.ndarray:

@@ -146,13 +146,18 @@ def conv(t: Translation) -> None:
         args.append(f"stride={_tuple_or_int(strides)}")
     x = t.inp(0)
     crop = []
+    reshape_full = None  # F.pad pairs (negative crops) from PyTorch's full output to ONNX's
     if transposed:
         if t.ints("output_shape") is not None:
             t.unsupported("ConvTranspose with output_shape")
         outpad = t.ints("output_padding", [0] * nd)
         found = transpose_padding(pads[:nd], pads[nd:], outpad, strides, dil)
         if found is None:
-            t.unsupported(f"ConvTranspose pads {pads} with output_padding {outpad}")
+            # a negative begin pad (tf2onnx, Keras "same" with a kernel shorter than the stride) or
+            # more extension than output_padding allows: ONNX keeps [b, full + op - e) of the
+            # full output, positions beyond it holding the bias only
+            found = [0] * nd, [0] * nd, []
+            reshape_full = [(-bg, op - en) for bg, en, op in zip(pads[:nd], pads[nd:], outpad)]
         padding, out_pad, crop = found
         if any(padding):
             args.append(f"padding={_tuple_or_int(padding)}")
@@ -170,11 +175,19 @@ def conv(t: Translation) -> None:
         args.append(f"dilation={_tuple_or_int(dil)}")
     if group != 1:
         args.append(f"groups={group}")
-    if b is None:
+    if b is None or reshape_full is not None:
         args.append("bias=False")
     kind = "ConvTranspose" if transposed else "Conv"
-    mod = _module(t, f"nn.{kind}{nd}d({', '.join(args)})", {"weight": w, "bias": b})
-    if any(c for pair in crop for c in pair):
+    mod = _module(t, f"nn.{kind}{nd}d({', '.join(args)})", {"weight": w, "bias": None if reshape_full else b})
+    if reshape_full is not None:
+        y = t.gen.names.take(mod + "_full")
+        t.gen.emit(f"{y} = self.{mod}({x})")
+        expr = f"F.pad({y}, {torch_pad_order(reshape_full)})"
+        if b is not None:
+            bias = _buffer(t, mod + "_bias", b.reshape((1, -1) + (1,) * nd))
+            expr = f"{expr} + {bias}"
+        t.assign(expr, comment="ONNX's output window of the full transposed convolution: zeros beyond it, then the bias")
+    elif any(c for pair in crop for c in pair):
         y = t.gen.names.take(mod + "_full")
         t.gen.emit(f"{y} = self.{mod}({x})")
         t.assign(f"{y}[{_crop_index(crop)}]", comment="asymmetric padding: crop the extra end")
