@@ -76,7 +76,7 @@ class RefreshShapes(ir.passes.InPlacePass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         kept: set[ir.Value] = set()  # shapes set here that ONNX's inference gets wrong
-        while True:
+        for _ in range(8):  # a round corrects pools whose inputs the previous round corrected
             for node in model.graph:
                 for v in node.outputs:
                     if not v.is_graph_output() and v not in kept:
@@ -85,7 +85,8 @@ class RefreshShapes(ir.passes.InPlacePass):
             while fill_kept_shapes(model.graph):  # GroupNormalization: ONNX's inference gives no shape
                 ShapeInferencePass(strict_mode=False)(model)
             if not _ceil_pool_shapes(model.graph, kept):
-                return ir.passes.PassResult(model, False)
+                break
+        return ir.passes.PassResult(model, False)
 
 
 def _ceil_pool_shapes(graph: ir.Graph, kept: set) -> bool:
