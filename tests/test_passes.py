@@ -17,6 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from pipeline.normalize import (
     ChannelsLast,
+    Cleanup,
     ExplicitPads,
     FuseConvBias,
     InterfaceLayout,
@@ -39,6 +40,7 @@ from pipeline.normalize.graph import (
     to_first,
     to_last,
 )
+from pipeline.normalize.select import WhereFromMasks
 from pipeline.referee import run_onnx
 
 F, I64 = TensorProto.FLOAT, TensorProto.INT64
@@ -896,18 +898,40 @@ def test_interface_layout_leaves_other_tensors_alone():
     assert layout.interface == {"inputs": {}, "outputs": {}}
 
 
+# --------------------------------------------------------------------------- where_from_masks
+
+
+@pytest.mark.parametrize("dtype,expect_where", [(TensorProto.INT64, True), (TensorProto.INT32, True),
+                                                (TensorProto.FLOAT, False)])
+def test_where_from_masks(dtype, expect_where):
+    """tf2onnx's select on integers (Keras' Embedding wraps negative ids so) -> Where; floats stay
+    arithmetic (inf * 0 is NaN, so Where would differ)."""
+    g = G()
+    ids = g.input("ids", [2, 5], TensorProto.INT64)
+    x = ids if dtype == TensorProto.INT64 else g.op("Cast", ids, to=dtype)
+    negative = g.op("Less", g.op("Cast", x, to=TensorProto.FLOAT), g.const(np.array(0.0, np.float32)))
+    wrapped = g.op("Add", x, g.const(np.array(7, helper.tensor_dtype_to_np_dtype(dtype))))
+    picked = g.op("Mul", g.op("Cast", negative, to=dtype), wrapped)
+    kept = g.op("Mul", x, g.op("Cast", g.op("Not", negative), to=dtype))
+    g.op("Add", kept, picked, out="y")  # the other operand order
+    model = g.model("y", types={"y": dtype})
+    feeds = {"ids": np.array([[-7, -3, -1, 0, 2], [6, -2, 3, -6, 1]], np.int64)}
+    check(model, WhereFromMasks(), Cleanup(), feeds=feeds, exact=True, expect_change=expect_where)
+    assert ("Where" in ops(model)) == expect_where and ("Mul" in ops(model)) != expect_where
+
+
 # --------------------------------------------------------------------------- normalize() end to end
 
 
-KERAS_LIKE = ["fold_constants", "loops_as_rnn", "explicit_pads", "squeeze_unit_conv", "transposes", "fuse_conv_bias",
-              "channels_last", "transposes", "interface_layout", "transposes", "cleanup"]
+KERAS_LIKE = ["fold_constants", "loops_as_rnn", "where_from_masks", "explicit_pads", "squeeze_unit_conv", "transposes",
+              "fuse_conv_bias", "channels_last", "transposes", "interface_layout", "transposes", "cleanup"]
 
 
 def test_pass_plan_order():
     assert [n for n, _ in pass_plan("keras", "target")] == KERAS_LIKE
     assert [n for n, _ in pass_plan("torch", "source")] == [
-        "fold_constants", "loops_as_rnn", "explicit_pads", "squeeze_unit_conv", "transposes", "fuse_conv_bias",
-        "cleanup"]
+        "fold_constants", "loops_as_rnn", "where_from_masks", "explicit_pads", "squeeze_unit_conv", "transposes",
+        "fuse_conv_bias", "cleanup"]
 
 
 @pytest.mark.parametrize("target,layout", [("keras", "source"), ("keras", "target"), ("torch", "target")])

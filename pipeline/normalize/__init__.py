@@ -22,6 +22,7 @@ from .layout import ChannelsLast, InterfaceLayout, SqueezeUnitConv
 from .padding import ExplicitPads
 from .patterns import fill_kept_shapes
 from .recurrent import LoopAsRecurrent
+from .select import WhereFromMasks
 from .transpose import TransposeOptimizer
 
 
@@ -159,6 +160,7 @@ def pass_plan(target: str, layout: str, fold_bn: bool = False) -> list[tuple[str
     plan: list[tuple[str, ir.passes.PassBase]] = [
         ("fold_constants", FoldConstants()),
         ("loops_as_rnn", LoopAsRecurrent(then=FoldConstants())),
+        ("where_from_masks", WhereFromMasks()),
         ("explicit_pads", ExplicitPads()),
         ("squeeze_unit_conv", SqueezeUnitConv()),
         ("transposes", TransposeOptimizer()),

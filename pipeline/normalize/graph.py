@@ -34,6 +34,20 @@ def static_shape(value: ir.Value | None) -> tuple[int, ...] | None:
     return tuple(dims)
 
 
+def producer(value: ir.Value | None, *ops: str) -> ir.Node | None:
+    """The node making ``value`` if it is one of the standard-domain ``ops``, else None."""
+    node = value.producer() if value is not None else None
+    return node if node is not None and node.domain == "" and node.op_type in ops else None
+
+
+def either(node: ir.Node | None, match):
+    """``match(a, b)`` on a two-input commutative node's inputs, in either order."""
+    if node is None or len(node.inputs) != 2:
+        return None
+    a, b = node.inputs
+    return match(a, b) or match(b, a)
+
+
 def rank_of(value: ir.Value | None) -> int | None:
     if value is None or value.shape is None:
         return None

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
-from .graph import (add_initializer, compose, const_array, fresh_name, is_identity, make_node, perm_of, replace_value,
-                    static_shape)
+from .graph import (add_initializer, compose, const_array, either, fresh_name, is_identity, make_node, perm_of, producer,
+                    replace_value, static_shape)
 
 
 @dataclass
@@ -76,23 +76,10 @@ class LoopAsRecurrent(ir.passes.InPlacePass):
 
 # -- matching -------------------------------------------------------------------------------
 
-def _producer(value: ir.Value | None, *ops: str) -> ir.Node | None:
-    node = value.producer() if value is not None else None
-    return node if node is not None and node.domain == "" and node.op_type in ops else None
-
-
 def _through_identity(value: ir.Value) -> ir.Value:
-    while (node := _producer(value, "Identity")) is not None:
+    while (node := producer(value, "Identity")) is not None:
         value = node.inputs[0]
     return value
-
-
-def _either(node: ir.Node | None, match):
-    """``match(a, b)`` on a two-input commutative node's inputs, in either order."""
-    if node is None or len(node.inputs) != 2:
-        return None
-    a, b = node.inputs
-    return match(a, b) or match(b, a)
 
 
 class _Body:
@@ -159,7 +146,7 @@ def _split_sizes(node: ir.Node, shape, body: _Body) -> list[int] | None:
 
 def _gate(body: _Body, value: ir.Value, units: int) -> tuple[ir.Value, int] | None:
     """``(source, g)`` when ``value`` is gate block ``g`` (of 3, ``units`` wide) of ``source``'s last axis."""
-    split = _producer(value, "Split")
+    split = producer(value, "Split")
     if split is not None and split.graph is body.graph:
         shape = static_shape(split.inputs[0])
         if shape is None or split.attributes.get_int("axis", 0) % len(shape) != len(shape) - 1:
@@ -167,7 +154,7 @@ def _gate(body: _Body, value: ir.Value, units: int) -> tuple[ir.Value, int] | No
         if _split_sizes(split, shape, body) != [units] * 3:
             return None
         return split.inputs[0], list(split.outputs).index(value)
-    sl = _producer(value, "Slice")
+    sl = producer(value, "Slice")
     if sl is None or sl.graph is not body.graph:
         return None
     shape = static_shape(sl.inputs[0])
@@ -197,7 +184,7 @@ def _gate(body: _Body, value: ir.Value, units: int) -> tuple[ir.Value, int] | No
 
 def _affine(body: _Body, value: ir.Value) -> tuple[ir.Value, np.ndarray, np.ndarray | None] | None:
     """``(x, kernel, bias)`` when ``value`` is ``x @ kernel (+ bias)`` with a constant kernel and bias."""
-    gemm = _producer(value, "Gemm")
+    gemm = producer(value, "Gemm")
     if gemm is not None:
         attrs = gemm.attributes
         if attrs.get_int("transA", 0) or attrs.get_float("alpha", 1.0) != 1.0 or attrs.get_float("beta", 1.0) != 1.0:
@@ -211,7 +198,7 @@ def _affine(body: _Body, value: ir.Value) -> tuple[ir.Value, np.ndarray, np.ndar
         if has_bias and (bias is None or bias.size != kernel.shape[1]):
             return None
         return gemm.inputs[0], kernel, None if bias is None else bias.reshape(-1)
-    matmul = _producer(value, "MatMul")
+    matmul = producer(value, "MatMul")
     if matmul is not None:
         kernel = body.constant(matmul.inputs[1])
         return None if kernel is None or kernel.ndim != 2 else (matmul.inputs[0], kernel, None)
@@ -221,7 +208,7 @@ def _affine(body: _Body, value: ir.Value) -> tuple[ir.Value, np.ndarray, np.ndar
         if inner is None or inner[2] is not None or bias is None or bias.size != inner[1].shape[1]:
             return None
         return inner[0], inner[1], bias.reshape(-1)
-    return _either(_producer(value, "Add"), with_bias)
+    return either(producer(value, "Add"), with_bias)
 
 
 def _one(body: _Body, value: ir.Value) -> bool:
@@ -234,24 +221,24 @@ def _gru_cell(body: _Body, h_new: ir.Value):
     def blend(keep, update):  # keep = z * h, update = (1 - z) * hh
         def z_h(a, b):
             return (a, b) if b in body.state_in else None
-        zh = _either(_producer(keep, "Mul"), z_h)
+        zh = either(producer(keep, "Mul"), z_h)
         if zh is None:
             return None
         z, h = zh
 
         def one_minus_z_hh(a, b):
-            sub = _producer(a, "Sub")
-            tanh = _producer(b, "Tanh")
+            sub = producer(a, "Sub")
+            tanh = producer(b, "Tanh")
             if sub is None or tanh is None or sub.inputs[1] is not z or not _one(body, sub.inputs[0]):
                 return None
             return tanh.inputs[0]
-        candidate = _either(_producer(update, "Mul"), one_minus_z_hh)
+        candidate = either(producer(update, "Mul"), one_minus_z_hh)
         return None if candidate is None else (z, h, candidate)
-    parts = _either(_producer(h_new, "Add"), blend)
+    parts = either(producer(h_new, "Add"), blend)
     if parts is None:
         return None
     z, h, candidate = parts
-    z_node = _producer(z, "Sigmoid")
+    z_node = producer(z, "Sigmoid")
     if z_node is None or z_node.graph is not body.graph:
         return None
     shape = static_shape(h)
@@ -260,18 +247,18 @@ def _gru_cell(body: _Body, h_new: ir.Value):
     units = shape[1]
 
     def reset_term(a, b):  # x_h + r * h_h
-        mul = _producer(b, "Mul")
+        mul = producer(b, "Mul")
         xh = _gate(body, a, units)
         if mul is None or xh is None:
             return None
 
         def r_hh(p, q):
-            r_node = _producer(p, "Sigmoid")
+            r_node = producer(p, "Sigmoid")
             hh = _gate(body, q, units)
             return (p, hh) if r_node is not None and hh is not None else None
-        found = _either(mul, r_hh)
+        found = either(mul, r_hh)
         return None if found is None else (xh, found[0], found[1])
-    term = _either(_producer(candidate, "Add"), reset_term)
+    term = either(producer(candidate, "Add"), reset_term)
     if term is None:
         return None
     xh, r, hh = term
@@ -280,7 +267,7 @@ def _gru_cell(body: _Body, h_new: ir.Value):
         def pair(a, b):
             ga, gb = _gate(body, a, units), _gate(body, b, units)
             return (ga, gb) if ga is not None and gb is not None else None
-        return _either(_producer(value, "Add"), pair)
+        return either(producer(value, "Add"), pair)
     zz = pre_activation(z_node.inputs[0])
     rr = pre_activation(r.producer().inputs[0])
     if zz is None or rr is None:
@@ -300,11 +287,11 @@ def _rnn_cell(body: _Body, h_new: ir.Value):
     """Match ``h' = tanh(x_t @ kernel + bias + h @ recurrent)``; return its parts or None.
 
     tf2onnx writes the sum as one Gemm of the state whose C input is the input product, or as an Add."""
-    tanh = _producer(h_new, "Tanh")
+    tanh = producer(h_new, "Tanh")
     if tanh is None:
         return None
     pre = tanh.inputs[0]
-    gemm = _producer(pre, "Gemm")
+    gemm = producer(pre, "Gemm")
     if gemm is not None and len(gemm.inputs) > 2 and gemm.inputs[2] is not None and body.constant(gemm.inputs[2]) is None:
         attrs = gemm.attributes
         if attrs.get_int("transA", 0) or attrs.get_float("alpha", 1.0) != 1.0 or attrs.get_float("beta", 1.0) != 1.0:
@@ -319,7 +306,7 @@ def _rnn_cell(body: _Body, h_new: ir.Value):
         def pair(a, b):
             first, second = _affine(body, a), _affine(body, b)
             return (first, second) if first is not None and second is not None and second[0] in body.state_in else None
-        found = _either(_producer(pre, "Add"), pair)
+        found = either(producer(pre, "Add"), pair)
         if found is None:
             return None
         ax, ah = found
@@ -332,12 +319,12 @@ def _rnn_cell(body: _Body, h_new: ir.Value):
 
 def _step_input(body: _Body, gx_input: ir.Value, counter: ir.Value) -> ir.Value | None:
     """``X`` when ``gx_input`` is ``Gather(X, counter, axis=0)`` with ``X`` from outside the body."""
-    gather = _producer(gx_input, "Gather")
+    gather = producer(gx_input, "Gather")
     if gather is None or gather.inputs[1] is not counter or gather.attributes.get_int("axis", 0) != 0:
         return None
     x = gather.inputs[0]
-    producer = x.producer()
-    if producer is not None and producer.graph is body.graph or x in body.graph.inputs:
+    maker = x.producer()
+    if maker is not None and maker.graph is body.graph or x in body.graph.inputs:
         return None
     return x
 
@@ -394,7 +381,7 @@ def _match(loop: ir.Node) -> _Cell | None:
         return None
     x_t, kernel, bias = ax
     _, recurrent, recurrent_bias = ah
-    gather = _producer(x_t, "Gather")
+    gather = producer(x_t, "Gather")
     if gather is None or gather.inputs[1] not in body.state_in:
         return None
     counter = gather.inputs[1]
@@ -499,8 +486,8 @@ def _unwrap(value: ir.Value) -> ir.Value | None:
     while True:
         if _only_use(value) is None:
             return None
-        outer = _producer(value, "Transpose")
-        inner = _producer(outer.inputs[0], "Transpose") if outer is not None else None
+        outer = producer(value, "Transpose")
+        inner = producer(outer.inputs[0], "Transpose") if outer is not None else None
         if inner is None or not is_identity(compose(perm_of(inner), perm_of(outer))):
             return value
         if _only_use(outer.inputs[0]) is not outer:
@@ -510,10 +497,10 @@ def _unwrap(value: ir.Value) -> ir.Value | None:
 
 def _one_way(value: ir.Value) -> ir.Node | None:
     """The forward GRU/RNN node whose ``Squeeze(Y, 1)`` is ``value`` (its only use), with no other output read."""
-    squeeze = _producer(value, "Squeeze")
+    squeeze = producer(value, "Squeeze")
     if squeeze is None or const_array(squeeze.inputs[1]) is None or list(const_array(squeeze.inputs[1])) != [1]:
         return None
-    node = _producer(squeeze.inputs[0], "GRU", "RNN")
+    node = producer(squeeze.inputs[0], "GRU", "RNN")
     if (node is None or node.attributes.get_string("direction", "forward") != "forward"
             or _only_use(node.outputs[0]) is not squeeze or any(v.uses() or v.is_graph_output() for v in node.outputs[1:])
             or any(len(node.inputs) > i and node.inputs[i] is not None for i in (4, 5))):
