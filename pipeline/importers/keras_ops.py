@@ -13,7 +13,7 @@ import numpy as np
 
 from ..normalize.graph import PIN_IN, PIN_OUT, const_array, pin_role, static_shape
 from ..normalize.patterns import match_group_norm, module_name
-from ..normalize.padding import ceil_end_pads, same_pads, tap_pool, valid_counts
+from ..normalize.padding import ceil_end_pads, mean_divisor, same_pads, tap_pool
 from .codegen import Translation, embedding_lookup, layout_note, plan_gather_nd, py_literal, registry, shape_literal
 
 OPS, register = registry()
@@ -389,17 +389,9 @@ def pool(t: Translation) -> None:
           and not _tf_3d_same_shifts(in_sizes, kernel, strides, dil)):
         padding = "same"  # TF's "same" pooling ignores the padding, as ONNX does here
     else:
-        width = [(0, 0)] + [(int(b), int(e)) for b, e in zip(begins, ends)] + [(0, 0)]
-        fill = ", constant_values=float('-inf')" if is_max else ""
-        var = t.gen.names.take(t.layer_hint() + "_padded")
-        t.gen.emit(f"{var} = ops.pad({x}, {width}{fill})", "explicit pooling padding")
-        x, padding = var, "valid"
+        x, padding = _pool_pad(t, x, pads, is_max), "valid"
         if not is_max:  # the zero-padded mean divides by the whole window: rescale by kernel / count
-            if include_pad:  # count the real padding, in coordinates where it starts at 0
-                sizes = [n + b + e for n, b, e in zip(in_sizes, counted[:nd], counted[nd:])]
-                counts = valid_counts(sizes, kernel, strides, [0] * nd, out_sizes)
-            else:
-                counts = valid_counts(in_sizes, kernel, strides, begins, out_sizes)
+            counts = mean_divisor(in_sizes, kernel, strides, dil, counted, out_sizes, include_pad)
             if np.any(counts != np.prod(kernel)):
                 rescale = np.moveaxis(float(np.prod(kernel)) / counts, 1, -1)  # (1, *spatial, 1): channels-last
     cls = f"{'Max' if is_max else 'Average'}Pooling{nd}D"
@@ -417,20 +409,23 @@ def pool(t: Translation) -> None:
         t.assign(f"ops.multiply({pooled}, {factor})", comment=f"mean over {what} of each window")
 
 
+def _pool_pad(t: Translation, x: str, pads, is_max: bool) -> str:
+    """``x`` (channels-last) padded by ONNX ``pads``: with -inf before a max, zeros before a mean."""
+    nd = len(pads) // 2
+    width = [(0, 0)] + [(int(b), int(e)) for b, e in zip(pads[:nd], pads[nd:])] + [(0, 0)]
+    fill = ", constant_values=float('-inf')" if is_max else ""
+    var = t.gen.names.take(t.layer_hint() + "_padded")
+    t.gen.emit(f"{var} = ops.pad({x}, {width}{fill})", "explicit pooling padding")
+    return var
+
+
 def _tap_pool(t: Translation, kernel, strides, dil, pads, is_max: bool) -> None:
     """Keras pooling takes no dilation: pad (with -inf for a max), then on each spatial axis
     reduce the ``k`` strided slices that start ``d`` apart (a max or sum over a box is one over
     each axis in turn); an average then divides by the taps each window counts."""
-    nd = len(kernel)
     plan = tap_pool(t.shape(0)[2:], kernel, strides, dil, pads, bool(t.int("ceil_mode", 0)), not is_max,
                     bool(t.int("count_include_pad", 0)))
-    x = t.inp(0)
-    if any(plan.pads):
-        width = [(0, 0)] + [(int(b), int(e)) for b, e in zip(plan.pads[:nd], plan.pads[nd:])] + [(0, 0)]
-        fill = ", constant_values=float('-inf')" if is_max else ""
-        var = t.gen.names.take(t.layer_hint() + "_padded")
-        t.gen.emit(f"{var} = ops.pad({x}, {width}{fill})", "explicit pooling padding")
-        x = var
+    x = _pool_pad(t, t.inp(0), plan.pads, is_max) if any(plan.pads) else t.inp(0)
     reduce, what = ("ops.max", "max") if is_max else ("ops.sum", "sum")
     for axis, name, k, s, d, extent, span in plan.axes():
         lead = ":, " * (axis + 1)
@@ -1082,9 +1077,9 @@ def _rnn_weights(rnn, d: int) -> list[np.ndarray]:
 
     LSTM and SimpleRNN have one bias (ONNX's two summed); GRU ``reset_after=True`` keeps both as ``(2, 3H)``.
     """
-    from .rnn import ORDERS, gate_blocks
+    from .rnn import KERAS_ORDERS, gate_blocks
 
-    order = ORDERS[rnn.kind]
+    order = KERAS_ORDERS[rnn.kind]
     weights = [gate_blocks(rnn.w[d], order).T, gate_blocks(rnn.r[d], order).T]
     if rnn.wb is not None:
         wb, rb = gate_blocks(rnn.wb[d], order), gate_blocks(rnn.rb[d], order)

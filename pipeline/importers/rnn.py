@@ -28,7 +28,8 @@ ACTIVATIONS = {"LSTM": ["sigmoid", "tanh", "tanh"], "GRU": ["sigmoid", "tanh"], 
 LSTM_IFCO = [0, 2, 3, 1]  # PyTorch i f g o and Keras i f c o, from ONNX i o f c
 GRU_RZN = [1, 0, 2]  # PyTorch r z n, from ONNX z r h
 GRU_ZRH = [0, 1, 2]  # Keras z r h: ONNX's own order
-ORDERS = {"LSTM": LSTM_IFCO, "GRU": GRU_ZRH, "RNN": [0]}  # Keras' gate order per kind
+KERAS_ORDERS = {"LSTM": LSTM_IFCO, "GRU": GRU_ZRH, "RNN": [0]}  # each target's gate order per kind
+TORCH_ORDERS = {"LSTM": LSTM_IFCO, "GRU": GRU_RZN, "RNN": [0]}
 
 
 @dataclass

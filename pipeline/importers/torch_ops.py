@@ -1030,12 +1030,12 @@ def recurrent(t: Translation) -> None:
 
     ``direction="reverse"`` runs the forward module on the flipped sequence and flips its output back.
     """
-    from .rnn import GRU_RZN, LSTM_IFCO, direction_squeeze, joined_directions, read_recurrent, used
+    from .rnn import TORCH_ORDERS, direction_squeeze, joined_directions, read_recurrent, used
 
     rnn = read_recurrent(t)
     if rnn.kind == "GRU" and not rnn.linear_before_reset:
         t.unsupported("GRU with linear_before_reset=0 (nn.GRU applies the reset gate after the recurrent matmul)")
-    state = _rnn_state(rnn, {"LSTM": LSTM_IFCO, "GRU": GRU_RZN, "RNN": [0]}[rnn.kind])
+    state = _rnn_state(rnn, TORCH_ORDERS[rnn.kind])
     args = [str(rnn.features), str(rnn.hidden)] + (["bias=False"] if rnn.wb is None else [])
     args += ["bidirectional=True"] if rnn.dirs == 2 else []
     mod = _module(t, f"nn.{rnn.kind}({', '.join(args)})", state, hint=_rnn_hint(t))

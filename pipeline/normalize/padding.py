@@ -97,6 +97,17 @@ def valid_counts(in_sizes, kernel, strides, begins, out_sizes, dilations=None) -
     return total
 
 
+def mean_divisor(in_sizes, kernel, strides, dilations, pads, out_sizes, include_pad: bool) -> np.ndarray:
+    """What each window of an average pool divides by, shaped ``(1, 1, *out_sizes)``: the taps
+    inside the input, or with ``include_pad`` inside the input and its padding ``pads`` (the
+    node's own, not the overhang of ceil_mode's last windows, which neither side counts)."""
+    nd = len(kernel)
+    if include_pad:  # in coordinates where the padded input starts at 0
+        sizes = [n + b + e for n, b, e in zip(in_sizes, pads[:nd], pads[nd:])]
+        return valid_counts(sizes, kernel, strides, [0] * nd, out_sizes, dilations)
+    return valid_counts(in_sizes, kernel, strides, pads[:nd], out_sizes, dilations)
+
+
 @dataclass
 class TapPool:
     """A (dilated) pool as one padding of the input, then per spatial axis a reduction over
@@ -131,12 +142,7 @@ def tap_pool(in_sizes, kernel, strides, dilations, pads, ceil: bool, average: bo
     sizes = [n + b + e for n, b, e in zip(in_sizes, pads[:nd], pads[nd:])]
     out_sizes = [(n - x) // s + 1 for n, x, s in zip(sizes, extents, strides)]
     spans = [(o - 1) * s + 1 for o, s in zip(out_sizes, strides)]
-    divisor = None
-    if average and include_pad:  # taps inside the input or its real padding (not ceil's overhang)
-        real = [n + b + e for n, b, e in zip(in_sizes, counted[:nd], counted[nd:])]
-        divisor = valid_counts(real, kernel, strides, [0] * nd, out_sizes, dilations)
-    elif average:
-        divisor = valid_counts(in_sizes, kernel, strides, pads[:nd], out_sizes, dilations)
+    divisor = mean_divisor(in_sizes, kernel, strides, dilations, counted, out_sizes, include_pad) if average else None
     return TapPool(list(pads), extents, spans, out_sizes, divisor, list(kernel), list(strides), list(dilations))
 
 

@@ -86,7 +86,6 @@ class _Body:
     """A Loop body: which inputs are the counter, the state and the loop-invariant constants."""
 
     def __init__(self, loop: ir.Node):
-        self.loop = loop
         self.graph = loop.attributes["body"].as_graph()
         ins, outs = list(self.graph.inputs), list(self.graph.outputs)
         self.carried = len(loop.inputs) - 2
@@ -182,17 +181,24 @@ def _gate(body: _Body, value: ir.Value, units: int) -> tuple[ir.Value, int] | No
     return None if block is None else (sl.inputs[0], block)
 
 
+def _gemm_product(body: _Body, gemm: ir.Node) -> np.ndarray | None:
+    """The constant ``kernel`` when ``gemm`` computes ``A @ kernel + C`` (no transposed A, unit alpha and beta)."""
+    attrs = gemm.attributes
+    if attrs.get_int("transA", 0) or attrs.get_float("alpha", 1.0) != 1.0 or attrs.get_float("beta", 1.0) != 1.0:
+        return None
+    kernel = body.constant(gemm.inputs[1])
+    if kernel is None or kernel.ndim != 2:
+        return None
+    return kernel.T if attrs.get_int("transB", 0) else kernel
+
+
 def _affine(body: _Body, value: ir.Value) -> tuple[ir.Value, np.ndarray, np.ndarray | None] | None:
     """``(x, kernel, bias)`` when ``value`` is ``x @ kernel (+ bias)`` with a constant kernel and bias."""
     gemm = producer(value, "Gemm")
     if gemm is not None:
-        attrs = gemm.attributes
-        if attrs.get_int("transA", 0) or attrs.get_float("alpha", 1.0) != 1.0 or attrs.get_float("beta", 1.0) != 1.0:
+        kernel = _gemm_product(body, gemm)
+        if kernel is None:
             return None
-        kernel = body.constant(gemm.inputs[1])
-        if kernel is None or kernel.ndim != 2:
-            return None
-        kernel = kernel.T if attrs.get_int("transB", 0) else kernel
         has_bias = len(gemm.inputs) > 2 and gemm.inputs[2] is not None
         bias = body.constant(gemm.inputs[2]) if has_bias else None
         if has_bias and (bias is None or bias.size != kernel.shape[1]):
@@ -293,14 +299,10 @@ def _rnn_cell(body: _Body, h_new: ir.Value):
     pre = tanh.inputs[0]
     gemm = producer(pre, "Gemm")
     if gemm is not None and len(gemm.inputs) > 2 and gemm.inputs[2] is not None and body.constant(gemm.inputs[2]) is None:
-        attrs = gemm.attributes
-        if attrs.get_int("transA", 0) or attrs.get_float("alpha", 1.0) != 1.0 or attrs.get_float("beta", 1.0) != 1.0:
+        weight, other = _gemm_product(body, gemm), _affine(body, gemm.inputs[2])
+        if weight is None or other is None:
             return None
-        weight = body.constant(gemm.inputs[1])
-        other = _affine(body, gemm.inputs[2])
-        if weight is None or weight.ndim != 2 or other is None:
-            return None
-        product = (gemm.inputs[0], weight.T if attrs.get_int("transB", 0) else weight, None)
+        product = (gemm.inputs[0], weight, None)
         ax, ah = (other, product) if product[0] in body.state_in else (product, other)
     else:
         def pair(a, b):
