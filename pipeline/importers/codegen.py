@@ -144,6 +144,12 @@ def layout_note(node: ir.Node, perm: list[int]) -> str | None:
     return "channels-last -> channels-first" if first_result else "channels-first -> channels-last"
 
 
+def tuple_or_int(values) -> str:
+    """``3`` when every value is 3, else ``(3, 5)``: how both frameworks' layers take per-axis sizes."""
+    values = [int(v) for v in values]
+    return str(values[0]) if len(set(values)) == 1 else str(tuple(values))
+
+
 def shape_literal(shape) -> str:
     shape = tuple(int(d) for d in shape)
     return f"({shape[0]},)" if len(shape) == 1 else str(shape)
@@ -158,6 +164,11 @@ class Translation:
     @property
     def op(self) -> str:
         return self.node.op_type
+
+    @property
+    def opset(self) -> int:
+        """The graph's version of the standard ONNX domain (attributes became inputs over versions)."""
+        return self.gen.opset
 
     def n_inputs(self) -> int:
         return sum(1 for v in self.node.inputs if v is not None)
@@ -468,6 +479,23 @@ class Generator:
         for value in self.graph.initializers.values():
             value.const_value = None
 
+    @property
+    def opset(self) -> int:
+        return self.graph.opset_imports.get("", self.graph.opset_imports.get("ai.onnx", 1))
+
+    def translator(self, node: ir.Node) -> tuple[Translator | None, str]:
+        """The function that writes ``node`` for this target, or None and the reason there is none."""
+        from . import registry
+
+        op = registry.lookup(node.domain, node.op_type, self.opset)
+        if op is not None:
+            emit = op.emitter(self.target)
+            if emit is None:
+                return None, op.refusals[self.target]
+            return (lambda t: emit(t, op.read(t))), ""
+        fn = self.table.get(node.op_type)  # ops not yet moved to a family file
+        return fn, ""
+
     def run(self) -> None:
         problems: list[tuple[str, str, str]] = []
         for node in topological_nodes(self.graph):
@@ -480,9 +508,9 @@ class Generator:
                 for o in node.outputs:
                     self.var(o)
                 continue
-            fn = self.table.get(node.op_type)
+            fn, why = self.translator(node)
             if fn is None:
-                problems.append((node.op_type, node.name or "?", ""))
+                problems.append((node.op_type, node.name or "?", why))
                 for o in node.outputs:
                     self.var(o)
                 continue

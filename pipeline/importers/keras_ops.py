@@ -18,8 +18,20 @@ from .codegen import Translation, embedding_lookup, layout_note, plan_gather_nd,
 
 OPS, register = registry()
 
-KERAS_DTYPES = {1: "float32", 10: "float16", 11: "float64", 7: "int64", 6: "int32", 9: "bool", 2: "uint8", 3: "int8"}
+from .keras_emit import KERAS_DTYPES  # noqa: E402,F401 (to_keras reads it here until the op families land)
+from .keras_emit import add as _add  # noqa: E402
+from .keras_emit import channels_last as _channels_last  # noqa: E402
+from .keras_emit import new_constant as _new_constant  # noqa: E402
+from .keras_emit import pool_pad as _pool_pad  # noqa: E402
+from .keras_emit import spatial_padding as _spatial_padding  # noqa: E402
+from .keras_emit import tf_3d_same_shifts as _tf_3d_same_shifts  # noqa: E402,F401
+from .keras_emit import tuple_or_int as _ints  # noqa: E402
 
+
+def _layer(t: Translation, cls: str, args: list[str], weights: list | None, x: str, hint: str | None = None) -> str:
+    from .keras_emit import layer
+
+    return layer(t, cls, args, weights, x, name=hint)
 
 @register("Transpose")
 def transpose(t: Translation) -> None:
@@ -29,56 +41,6 @@ def transpose(t: Translation) -> None:
         return
     perm = t.ints("perm") or list(reversed(range(len(t.shape(0)))))
     t.assign(f"ops.transpose({t.inp(0)}, {tuple(perm)})", comment=layout_note(t.node, perm))
-
-
-def _channels_last(t: Translation) -> bool:
-    """True if the node sits between pinned transposes (channels-last), False for rank <= 2."""
-    producer = t.value(0).producer()
-    consumer = t.only_consumer()
-    if producer is not None and pin_role(producer) == PIN_IN and consumer is not None and pin_role(consumer) == PIN_OUT:
-        return True
-    if len(t.shape(0)) <= 2:
-        return False
-    t.unsupported("layout-sensitive op was not lowered to channels-last")
-
-
-def _layer(t: Translation, cls: str, args: list[str], weights: list | None, x: str, hint: str | None = None) -> str:
-    name = t.gen.add_layer(hint or t.layer_hint(), weights or [])
-    call = f"layers.{cls}({', '.join(args + [f'name={name!r}'])})({x})"
-    return call
-
-
-def _tf_3d_same_shifts(in_sizes, kernel, strides, dil) -> bool:
-    """Whether TF's CPU 3-D convolution or pooling would shift its ``"same"`` windows: where the
-    kernel is shorter than the stride (a negative total padding) it does that instead of
-    padding nothing, so explicit padding is needed there."""
-    return len(in_sizes) == 3 and any((-(-n // s) - 1) * s + (k - 1) * d + 1 < n
-                                      for n, k, s, d in zip(in_sizes, kernel, strides, dil))
-
-
-def _spatial_padding(t: Translation, x: str, nd: int, pads, kernel, strides, dil, allow_causal=False):
-    """Return (padding string, x) — possibly after an explicit ZeroPadding layer."""
-    in_sizes = t.shape(0)[2:]
-    if not any(pads):
-        return "valid", x
-    same = pads == same_pads(in_sizes, kernel, strides, dil, upper=True)
-    if same and not _tf_3d_same_shifts(in_sizes, kernel, strides, dil):
-        return "same", x
-    begins, ends = pads[:nd], pads[nd:]
-    if allow_causal and nd == 1 and strides == [1] and begins[0] == dil[0] * (kernel[0] - 1) and ends[0] == 0:
-        return "causal", x
-    pairs = tuple((int(b), int(e)) for b, e in zip(begins, ends))
-    padding = pairs[0] if nd == 1 else pairs
-    name = t.gen.add_layer(t.layer_hint() + "_pad", [])
-    var = t.gen.names.take(t.layer_hint() + "_padded")
-    note = "asymmetric padding, made explicit" if begins != ends else "explicit padding: Keras 'same' would pad differently here"
-    t.gen.emit(f"{var} = layers.ZeroPadding{nd}D({padding}, name={name!r})({x})", note)
-    return "valid", var
-
-
-def _ints(values):
-    values = [int(v) for v in values]
-    return str(values[0]) if len(set(values)) == 1 else str(tuple(values))
 
 
 @register("Conv")
@@ -409,16 +371,6 @@ def pool(t: Translation) -> None:
         t.assign(f"ops.multiply({pooled}, {factor})", comment=f"mean over {what} of each window")
 
 
-def _pool_pad(t: Translation, x: str, pads, is_max: bool) -> str:
-    """``x`` (channels-last) padded by ONNX ``pads``: with -inf before a max, zeros before a mean."""
-    nd = len(pads) // 2
-    width = [(0, 0)] + [(int(b), int(e)) for b, e in zip(pads[:nd], pads[nd:])] + [(0, 0)]
-    fill = ", constant_values=float('-inf')" if is_max else ""
-    var = t.gen.names.take(t.layer_hint() + "_padded")
-    t.gen.emit(f"{var} = ops.pad({x}, {width}{fill})", "explicit pooling padding")
-    return var
-
-
 def _tap_pool(t: Translation, kernel, strides, dil, pads, is_max: bool) -> None:
     """Keras pooling takes no dilation: pad (with -inf for a max), then on each spatial axis
     reduce the ``k`` strided slices that start ``d`` apart (a max or sum over a box is one over
@@ -512,131 +464,6 @@ def gemm(t: Translation) -> None:
     t.assign(expr)
 
 
-_BINARY = {
-    "Add": "ops.add", "Sub": "ops.subtract", "Mul": "ops.multiply", "Div": "ops.divide", "Pow": "ops.power",
-    "Equal": "ops.equal", "Greater": "ops.greater", "Less": "ops.less", "GreaterOrEqual": "ops.greater_equal",
-    "LessOrEqual": "ops.less_equal", "And": "ops.logical_and", "Or": "ops.logical_or", "Xor": "ops.logical_xor",
-    "Max": "ops.maximum", "Min": "ops.minimum",
-}
-
-
-@register(*_BINARY)
-def binary(t: Translation) -> None:
-    fn = _BINARY[t.op]
-    if t.op == "Div" and np.issubdtype(np.dtype(t.out_dtype().numpy()), np.integer):
-        t.unsupported("integer division (ONNX truncates toward zero)")
-    if t.op == "Add":
-        nary(t)
-        return
-    expr = t.inp(0)
-    for i in range(1, len(t.node.inputs)):
-        expr = f"{fn}({expr}, {t.inp(i)})"
-    t.assign(expr)
-
-
-@register("Sum", "Mean")
-def nary(t: Translation) -> None:
-    """Add, Sum and Mean: a chain of ``ops.add``, each kept off TensorFlow's bias_add trap."""
-    expr, shape = t.inp(0), static_shape(t.node.inputs[0])
-    notes = []
-    for i in range(1, len(t.node.inputs)):
-        other = static_shape(t.node.inputs[i])
-        expr, note = _add(expr, shape, t.inp(i), other)
-        notes += [note] if note else []
-        shape = None if shape is None or other is None else tuple(np.broadcast_shapes(shape, other))
-    if t.op == "Mean":
-        expr = f"ops.divide({expr}, {len(t.node.inputs)}.0)"
-    t.assign(expr, comment=notes[0] if notes else None)
-
-
-@register("Where")
-def where(t: Translation) -> None:
-    t.assign(f"ops.where({t.inp(0)}, {t.inp(1)}, {t.inp(2)})")
-
-
-_UNARY = {
-    "Relu": "ops.relu({x})", "Sigmoid": "ops.sigmoid({x})", "Tanh": "ops.tanh({x})", "Exp": "ops.exp({x})",
-    "Log": "ops.log({x})", "Sqrt": "ops.sqrt({x})", "Abs": "ops.abs({x})", "Neg": "ops.negative({x})",
-    "Reciprocal": "ops.reciprocal({x})", "Erf": "ops.erf({x})", "Floor": "ops.floor({x})", "Ceil": "ops.ceil({x})",
-    "Round": "ops.round({x})", "Sign": "ops.sign({x})", "Sin": "ops.sin({x})", "Cos": "ops.cos({x})",
-    "Softsign": "ops.soft_sign({x})", "Softplus": "ops.softplus({x})", "HardSwish": "ops.hard_swish({x})",
-    "Not": "ops.logical_not({x})", "IsNaN": "ops.isnan({x})", "Mish": "ops.multiply({x}, ops.tanh(ops.softplus({x})))",
-    "Tan": "ops.tan({x})", "Atan": "ops.arctan({x})",
-}
-
-
-@register(*_UNARY)
-def unary(t: Translation) -> None:
-    t.assign(_UNARY[t.op].format(x=t.inp(0)))
-
-
-@register("Identity", "Dropout")
-def identity(t: Translation) -> None:
-    t.alias(t.inp(0))
-
-
-@register("LeakyRelu")
-def leaky_relu(t: Translation) -> None:
-    t.assign(f"ops.leaky_relu({t.inp(0)}, negative_slope={py_literal(np.float32(t.float('alpha', 0.01)))})")
-
-
-@register("Elu")
-def elu(t: Translation) -> None:
-    t.assign(f"ops.elu({t.inp(0)}, alpha={py_literal(np.float32(t.float('alpha', 1.0)))})")
-
-
-@register("Celu")
-def celu(t: Translation) -> None:
-    t.assign(f"ops.celu({t.inp(0)}, alpha={py_literal(np.float32(t.float('alpha', 1.0)))})")
-
-
-@register("Selu")
-def selu(t: Translation) -> None:
-    """``ops.selu`` has the standard constants only; others are ``gamma * elu(x, alpha)``."""
-    constants = t.selu_constants()
-    if constants is None:
-        t.assign(f"ops.selu({t.inp(0)})")
-        return
-    alpha, gamma = constants
-    t.assign(f"ops.multiply({py_literal(np.float32(gamma))}, "
-             f"ops.elu({t.inp(0)}, alpha={py_literal(np.float32(alpha))}))")
-
-
-@register("Gelu")
-def gelu(t: Translation) -> None:
-    approx = t.str("approximate", "none") == "tanh"
-    t.assign(f"ops.gelu({t.inp(0)}, approximate={approx})")
-
-
-@register("HardSigmoid")
-def hard_sigmoid(t: Translation) -> None:
-    alpha, beta = t.float("alpha", 0.2), t.float("beta", 0.5)
-    a, b = py_literal(np.float32(alpha)), py_literal(np.float32(beta))
-    t.assign(f"ops.clip(ops.add(ops.multiply({t.inp(0)}, {a}), {b}), 0.0, 1.0)")
-
-
-@register("Clip")
-def clip(t: Translation) -> None:
-    lo = t.const(1) if t.has_input(1) else None
-    hi = t.const(2) if t.has_input(2) else None
-    if (t.has_input(1) and lo is None) or (t.has_input(2) and hi is None):
-        t.unsupported("non-constant clip bounds")
-    if lo is not None and hi is not None and float(lo) == 0.0 and float(hi) == 6.0:
-        t.assign(f"ops.relu6({t.inp(0)})")
-        return
-    low = py_literal(lo) if lo is not None else "float('-inf')"
-    high = py_literal(hi) if hi is not None else "float('inf')"
-    t.assign(f"ops.clip({t.inp(0)}, {low}, {high})")
-
-
-@register("Softmax", "LogSoftmax")
-def softmax(t: Translation) -> None:
-    fn = "ops.softmax" if t.op == "Softmax" else "ops.log_softmax"
-    axis, shape = t.int("axis", -1), t.value(0).shape
-    last = shape is not None and axis % len(shape) == len(shape) - 1
-    t.assign(f"{fn}({t.inp(0)}, axis={-1 if last else axis})")
-
-
 @register("Reshape", "Flatten", "Squeeze", "Unsqueeze")
 def reshape(t: Translation) -> None:
     if _wrapped_group_norm(t):
@@ -712,14 +539,6 @@ def reduce(t: Translation) -> None:
     t.assign(_REDUCE[t.op].format(x=t.inp(0), d=d, k=bool(t.int("keepdims", 1))))
 
 
-@register("Cast")
-def cast(t: Translation) -> None:
-    to = t.int("to")
-    if to not in KERAS_DTYPES:
-        t.unsupported(f"cast to ONNX type {to}")
-    t.assign(f"ops.cast({t.inp(0)}, {KERAS_DTYPES[to]!r})")
-
-
 @register("Pad")
 def pad(t: Translation) -> None:
     mode = t.str("mode", "constant")
@@ -774,30 +593,6 @@ def layer_norm(t: Translation) -> None:
 def einsum(t: Translation) -> None:
     operands = ", ".join(t.inp(i) for i in range(len(t.node.inputs)))
     t.assign(f"ops.einsum({t.str('equation')!r}, {operands})")
-
-
-@register("PRelu")
-def prelu(t: Translation) -> None:
-    """``layers.PReLU`` when the slope is a constant shared over the batch; else an expression."""
-    x, shape, slope = t.inp(0), t.shape(0), t.const(1)
-    if slope is not None and len(shape) >= 2 and slope.ndim <= len(shape):
-        full = slope.reshape((1,) * (len(shape) - slope.ndim) + slope.shape)
-        if full.shape[0] == 1 and all(d in (1, n) for d, n in zip(full.shape, shape)):
-            shared = [i for i in range(1, len(shape)) if full.shape[i] == 1]
-            args = [f"shared_axes={shared}"] if shared else []
-            t.assign(_layer(t, "PReLU", args, [full[0].astype(np.float32)], x, hint=module_name(t.node)))
-            return
-    t.assign(f"ops.where(ops.greater_equal({x}, 0.0), {x}, ops.multiply({x}, {t.inp(1)}))")
-
-
-def _new_constant(t: Translation, arr: np.ndarray, hint: str) -> str:
-    """An array computed while generating (not an ONNX value), stored with the model's constants."""
-    import onnx_ir as ir
-
-    arr = np.ascontiguousarray(arr)
-    if arr.ndim == 0:
-        return py_literal(arr)
-    return t.gen.constant(ir.Value(name=f"{t.layer_hint()}_{hint}"), arr)
 
 
 @register("GatherND")
@@ -991,31 +786,6 @@ def _wrapped_group_norm(t: Translation) -> bool:
     _emit_group_norm(t, m.groups, m.scale, m.bias, m.epsilon, post, hint)
     t.gen.absorbed.update(m.nodes[1:3])
     return True
-
-
-def _misplaced(x1: tuple, x2: tuple) -> bool:
-    big = [i for i, d in enumerate(x2) if d != 1]
-    if len(big) != 1 or len(x1) < 2 or x2[big[0]] not in (x1[1], x1[-1]):
-        return False
-    bias_axis = len(x1) - 1 if x1[-1] == x2[big[0]] else 1
-    return len(x2) > len(x1) or len(x1) - len(x2) + big[0] != bias_axis
-
-
-def _add(a: str, a_shape: tuple | None, b: str, b_shape: tuple | None) -> tuple[str, str | None]:
-    """``a + b`` as Keras code that adds along ONNX's broadcast axes, and a note if reordered.
-
-    Keras' TensorFlow backend runs ``ops.add(x1, x2)`` as ``tf.nn.bias_add`` whenever
-    ``x2`` has a single axis longer than 1 and its length is ``x1``'s axis-1 or last-axis
-    length; the bias then goes on the last axis (or axis 1), wherever ``x2``'s axis
-    actually lines up (a GroupNorm was 0.22 off through it).  Swapping the operands, or
-    ``a - (-b)``, keeps the broadcast ONNX means.
-    """
-    if a_shape is None or b_shape is None or not _misplaced(a_shape, b_shape):
-        return f"ops.add({a}, {b})", None
-    note = "operands in this order: ops.add would add the second one on the wrong axis"
-    if not _misplaced(b_shape, a_shape):
-        return f"ops.add({b}, {a})", note
-    return f"ops.subtract({a}, ops.negative({b}))", note
 
 
 # -- ArgMax / ArgMin, TopK, ReverseSequence, LSTM / GRU ----------------------------------------------

@@ -14,27 +14,27 @@ import re
 import numpy as np
 
 from ..normalize.graph import const_array, static_shape
-from ..normalize.patterns import channel_vector, match_group_norm, module_name
+from ..normalize.patterns import match_group_norm, module_name
 from ..normalize.padding import pool_len, tap_pool, valid_counts
 from .codegen import Translation, embedding_lookup, layout_note, plan_gather_nd, py_literal, registry, shape_literal
 
 OPS, register = registry()
 
-DTYPE_NAMES = {
-    1: "torch.float32", 10: "torch.float16", 11: "torch.float64", 16: "torch.bfloat16",
-    7: "torch.int64", 6: "torch.int32", 5: "torch.int16", 3: "torch.int8", 2: "torch.uint8", 9: "torch.bool",
-}
+from .torch_emit import DTYPE_NAMES  # noqa: E402,F401 (to_torch reads it here until the op families land)
+from .torch_emit import buffer as _buffer  # noqa: E402
+from .torch_emit import hint as _hint  # noqa: E402
+from .torch_emit import np_dtype as _np_dtype  # noqa: E402
+from .torch_emit import pad_first as _pad_first  # noqa: E402
+from .torch_emit import pad_order as torch_pad_order  # noqa: E402
+from .torch_emit import shape_args as _shape_args  # noqa: E402
+from .torch_emit import tuple_or_float as _tuple_or_float  # noqa: E402
+from .torch_emit import tuple_or_int as _tuple_or_int  # noqa: E402
 
 
-def _shape_args(shape) -> str:
-    """``(2, 3)`` for ``x.reshape(2, 3)``; ``(())`` for a scalar, as ``x.reshape()`` is an error."""
-    return shape_literal(shape) if len(shape) else "(())"
+def _module(t: Translation, ctor: str, weights: dict | None = None, hint: str | None = None) -> str:
+    from .torch_emit import module
 
-
-def _tuple_or_int(values) -> str:
-    values = [int(v) for v in values]
-    return str(values[0]) if len(set(values)) == 1 else str(tuple(values))
-
+    return module(t, ctor, weights, name=hint)
 
 def conv_padding(pads, kernel, strides, dilations):
     """(``padding=`` text or None, explicit (begin, end) pairs for a pad module or None).
@@ -49,47 +49,6 @@ def conv_padding(pads, kernel, strides, dilations):
     if begins == ends:
         return (None if not any(begins) else _tuple_or_int(begins)), None
     return None, list(zip(begins, ends))
-
-
-def torch_pad_order(pairs) -> tuple[int, ...]:
-    """ONNX (begin, end) per spatial axis -> F.pad order (last axis first)."""
-    flat = []
-    for b, e in reversed(pairs):
-        flat += [int(b), int(e)]
-    return tuple(flat)
-
-
-_GENERATED = re.compile(r"[A-Z]\w*__\d+")  # tf2onnx's own node names: Conv__163, Resize__9
-
-
-def _hint(t: Translation) -> str:
-    """The module's name: the layer's, else a Keras layer named by a neighbour, else the op's."""
-    hint = t.layer_hint()
-    if not _GENERATED.fullmatch(hint):
-        return hint
-    near = [v.name for v in t.node.inputs[:1] if v is not None]
-    near += [u.name for v in t.node.outputs for u in v.consumers()]
-    for name in near:
-        parts = [p for p in (name or "").split("/") if p]
-        if len(parts) > 2:
-            return parts[1]
-    return t.op.lower()
-
-
-def _module(t: Translation, ctor: str, weights: dict | None = None, hint: str | None = None) -> str:
-    return t.gen.add_module(hint or _hint(t), ctor, weights or {})
-
-
-def _pad_first(t: Translation, x: str, pairs, nd: int, value: float | None = None,
-               note: str = "asymmetric padding, made explicit") -> str:
-    order = torch_pad_order(pairs)
-    if value is None:
-        mod = _module(t, f"nn.ZeroPad{nd}d({order})", hint=_hint(t) + "_pad")
-    else:
-        mod = _module(t, f"nn.ConstantPad{nd}d({order}, {py_literal(np.float32(value))})", hint=_hint(t) + "_pad")
-    name = t.gen.names.take(_hint(t) + "_padded")
-    t.gen.emit(f"{name} = self.{mod}({x})", note)
-    return name
 
 
 def transpose_padding(begins, ends, outpad, strides, dilations):
@@ -211,16 +170,6 @@ def _ceil_pads_fit(t: Translation, shape, kernel, strides, begins, ends, dil) ->
     out = t.out_shape()[2:]
     return all(torch_pool_len(n, k, s, bg, d, True) == o
                for n, k, s, bg, d, o in zip(shape, kernel, strides, begins, dil, out))
-
-
-def _buffer(t: Translation, hint: str, arr: np.ndarray) -> str:
-    """A constant tensor saved with the weights: ``self.<name>``."""
-    gen = t.gen
-    attr = gen.layer_names.take(hint)
-    gen.names.used.add(attr)
-    gen.buffers.append((attr, arr))
-    gen.state[attr] = np.ascontiguousarray(arr)
-    return f"self.{attr}"
 
 
 @register("MaxPool", "AveragePool")
@@ -426,151 +375,6 @@ def gemm(t: Translation) -> None:
     t.assign(expr)
 
 
-_BINARY = {"Add": "+", "Sub": "-", "Mul": "*", "Div": "/", "Pow": "**"}
-_COMPARE = {"Equal": "==", "Greater": ">", "Less": "<", "GreaterOrEqual": ">=", "LessOrEqual": "<="}
-
-
-@register(*_BINARY, *_COMPARE)
-def binary(t: Translation) -> None:
-    sym = _BINARY.get(t.op) or _COMPARE[t.op]
-    for i in ((0, 1) if t.op == "Mul" else (1,) if t.op == "Div" else ()):
-        one = t.const(i)
-        other = t.node.inputs[1 - i]
-        if (one is not None and one.size == 1 and float(one.reshape(())) == 1.0 and other.dtype == t.out_dtype()
-                and static_shape(other) is not None and static_shape(other) == static_shape(t.node.outputs[0])):
-            t.alias(t.inp(1 - i))
-            return
-    a, b = t.inp(0), t.inp(1)
-    if t.op == "Div" and np.issubdtype(_np_dtype(t), np.integer):
-        t.assign(f"torch.div({a}, {b}, rounding_mode='trunc')")
-        return
-    t.assign(f"{a} {sym} {b}")
-
-
-def _np_dtype(t: Translation):
-    dt = t.out_dtype()
-    try:
-        return dt.numpy()
-    except Exception:  # pragma: no cover - unusual dtypes
-        return np.float32
-
-
-@register("Max", "Min", "Sum", "Mean")
-def nary(t: Translation) -> None:
-    names = [t.inp(i) for i in range(len(t.node.inputs))]
-    if t.op in ("Sum", "Mean"):
-        expr = " + ".join(names)
-        if t.op == "Mean":
-            expr = f"({expr}) / {len(names)}"
-        t.assign(expr)
-        return
-    scalars = [i for i in range(len(names)) if t.const(i) is not None and t.const(i).ndim == 0]
-    if len(names) == 2 and len(scalars) == 1 and t.const(1 - scalars[0]) is None:
-        x, bound = names[1 - scalars[0]], names[scalars[0]]
-        t.assign(f"torch.clamp({x}, {'min' if t.op == 'Max' else 'max'}={bound})")
-        return
-    fn = "torch.maximum" if t.op == "Max" else "torch.minimum"
-    expr = names[0]
-    for other in names[1:]:
-        expr = f"{fn}({expr}, {other})"
-    t.assign(expr)
-
-
-@register("Where")
-def where(t: Translation) -> None:
-    t.assign(f"torch.where({t.inp(0)}, {t.inp(1)}, {t.inp(2)})")
-
-
-@register("And", "Or", "Xor", "Not")
-def logical(t: Translation) -> None:
-    if t.op == "Not":
-        t.assign(f"torch.logical_not({t.inp(0)})")
-    else:
-        t.assign(f"torch.logical_{t.op.lower()}({t.inp(0)}, {t.inp(1)})")
-
-
-_UNARY = {
-    "Relu": "torch.relu({x})", "Sigmoid": "torch.sigmoid({x})", "Tanh": "torch.tanh({x})",
-    "Exp": "torch.exp({x})", "Log": "torch.log({x})", "Sqrt": "torch.sqrt({x})", "Abs": "torch.abs({x})",
-    "Neg": "-{x}", "Reciprocal": "torch.reciprocal({x})", "Erf": "torch.erf({x})", "Floor": "torch.floor({x})",
-    "Ceil": "torch.ceil({x})", "Round": "torch.round({x})", "Sign": "torch.sign({x})", "Sin": "torch.sin({x})",
-    "Cos": "torch.cos({x})", "Softsign": "F.softsign({x})", "HardSwish": "F.hardswish({x})",
-    "Mish": "F.mish({x})", "IsNaN": "torch.isnan({x})", "Tan": "torch.tan({x})", "Atan": "torch.atan({x})",
-}
-
-
-@register(*_UNARY)
-def unary(t: Translation) -> None:
-    t.assign(_UNARY[t.op].format(x=t.inp(0)))
-
-
-@register("Identity", "Dropout")
-def identity(t: Translation) -> None:
-    t.alias(t.inp(0))
-
-
-@register("LeakyRelu")
-def leaky_relu(t: Translation) -> None:
-    t.assign(f"F.leaky_relu({t.inp(0)}, {py_literal(np.float32(t.float('alpha', 0.01)))})")
-
-
-@register("Elu", "Celu", "Selu")
-def elu_like(t: Translation) -> None:
-    if t.op == "Selu":
-        constants = t.selu_constants()
-        if constants is None:
-            t.assign(f"F.selu({t.inp(0)})")
-        else:
-            alpha, gamma = constants
-            t.assign(f"{py_literal(np.float32(gamma))} * F.elu({t.inp(0)}, {py_literal(np.float32(alpha))})")
-        return
-    fn = "F.elu" if t.op == "Elu" else "F.celu"
-    t.assign(f"{fn}({t.inp(0)}, {py_literal(np.float32(t.float('alpha', 1.0)))})")
-
-
-@register("Softplus")
-def softplus(t: Translation) -> None:
-    t.assign(f"F.softplus({t.inp(0)})")
-
-
-@register("Gelu")
-def gelu(t: Translation) -> None:
-    approx = t.str("approximate", "none")
-    t.assign(f"F.gelu({t.inp(0)})" if approx == "none" else f"F.gelu({t.inp(0)}, approximate='tanh')")
-
-
-@register("HardSigmoid")
-def hard_sigmoid(t: Translation) -> None:
-    alpha, beta = t.float("alpha", 0.2), t.float("beta", 0.5)
-    if abs(alpha - 1 / 6) < 1e-7 and beta == 0.5:
-        t.assign(f"F.hardsigmoid({t.inp(0)})")
-    else:
-        a, b = py_literal(np.float32(alpha)), py_literal(np.float32(beta))
-        t.assign(f"torch.clamp({a} * {t.inp(0)} + {b}, 0.0, 1.0)")
-
-
-@register("Clip")
-def clip(t: Translation) -> None:
-    lo = t.const(1) if t.has_input(1) else None
-    hi = t.const(2) if t.has_input(2) else None
-    if (t.has_input(1) and lo is None) or (t.has_input(2) and hi is None):
-        t.unsupported("non-constant clip bounds")
-    if lo is not None and hi is not None and float(lo) == 0.0 and float(hi) == 6.0:
-        t.assign(f"F.relu6({t.inp(0)})")
-        return
-    args = [t.inp(0)]
-    args.append(f"min={py_literal(lo)}" if lo is not None else "min=None")
-    if hi is not None:
-        args.append(f"max={py_literal(hi)}")
-    t.assign(f"torch.clamp({', '.join(args)})")
-
-
-@register("Softmax", "LogSoftmax")
-def softmax(t: Translation) -> None:
-    fn = "torch.softmax" if t.op == "Softmax" else "torch.log_softmax"
-    t.assign(f"{fn}({t.inp(0)}, dim={t.int('axis', -1)})")
-
-
 @register("Transpose")
 def transpose(t: Translation) -> None:
     perm = t.ints("perm") or list(reversed(range(len(t.shape(0)))))
@@ -706,14 +510,6 @@ def reduce(t: Translation) -> None:
     t.assign(_REDUCE[t.op].format(x=t.inp(0), d=tuple(dims), k=bool(t.int("keepdims", 1))))
 
 
-@register("Cast")
-def cast(t: Translation) -> None:
-    to = t.int("to")
-    if to not in DTYPE_NAMES:
-        t.unsupported(f"cast to ONNX type {to}")
-    t.assign(f"{t.inp(0)}.to({DTYPE_NAMES[to]})")
-
-
 @register("Pad")
 def pad(t: Translation) -> None:
     mode = t.str("mode", "constant")
@@ -771,20 +567,6 @@ def einsum(t: Translation) -> None:
     eq = t.str("equation")
     operands = ", ".join(t.inp(i) for i in range(len(t.node.inputs)))
     t.assign(f"torch.einsum({eq!r}, {operands})")
-
-
-@register("PRelu")
-def prelu(t: Translation) -> None:
-    """``nn.PReLU()`` for one slope, ``nn.PReLU(C)`` for a slope per channel (axis 1); else an expression."""
-    x, slope, shape = t.inp(0), t.const(1), t.shape(0)
-    vec = channel_vector(slope, len(shape), shape[1]) if slope is not None and len(shape) >= 2 else None
-    if vec is not None:
-        one = slope.size == 1
-        mod = _module(t, "nn.PReLU()" if one else f"nn.PReLU({shape[1]})", {"weight": vec[:1] if one else vec},
-                      hint=module_name(t.node))
-        t.assign(f"self.{mod}({x})")
-        return
-    t.assign(f"torch.where({x} >= 0, {x}, {x} * {t.inp(1)})")
 
 
 _NEAREST = {  # (coordinate_transformation_mode, nearest_mode) -> PyTorch mode
@@ -848,11 +630,6 @@ def resize(t: Translation) -> None:
     args = [size, f'mode="{torch_mode}"', *args]
     mod = _module(t, f"nn.Upsample({', '.join(args)})")
     t.assign(f"self.{mod}({t.inp(0)})")
-
-
-def _tuple_or_float(values) -> str:
-    values = [float(v) for v in values]
-    return repr(values[0]) if len(set(values)) == 1 else repr(tuple(values))
 
 
 # -- DepthToSpace, SpaceToDepth, LRN, GroupNormalization, InstanceNormalization ----------------

@@ -1,0 +1,109 @@
+"""What every Keras emitter shares: layers, constants, the channels-last check, padding, safe adds.
+
+Layout-sensitive ops arrive wrapped by the ``ChannelsLast`` pass as
+``T_pin(cl->cf) -> op -> T_pin(cf->cl)``; the pinned transposes are not emitted,
+so a Keras layer reads and writes the channels-last tensors Keras layers expect.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+from ..normalize.graph import PIN_IN, PIN_OUT, pin_role
+from ..normalize.padding import same_pads
+from .codegen import Translation, py_literal, tuple_or_int
+
+KERAS_DTYPES = {1: "float32", 10: "float16", 11: "float64", 7: "int64", 6: "int32", 9: "bool", 2: "uint8", 3: "int8"}
+
+
+def channels_last(t: Translation) -> bool:
+    """True if the node sits between pinned transposes (channels-last), False for rank <= 2."""
+    producer = t.value(0).producer()
+    consumer = t.only_consumer()
+    if producer is not None and pin_role(producer) == PIN_IN and consumer is not None and pin_role(consumer) == PIN_OUT:
+        return True
+    if len(t.shape(0)) <= 2:
+        return False
+    t.unsupported("layout-sensitive op was not lowered to channels-last")
+
+
+def layer(t: Translation, cls: str, args: list[str], weights: list | None, x: str, name: str | None = None) -> str:
+    """``layers.<cls>(args, name=...)(x)``, its weights registered under the layer's unique name."""
+    unique = t.gen.add_layer(name or t.layer_hint(), weights or [])
+    return f"layers.{cls}({', '.join(args + [f'name={unique!r}'])})({x})"
+
+
+def new_constant(t: Translation, arr: np.ndarray, hint: str) -> str:
+    """An array computed while generating (not an ONNX value), stored with the model's constants."""
+    arr = np.ascontiguousarray(arr)
+    if arr.ndim == 0:
+        return py_literal(arr)
+    return t.gen.constant(ir.Value(name=f"{t.layer_hint()}_{hint}"), arr)
+
+
+def tf_3d_same_shifts(in_sizes, kernel, strides, dil) -> bool:
+    """Whether TF's CPU 3-D convolution or pooling would shift its ``"same"`` windows: where the
+    kernel is shorter than the stride (a negative total padding) it does that instead of
+    padding nothing, so explicit padding is needed there."""
+    return len(in_sizes) == 3 and any((-(-n // s) - 1) * s + (k - 1) * d + 1 < n
+                                      for n, k, s, d in zip(in_sizes, kernel, strides, dil))
+
+
+def spatial_padding(t: Translation, x: str, nd: int, pads, kernel, strides, dil, allow_causal=False):
+    """Return (padding string, x) — possibly after an explicit ZeroPadding layer."""
+    in_sizes = t.shape(0)[2:]
+    if not any(pads):
+        return "valid", x
+    same = pads == same_pads(in_sizes, kernel, strides, dil, upper=True)
+    if same and not tf_3d_same_shifts(in_sizes, kernel, strides, dil):
+        return "same", x
+    begins, ends = pads[:nd], pads[nd:]
+    if allow_causal and nd == 1 and strides == [1] and begins[0] == dil[0] * (kernel[0] - 1) and ends[0] == 0:
+        return "causal", x
+    pairs = tuple((int(b), int(e)) for b, e in zip(begins, ends))
+    padding = pairs[0] if nd == 1 else pairs
+    name = t.gen.add_layer(t.layer_hint() + "_pad", [])
+    var = t.gen.names.take(t.layer_hint() + "_padded")
+    note = "asymmetric padding, made explicit" if begins != ends else "explicit padding: Keras 'same' would pad differently here"
+    t.gen.emit(f"{var} = layers.ZeroPadding{nd}D({padding}, name={name!r})({x})", note)
+    return "valid", var
+
+
+def pool_pad(t: Translation, x: str, pads, is_max: bool) -> str:
+    """``x`` (channels-last) padded by ONNX ``pads``: with -inf before a max, zeros before a mean."""
+    nd = len(pads) // 2
+    width = [(0, 0)] + [(int(b), int(e)) for b, e in zip(pads[:nd], pads[nd:])] + [(0, 0)]
+    fill = ", constant_values=float('-inf')" if is_max else ""
+    var = t.gen.names.take(t.layer_hint() + "_padded")
+    t.gen.emit(f"{var} = ops.pad({x}, {width}{fill})", "explicit pooling padding")
+    return var
+
+
+def _misplaced(x1: tuple, x2: tuple) -> bool:
+    big = [i for i, d in enumerate(x2) if d != 1]
+    if len(big) != 1 or len(x1) < 2 or x2[big[0]] not in (x1[1], x1[-1]):
+        return False
+    bias_axis = len(x1) - 1 if x1[-1] == x2[big[0]] else 1
+    return len(x2) > len(x1) or len(x1) - len(x2) + big[0] != bias_axis
+
+
+def add(a: str, a_shape: tuple | None, b: str, b_shape: tuple | None) -> tuple[str, str | None]:
+    """``a + b`` as Keras code that adds along ONNX's broadcast axes, and a note if reordered.
+
+    Keras' TensorFlow backend runs ``ops.add(x1, x2)`` as ``tf.nn.bias_add`` whenever
+    ``x2`` has a single axis longer than 1 and its length is ``x1``'s axis-1 or last-axis
+    length; the bias then goes on the last axis (or axis 1), wherever ``x2``'s axis
+    actually lines up (a GroupNorm was 0.22 off through it).  Swapping the operands, or
+    ``a - (-b)``, keeps the broadcast ONNX means.
+    """
+    if a_shape is None or b_shape is None or not _misplaced(a_shape, b_shape):
+        return f"ops.add({a}, {b})", None
+    note = "operands in this order: ops.add would add the second one on the wrong axis"
+    if not _misplaced(b_shape, a_shape):
+        return f"ops.add({b}, {a})", note
+    return f"ops.subtract({a}, ops.negative({b}))", note
+
+
+__all__ = ["KERAS_DTYPES", "add", "channels_last", "layer", "new_constant", "pool_pad", "spatial_padding",
+           "tf_3d_same_shifts", "tuple_or_int"]

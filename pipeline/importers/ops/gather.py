@@ -1,0 +1,3 @@
+"""Indexing: Gather (embedding lookups), GatherElements, GatherND."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Matrix products: MatMul, Gemm, Einsum."""
+
+from __future__ import annotations

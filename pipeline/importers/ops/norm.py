@@ -1,0 +1,3 @@
+"""Normalization: BatchNormalization, LayerNormalization, InstanceNormalization, GroupNormalization, LRN."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Reductions: Reduce*, ArgMax/ArgMin, CumSum, TopK."""
+
+from __future__ import annotations

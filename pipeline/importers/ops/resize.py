@@ -1,0 +1,3 @@
+"""Resize and Upsample."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Shape and layout plumbing: Transpose, Reshape, Flatten, Squeeze, Unsqueeze, Concat, Split, Slice, Expand, Tile, Pad, DepthToSpace, SpaceToDepth."""
+
+from __future__ import annotations
