@@ -34,12 +34,12 @@ def onnx_intermediates(model: ir.Model, feed: dict[str, np.ndarray]) -> dict[str
 
 
 def _capture_locals(function_name: str, path: Path, run):
-    """Run ``run()`` and return the locals of ``function_name`` in ``path`` when it returns."""
+    """Run ``run()`` and return every local ``function_name`` in ``path`` had, as it ran."""
     captured: dict = {}
     target = str(path.resolve())
 
-    def local(frame, event, arg):
-        if event == "return":
+    def local(frame, event, arg):  # every line: model.py drops (``del``) values after their last use
+        if event in ("line", "return"):
             captured.update(frame.f_locals)
         return local
 

@@ -263,34 +263,6 @@ class Translation:
             return None, None
         return arr.reshape(units).astype(np.float32), add
 
-    def reduce_axes(self) -> list[int] | None:
-        """Sorted non-negative axes of a Reduce* node; None when it is a no-op."""
-        rank = len(self.shape(0))
-        axes = self.ints("axes")
-        if axes is None and self.has_input(1):
-            axes = self.need_const(1, "axes").tolist()
-        if not axes:
-            return None if self.int("noop_with_empty_axes", 0) else list(range(rank))
-        return sorted(a % rank for a in axes)
-
-    def slice_bounds(self) -> list[tuple[int, int, int, int]]:
-        """``(axis, start, stop, step)`` per sliced axis, clamped to the static input shape."""
-        shape = self.shape(0)
-        starts = self.need_const(1, "starts").tolist()
-        ends = self.need_const(2, "ends").tolist()
-        axes = self.const(3).tolist() if self.has_input(3) else list(range(len(starts)))
-        steps = self.const(4).tolist() if self.has_input(4) else [1] * len(starts)
-        bounds = []
-        for s, e, a, st in zip(starts, ends, axes, steps):
-            a %= len(shape)
-            n = shape[a]
-            if st <= 0:
-                self.unsupported("non-positive slice steps")
-            s = max(0, min(n, s + n if s < 0 else s))
-            e = max(0, min(n, e + n if e < 0 else e))
-            bounds.append((a, s, e, st))
-        return bounds
-
     # -- writing code -------------------------------------------------------
     def out(self, j: int = 0) -> str:
         return self.gen.var(self.node.outputs[j])
@@ -316,77 +288,6 @@ class Translation:
         """Fuse ``node`` into this one: its output is ``expr_name``."""
         self.gen.absorbed.add(node)
         self.gen.values[node.outputs[0]] = expr_name
-
-
-@dataclass
-class GatherND:
-    """A GatherND as one gather along axis 0 of ``data`` reshaped to ``data_shape``.
-
-    ``data`` is flattened over its batch and indexed axes, so each index tuple becomes one
-    linear index: ``sum(idx * strides) + offset``, with negative indices wrapped by
-    ``dims``.  ``linear`` is that index already computed when the indices are constant.
-    """
-
-    data_shape: tuple[int, ...]
-    dims: list[int]
-    strides: list[int]
-    lead: tuple[int, ...]  # the indices' shape without the tuple axis
-    offset: np.ndarray  # each batch's start in the flattened data, broadcast over ``lead``
-    linear: np.ndarray | None
-    batch_dims: int
-
-
-def plan_gather_nd(t: Translation) -> GatherND:
-    """The plan both targets write a GatherND from."""
-    shape, ishape = t.const_shape(0), t.const_shape(1)
-    b = t.int("batch_dims", 0)
-    k = ishape[-1]
-    if k == 0:
-        t.unsupported("empty index tuples")
-    dims = list(shape[b:b + k])
-    strides = [int(np.prod(dims[j + 1:], dtype=np.int64)) for j in range(k)]
-    inner = int(np.prod(dims, dtype=np.int64))
-    batch = int(np.prod(shape[:b], dtype=np.int64))
-    lead = tuple(ishape[:-1])
-    offset = (np.arange(batch, dtype=np.int64) * inner).reshape(tuple(ishape[:b]) + (1,) * (len(lead) - b))
-    idx = t.const(1)
-    linear = None
-    if idx is not None:
-        idx = idx.astype(np.int64)
-        idx = np.where(idx < 0, idx + np.array(dims, np.int64), idx)
-        linear = (idx * np.array(strides, np.int64)).sum(-1) + offset
-    return GatherND((batch * inner, *shape[b + k:]), dims, strides, lead, offset, linear, b)
-
-
-def embedding_lookup(t: Translation) -> np.ndarray | None:
-    """The table of a Gather that reads as an embedding lookup, else None.
-
-    Rows (axis 0) of a constant 2-D floating-point table, picked by ids computed from
-    the graph's inputs.  Ids computed from constants alone (position ids) stay a
-    plain gather: a Keras layer called on them would run once at build time, its
-    table baked into the graph instead of being a weight.
-    """
-    table = t.const(0)
-    if table is None or table.ndim != 2 or not np.issubdtype(table.dtype, np.floating) or t.const(1) is not None:
-        return None
-    if t.int("axis", 0) % 2 != 0 or not _reaches_graph_input(t.node.inputs[1], set(t.gen.graph.inputs)):
-        return None
-    return table
-
-
-def _reaches_graph_input(value: ir.Value, inputs: set) -> bool:
-    seen, todo = set(), [value]
-    while todo:
-        v = todo.pop()
-        if v is None or v in seen:
-            continue
-        seen.add(v)
-        if v in inputs:
-            return True
-        producer = v.producer()
-        if producer is not None:
-            todo.extend(producer.inputs)
-    return False
 
 
 # Layer-name prefixes for numbered modules (nn.Sequential): what a person would call them

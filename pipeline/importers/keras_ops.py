@@ -14,7 +14,7 @@ import numpy as np
 from ..normalize.graph import PIN_IN, PIN_OUT, const_array, pin_role, static_shape
 from ..normalize.patterns import match_group_norm, module_name
 from ..normalize.padding import ceil_end_pads, mean_divisor, same_pads, tap_pool
-from .codegen import Translation, embedding_lookup, layout_note, plan_gather_nd, py_literal, registry, shape_literal
+from .codegen import Translation, py_literal, registry
 
 OPS, register = registry()
 
@@ -32,16 +32,6 @@ def _layer(t: Translation, cls: str, args: list[str], weights: list | None, x: s
     from .keras_emit import layer
 
     return layer(t, cls, args, weights, x, name=hint)
-
-@register("Transpose")
-def transpose(t: Translation) -> None:
-    role = pin_role(t.node)
-    if role in (PIN_IN, PIN_OUT):
-        t.alias(t.inp(0))  # the wrapped op works channels-last: no data movement
-        return
-    perm = t.ints("perm") or list(reversed(range(len(t.shape(0)))))
-    t.assign(f"ops.transpose({t.inp(0)}, {tuple(perm)})", comment=layout_note(t.node, perm))
-
 
 @register("Conv")
 def conv(t: Translation) -> None:
@@ -418,155 +408,6 @@ def batch_norm(t: Translation) -> None:
     t.assign(_layer(t, "BatchNormalization", args, [scale, bias, mean, var], t.inp(0)))
 
 
-def _dense(t: Translation, kernel_io: np.ndarray, bias, x: str, absorb=None) -> None:
-    args = [str(kernel_io.shape[1])] + ([] if bias is not None else ["use_bias=False"])
-    weights = [kernel_io] + ([bias] if bias is not None else [])
-    expr = _layer(t, "Dense", args, weights, x)
-    if absorb is None:
-        t.assign(expr)
-    else:
-        name = t.gen.var(absorb.outputs[0])
-        t.gen.emit(f"{name} = {expr}")
-        t.absorb(absorb, name)
-
-
-@register("MatMul")
-def matmul(t: Translation) -> None:
-    w = t.const(1)
-    if w is not None and w.ndim == 2 and t.const(0) is None:
-        bias, add = t.following_bias(w.shape[1])
-        _dense(t, w, bias, t.inp(0), add)
-        return
-    t.assign(f"ops.matmul({t.inp(0)}, {t.inp(1)})")
-
-
-@register("Gemm")
-def gemm(t: Translation) -> None:
-    alpha, beta = t.float("alpha", 1.0), t.float("beta", 1.0)
-    ta, tb = t.int("transA", 0), t.int("transB", 0)
-    w = t.const(1)
-    c = t.const(2) if t.has_input(2) else None
-    if w is not None and alpha == 1.0 and not ta and (not t.has_input(2) or (c is not None and beta == 1.0)):
-        kernel = w.T if tb else w
-        bias = None if c is None else np.broadcast_to(c, (kernel.shape[1],)).astype(np.float32)
-        _dense(t, np.ascontiguousarray(kernel), bias, t.inp(0))
-        return
-    a = f"ops.transpose({t.inp(0)})" if ta else t.inp(0)
-    b = f"ops.transpose({t.inp(1)})" if tb else t.inp(1)
-    expr = f"ops.matmul({a}, {b})"
-    if alpha != 1.0:
-        expr = f"ops.multiply({py_literal(np.float32(alpha))}, {expr})"
-    if t.has_input(2):
-        cexpr = t.inp(2) if beta == 1.0 else f"ops.multiply({py_literal(np.float32(beta))}, {t.inp(2)})"
-        expr, note = _add(expr, static_shape(t.node.outputs[0]), cexpr, static_shape(t.node.inputs[2]))
-        t.assign(expr, comment=note)
-        return
-    t.assign(expr)
-
-
-@register("Reshape", "Flatten", "Squeeze", "Unsqueeze")
-def reshape(t: Translation) -> None:
-    if _wrapped_group_norm(t):
-        return
-    t.assign(f"ops.reshape({t.inp(0)}, {shape_literal(t.out_shape())})")
-
-
-@register("Concat")
-def concat(t: Translation) -> None:
-    parts = ", ".join(t.inp(i) for i in range(len(t.node.inputs)))
-    t.assign(f"ops.concatenate([{parts}], axis={t.int('axis')})")
-
-
-@register("Split")
-def split(t: Translation) -> None:
-    axis = t.int("axis", 0)
-    sizes = [t.out_shape(j)[axis] for j in range(len(t.node.outputs))]
-    cuts = list(np.cumsum(sizes)[:-1].astype(int))
-    names = ", ".join(t.out(j) for j in range(len(t.node.outputs)))
-    t.gen.emit(f"{names}{',' if len(sizes) == 1 else ''} = ops.split({t.inp(0)}, {[int(c) for c in cuts]}, axis={axis})")
-
-
-@register("Slice")
-def slice_(t: Translation) -> None:
-    shape = t.shape(0)
-    begin, size, strided = [0] * len(shape), list(shape), []
-    for a, start, stop, step in t.slice_bounds():
-        begin[a], size[a] = start, max(0, stop - start)
-        if step != 1:
-            strided.append((a, step))
-    expr = f"ops.slice({t.inp(0)}, {tuple(begin)}, {tuple(size)})"
-    for a, step in strided:
-        expr = f"ops.take({expr}, {list(range(0, size[a], step))}, axis={a})"
-    t.assign(expr)
-
-
-@register("Gather")
-def gather(t: Translation) -> None:
-    axis = t.int("axis", 0) % len(t.shape(0))
-    idx = t.const(1)
-    if idx is not None and idx.ndim == 0:
-        t.assign(f"ops.take({t.inp(0)}, {int(idx) % t.shape(0)[axis]}, axis={axis})")
-        return
-    table = embedding_lookup(t)
-    if table is not None:
-        # rows of a constant table picked by runtime ids: an Embedding layer, whose table is
-        # a weight in model.weights.h5 (as a constant it would be baked into the graph)
-        t.assign(_layer(t, "Embedding", [str(table.shape[0]), str(table.shape[1])], [table], t.inp(1)))
-        return
-    if idx is not None and np.any(idx < 0):
-        t.unsupported("negative constant gather indices")
-    t.assign(f"ops.take({t.inp(0)}, {t.inp(1)}, axis={axis})")
-
-
-_REDUCE = {
-    "ReduceMean": "ops.mean({x}, axis={d}, keepdims={k})", "ReduceSum": "ops.sum({x}, axis={d}, keepdims={k})",
-    "ReduceMax": "ops.max({x}, axis={d}, keepdims={k})", "ReduceMin": "ops.min({x}, axis={d}, keepdims={k})",
-    "ReduceL2": "ops.sqrt(ops.sum(ops.square({x}), axis={d}, keepdims={k}))",
-    "ReduceL1": "ops.sum(ops.abs({x}), axis={d}, keepdims={k})",
-    "ReduceSumSquare": "ops.sum(ops.square({x}), axis={d}, keepdims={k})",
-    "ReduceLogSumExp": "ops.logsumexp({x}, axis={d}, keepdims={k})",
-    "ReduceProd": "ops.prod({x}, axis={d}, keepdims={k})",
-}
-
-
-@register(*_REDUCE)
-def reduce(t: Translation) -> None:
-    dims = t.reduce_axes()
-    if dims is None:
-        t.alias(t.inp(0))
-        return
-    d = str(dims[0]) if len(dims) == 1 else str(tuple(dims))
-    t.assign(_REDUCE[t.op].format(x=t.inp(0), d=d, k=bool(t.int("keepdims", 1))))
-
-
-@register("Pad")
-def pad(t: Translation) -> None:
-    mode = t.str("mode", "constant")
-    pads = t.need_const(1, "pads").tolist()
-    rank = len(t.shape(0))
-    axes = t.const(3).tolist() if t.has_input(3) else list(range(rank))
-    width = [[0, 0] for _ in range(rank)]
-    for i, a in enumerate(axes):
-        width[a % rank] = [int(pads[i]), int(pads[i + len(axes)])]
-    keras_mode = {"constant": "constant", "reflect": "reflect", "edge": "edge", "wrap": "wrap"}[mode]
-    extra = f", mode={keras_mode!r}" if keras_mode != "constant" else ""
-    value = t.const(2) if t.has_input(2) else None
-    if value is not None and float(value) != 0.0:
-        extra += f", constant_values={py_literal(value)}"
-    t.assign(f"ops.pad({t.inp(0)}, {[tuple(w) for w in width]}{extra})")
-
-
-@register("Expand")
-def expand(t: Translation) -> None:
-    t.assign(f"ops.broadcast_to({t.inp(0)}, {shape_literal(t.out_shape())})")
-
-
-@register("Tile")
-def tile(t: Translation) -> None:
-    reps = t.need_const(1, "repeats").tolist()
-    t.assign(f"ops.tile({t.inp(0)}, {shape_literal(reps)})")
-
-
 @register("LayerNormalization")
 def layer_norm(t: Translation) -> None:
     shape = t.shape(0)
@@ -589,97 +430,8 @@ def layer_norm(t: Translation) -> None:
     t.assign(_layer(t, "LayerNormalization", args, weights, t.inp(0)))
 
 
-@register("Einsum")
-def einsum(t: Translation) -> None:
-    operands = ", ".join(t.inp(i) for i in range(len(t.node.inputs)))
-    t.assign(f"ops.einsum({t.str('equation')!r}, {operands})")
-
-
-@register("GatherND")
-def gather_nd(t: Translation) -> None:
-    """One ``ops.take`` on ``data`` flattened over the indexed (and batch) axes (see
-    ``codegen.GatherND``).  Transformers' padding masks are written this way."""
-    plan = plan_gather_nd(t)
-    data = f"ops.reshape({t.inp(0)}, {shape_literal(plan.data_shape)})"
-    if plan.linear is not None:
-        t.assign(f"ops.take({data}, {_new_constant(t, plan.linear, 'index')}, axis=0)")
-        return
-    i = f"ops.cast({t.inp(1)}, 'int64')"
-    i = f"ops.where(ops.less({i}, 0), ops.add({i}, np.array({tuple(plan.dims)}, 'int64')), {i})"
-    linear = f"ops.sum(ops.multiply({i}, np.array({tuple(plan.strides)}, 'int64')), axis=-1)"
-    if plan.batch_dims:
-        linear, _ = _add(linear, plan.lead, _new_constant(t, plan.offset, "offset"), plan.offset.shape)
-    t.assign(f"ops.take({data}, {linear}, axis=0)")
-
-
-@register("GatherElements")
-def gather_elements(t: Translation) -> None:
-    """``ops.take_along_axis``; ONNX lets the indices be shorter than the data on the other
-    axes (the output takes the indices' shape), so the data is cropped to them first."""
-    shape, ishape = t.const_shape(0), t.const_shape(1)
-    rank = len(shape)
-    axis = t.int("axis", 0) % rank
-    crop = tuple(ishape[a] if a != axis else shape[a] for a in range(rank))
-    data, idx = t.const(0), t.const(1)
-    if idx is not None:
-        idx = np.where(idx < 0, idx + shape[axis], idx).astype(np.int64)
-    if data is not None and idx is not None:  # e.g. BERT's token_type_ids buffer
-        value = np.take_along_axis(data[tuple(slice(0, c) for c in crop)], idx, axis)
-        if t.node.outputs[0].is_graph_output():
-            t.assign(f"ops.convert_to_tensor({_new_constant(t, value, 'value')})")
-        else:
-            t.alias(_new_constant(t, value, "value"))
-        return
-    x = t.inp(0)
-    if crop != tuple(shape):
-        x = f"ops.slice({x}, {(0,) * rank}, {crop})"
-    index = t.inp(1) if idx is None else _new_constant(t, idx, "index")
-    t.assign(f"ops.take_along_axis({x}, {index}, axis={axis})")
-
-
-@register("CumSum")
-def cumsum(t: Translation) -> None:
-    """``ops.cumsum``; ``reverse`` flips around it, ``exclusive`` shifts the input by one step."""
-    shape = t.shape(0)
-    rank = len(shape)
-    axis = int(t.need_const(1, "the axis")) % rank
-    reverse = bool(t.int("reverse", 0))
-    x = f"ops.flip({t.inp(0)}, axis={axis})" if reverse else t.inp(0)
-    if t.int("exclusive", 0):
-        width = [(0, 0)] * rank
-        width[axis] = (1, 0)
-        x = f"ops.slice(ops.pad({x}, {width}), {(0,) * rank}, {tuple(shape)})"
-    expr = f"ops.cumsum({x}, axis={axis})"
-    t.assign(f"ops.flip({expr}, axis={axis})" if reverse else expr)
-
-
 # -- channels-last lowerings of DepthToSpace, SpaceToDepth, LRN, GroupNormalization --------------
 # Each runs between pinned transposes, on the (N, *spatial, C) tensor Keras layers use.
-
-
-@register("DepthToSpace")
-def depth_to_space(t: Translation) -> None:
-    """NHWC depth-to-space: split the channels into (block, block, C') or (C', block, block), interleave."""
-    _channels_last(t)
-    n, c, h, w = t.shape(0)
-    bs, mode = t.int("blocksize"), t.str("mode", "DCR")
-    c_out = c // (bs * bs)
-    split, perm = ((n, h, w, bs, bs, c_out), (0, 1, 3, 2, 4, 5)) if mode == "DCR" else \
-        ((n, h, w, c_out, bs, bs), (0, 1, 4, 2, 5, 3))
-    note = "pixel shuffle (PyTorch's CRD order)" if mode == "CRD" else "depth to space (TensorFlow's DCR order)"
-    t.assign(f"ops.reshape(ops.transpose(ops.reshape({t.inp(0)}, {split}), {perm}), {(n, h * bs, w * bs, c_out)})",
-             comment=note)
-
-
-@register("SpaceToDepth")
-def space_to_depth(t: Translation) -> None:
-    """NHWC space-to-depth: output channel ``(b1 * block + b2) * C + c`` (TensorFlow's order)."""
-    _channels_last(t)
-    n, c, h, w = t.shape(0)
-    bs = t.int("blocksize")
-    split = (n, h // bs, bs, w // bs, bs, c)
-    t.assign(f"ops.reshape(ops.transpose(ops.reshape({t.inp(0)}, {split}), (0, 1, 3, 2, 4, 5)), "
-             f"{(n, h // bs, w // bs, c * bs * bs)})", comment="space to depth")
 
 
 @register("LRN")
@@ -789,47 +541,6 @@ def _wrapped_group_norm(t: Translation) -> bool:
 
 
 # -- ArgMax / ArgMin, TopK, ReverseSequence, LSTM / GRU ----------------------------------------------
-
-
-@register("ArgMax", "ArgMin")
-def arg_extreme(t: Translation) -> None:
-    """``ops.argmax`` / ``argmin`` as int64 (ONNX's type); ``select_last_index`` searches the flipped axis."""
-    rank = len(t.shape(0))
-    axis = t.int("axis", 0) % rank
-    keep = bool(t.int("keepdims", 1))
-    fn = "ops.argmax" if t.op == "ArgMax" else "ops.argmin"
-    if t.int("select_last_index", 0):
-        last = t.shape(0)[axis] - 1
-        found = f"ops.subtract({last}, {fn}(ops.flip({t.inp(0)}, axis={axis}), axis={axis}, keepdims={keep}))"
-        t.assign(f"ops.cast({found}, 'int64')", comment="last index of ties")
-    else:
-        t.assign(f"ops.cast({fn}({t.inp(0)}, axis={axis}, keepdims={keep}), 'int64')")
-
-
-@register("TopK")
-def topk(t: Translation) -> None:
-    """``ops.top_k`` (last axis, largest first): other axes move last and back, ``largest=0`` negates.
-
-    Always sorted: ONNX leaves the order of ``sorted=0`` open.
-    """
-    k = int(t.need_const(1, "K").reshape(-1)[0])
-    rank = len(t.shape(0))
-    axis = t.int("axis", -1) % rank
-    largest = bool(t.int("largest", 1))
-    perm = list(range(rank))
-    perm[axis], perm[-1] = perm[-1], perm[axis]  # a swap: its own inverse
-    x = t.inp(0) if axis == rank - 1 else f"ops.transpose({t.inp(0)}, {tuple(perm)})"
-    x = x if largest else f"ops.negative({x})"
-    direct = largest and axis == rank - 1
-    vals = t.out(0) if direct else t.gen.names.take(f"{t.out(0)}_top")
-    idx = t.gen.names.take(f"{t.out(1)}_int32")
-    t.gen.emit(f"{vals}, {idx} = ops.top_k({x}, {k})", None if largest else "the smallest: top_k of the negation")
-    if not direct:
-        vals = vals if largest else f"ops.negative({vals})"
-        if axis != rank - 1:
-            vals, idx = f"ops.transpose({vals}, {tuple(perm)})", f"ops.transpose({idx}, {tuple(perm)})"
-        t.assign(vals, 0)
-    t.assign(f"ops.cast({idx}, 'int64')", 1)
 
 
 @register("ReverseSequence")

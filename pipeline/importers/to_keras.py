@@ -54,9 +54,15 @@ def generate(model: ir.Model, out_dir: Path, title: str, origin: str, interface:
         gen.values[v] = name
         input_names.append(name)
         shape = static_shape(v)
+        if not shape:
+            from ..errors import Unsupported
+
+            raise Unsupported("keras", [("input", v.name, "a rank-0 (scalar) graph input: every Keras model input has "
+                                                          "a batch axis")])
         dtype = KERAS_DTYPES.get(v.dtype.value, "float32")
         extra = f", dtype={dtype!r}" if dtype != "float32" else ""
         input_lines.append(f"{name} = keras.Input(shape={tuple(shape[1:])}, batch_size={shape[0]}, name={v.name!r}{extra})")
+    _outputs_depend_on_inputs(graph)
     gen.run()
     outs = [gen.expr(v) for v in graph.outputs]
     gen.release_weights()
@@ -89,6 +95,18 @@ def generate(model: ir.Model, out_dir: Path, title: str, origin: str, interface:
     if weight_bytes >= COLLECT_BYTES:  # the Keras model's reference cycles would keep its weights alive
         gc.collect()
     return {"files": files, "node_vars": gen.node_vars, "parameters": params, "note": note}
+
+
+def _outputs_depend_on_inputs(graph: ir.Graph) -> None:
+    """A functional Keras model's outputs are computed from its inputs: refuse a constant one."""
+    from ..errors import Unsupported
+    from .ops.gather import reaches_graph_input
+
+    inputs = set(graph.inputs)
+    constant = [v.name for v in graph.outputs if not reaches_graph_input(v, inputs)]
+    if constant:
+        raise Unsupported("keras", [("output", name, "a constant output (it depends on no input), which a functional "
+                                                     "Keras model cannot return") for name in constant])
 
 
 def _save_weights(out_dir: Path, layer_weights: dict[str, list[np.ndarray]], files: list[str]) -> str | None:

@@ -53,6 +53,46 @@ class TorchGenerator(Generator):
         return expr
 
 
+def release_dead(lines: list[str], keep: set[str]) -> list[str]:
+    """``lines`` with ``del`` after each statement that last reads a value.
+
+    A straight-line ``forward`` otherwise keeps every intermediate tensor alive until it
+    returns: a call's peak memory is then the sum of all of them, and the allocator pays
+    for it in page faults on every call.  Values never read again after being assigned
+    are dropped at once; ``keep`` (the arguments and what is returned) never are.
+    """
+    import ast
+
+    stores: list[set[str]] = []
+    loads: list[set[str]] = []
+    for line in lines:
+        tree = ast.parse(line)
+        targets = [t for stmt in tree.body if isinstance(stmt, ast.Assign) for t in stmt.targets]
+        stores.append({n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)})  # not comprehension names
+        loads.append({n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)})
+    last: dict[str, int] = {}
+    for i, (stored, loaded) in enumerate(zip(stores, loads)):
+        for name in stored | loaded:
+            last[name] = i
+    assigned = set().union(*stores) if stores else set()
+    drop: dict[int, list[str]] = {}
+    for name, i in last.items():
+        if name in assigned and name not in keep and not name.startswith("_") and name != "self":
+            drop.setdefault(i, []).append(name)
+    out = []
+    for i, line in enumerate(lines):
+        out.append(line)
+        if i in drop:
+            out.append(f"del {', '.join(sorted(drop[i], key=lambda n: line.find(n)))}")
+    return out
+
+
+def _names(expr: str) -> set[str]:
+    import ast
+
+    return {n.id for n in ast.walk(ast.parse(expr)) if isinstance(n, ast.Name)}
+
+
 def generate(model: ir.Model, out_dir: Path, title: str, origin: str, interface: dict, source_layout: str) -> dict:
     """Write ``model.py`` and ``model.safetensors`` into ``out_dir``; return file info."""
     from safetensors.numpy import save_file
@@ -81,7 +121,7 @@ def generate(model: ir.Model, out_dir: Path, title: str, origin: str, interface:
         dtype = DTYPE_NAMES.get(ir.DataType.from_numpy(arr.dtype).value, "torch.float32")
         lines.append(f'        self.register_buffer("{attr}", torch.empty({tuple(arr.shape)}, dtype={dtype}))')
     lines += ["", f"    def forward(self, {', '.join(args)}):"]
-    lines += [f"        {line}" for line in gen.lines]
+    lines += [f"        {line}" for line in release_dead(gen.lines, keep={*args, *_names(ret)})]
     lines += [f"        return {ret}", "", "",
               "def load(weights: str = WEIGHTS) -> Model:",
               '    """Build the model, load its weights, and put it in eval mode."""',

@@ -16,7 +16,7 @@ import numpy as np
 from ..normalize.graph import const_array, static_shape
 from ..normalize.patterns import match_group_norm, module_name
 from ..normalize.padding import pool_len, tap_pool, valid_counts
-from .codegen import Translation, embedding_lookup, layout_note, plan_gather_nd, py_literal, registry, shape_literal
+from .codegen import Translation, py_literal, registry
 
 OPS, register = registry()
 
@@ -296,252 +296,6 @@ def batch_norm(t: Translation) -> None:
     t.assign(f"self.{mod}({t.inp(0)})")
 
 
-def _linear(t: Translation, weight_oi: np.ndarray, bias: np.ndarray | None, x: str, out_node=None) -> None:
-    out_f, in_f = weight_oi.shape
-    args = [str(in_f), str(out_f)] + ([] if bias is not None else ["bias=False"])
-    mod = _module(t, f"nn.Linear({', '.join(args)})", {"weight": weight_oi, "bias": bias})
-    if out_node is None:
-        t.assign(f"self.{mod}({x})")
-    else:
-        name = t.gen.var(out_node.outputs[0])
-        t.gen.emit(f"{name} = self.{mod}({x})")
-        t.absorb(out_node, name)
-
-
-def _linear_nd(node):
-    """``Reshape(x, (-1, K)) -> MatMul(W) -> Reshape(back)``: a Linear on ``x`` itself.
-
-    tf2onnx writes a Keras Dense on an N-D input this way; ``nn.Linear`` acts on
-    the last axis of any tensor, so the two reshapes disappear.  Returns the
-    original input and the reshape back, or None.
-    """
-    w = const_array(node.inputs[1]) if node.op_type == "MatMul" else None
-    flat = node.inputs[0].producer()
-    if w is None or w.ndim != 2 or flat is None or flat.op_type != "Reshape":
-        return None
-    if len(flat.outputs[0].consumers()) != 1 or flat.outputs[0].is_graph_output():
-        return None
-    x = flat.inputs[0]
-    shape, flat_shape = static_shape(x), static_shape(flat.outputs[0])
-    if shape is None or len(shape) < 3 or shape[-1] != w.shape[0]:
-        return None
-    if flat_shape != (int(np.prod(shape[:-1])), w.shape[0]):
-        return None
-    users = node.outputs[0].consumers()
-    if len(users) != 1 or node.outputs[0].is_graph_output() or users[0].op_type != "Reshape":
-        return None
-    if static_shape(users[0].outputs[0]) != tuple(shape[:-1]) + (w.shape[1],):
-        return None
-    return x, users[0]
-
-
-@register("MatMul")
-def matmul(t: Translation) -> None:
-    w = t.const(1)
-    nd = _linear_nd(t.node)
-    if nd is not None:
-        x, back = nd
-        bias, add = t.following_bias(w.shape[1], back)
-        _linear(t, np.ascontiguousarray(w.T), bias, t.gen.expr(x), add or back)
-        if add is not None:
-            t.absorb(back, t.gen.values[add.outputs[0]])
-        return
-    if w is not None and w.ndim == 2 and t.const(0) is None:
-        bias, add = t.following_bias(w.shape[1])
-        _linear(t, np.ascontiguousarray(w.T), bias, t.inp(0), add)
-        return
-    t.assign(f"torch.matmul({t.inp(0)}, {t.inp(1)})")
-
-
-@register("Gemm")
-def gemm(t: Translation) -> None:
-    alpha, beta = t.float("alpha", 1.0), t.float("beta", 1.0)
-    ta, tb = t.int("transA", 0), t.int("transB", 0)
-    w = t.const(1)
-    c = t.const(2) if t.has_input(2) else None
-    if w is not None and alpha == 1.0 and not ta and (not t.has_input(2) or (c is not None and beta == 1.0)):
-        weight = w if tb else w.T
-        bias = None if c is None else np.broadcast_to(c, (weight.shape[0],)).astype(np.float32)
-        _linear(t, np.ascontiguousarray(weight), bias, t.inp(0))
-        return
-    a = f"{t.inp(0)}.T" if ta else t.inp(0)
-    b = f"{t.inp(1)}.T" if tb else t.inp(1)
-    expr = f"torch.matmul({a}, {b})"
-    if alpha != 1.0:
-        expr = f"{py_literal(np.float32(alpha))} * {expr}"
-    if t.has_input(2):
-        cexpr = t.inp(2) if beta == 1.0 else f"{py_literal(np.float32(beta))} * {t.inp(2)}"
-        expr = f"{expr} + {cexpr}"
-    t.assign(expr)
-
-
-@register("Transpose")
-def transpose(t: Translation) -> None:
-    perm = t.ints("perm") or list(reversed(range(len(t.shape(0)))))
-    t.assign(f"{t.inp(0)}.permute{tuple(perm)}", comment=layout_note(t.node, perm))
-
-
-@register("Reshape")
-def reshape(t: Translation) -> None:
-    users = t.node.outputs[0].consumers()
-    if len(users) == 1 and (_linear_nd(users[0]) is not None or _group_norm_of(users[0]) is not None):
-        t.alias(f"{t.inp(0)}.reshape{_shape_args(t.out_shape())}")  # unused: the Linear/GroupNorm takes the N-D input
-        return
-    t.assign(f"{t.inp(0)}.reshape{_shape_args(t.out_shape())}")
-
-
-@register("Flatten")
-def flatten(t: Translation) -> None:
-    axis = t.int("axis", 1)
-    if axis == 1:
-        t.assign(f"torch.flatten({t.inp(0)}, 1)")
-    else:
-        t.assign(f"{t.inp(0)}.reshape{_shape_args(t.out_shape())}")
-
-
-@register("Squeeze", "Unsqueeze")
-def squeeze(t: Translation) -> None:
-    t.assign(f"{t.inp(0)}.reshape{_shape_args(t.out_shape())}")
-
-
-@register("Concat")
-def concat(t: Translation) -> None:
-    parts = ", ".join(t.inp(i) for i in range(len(t.node.inputs)))
-    t.assign(f"torch.cat([{parts}], dim={t.int('axis')})")
-
-
-@register("Split")
-def split(t: Translation) -> None:
-    axis = t.int("axis", 0)
-    sizes = [s[axis] for s in (t.out_shape(j) for j in range(len(t.node.outputs)))]
-    names = ", ".join(t.out(j) for j in range(len(t.node.outputs)))
-    t.gen.emit(f"{names}{',' if len(sizes) == 1 else ''} = torch.split({t.inp(0)}, {list(sizes)}, dim={axis})")
-
-
-@register("Slice")
-def slice_(t: Translation) -> None:
-    shape = t.shape(0)
-    index = [":"] * len(shape)
-    for a, start, stop, step in t.slice_bounds():
-        index[a] = f"{start or ''}:{stop if stop != shape[a] else ''}" + (f":{step}" if step != 1 else "")
-    while index and index[-1] == ":":
-        index.pop()
-    t.assign(f"{t.inp(0)}[{', '.join(index) or '...'}]")
-
-
-@register("Gather")
-def gather(t: Translation) -> None:
-    axis = t.int("axis", 0) % len(t.shape(0))
-    idx = t.const(1)
-    lead = ", ".join([":"] * axis)
-    prefix = f"{lead}, " if lead else ""
-    if idx is not None and idx.ndim == 0:
-        t.assign(f"{t.inp(0)}[{prefix}{int(idx) % t.shape(0)[axis]}]")
-        return
-    table = embedding_lookup(t)
-    if table is not None:
-        mod = _module(t, f"nn.Embedding({table.shape[0]}, {table.shape[1]})", {"weight": table})
-        t.assign(f"self.{mod}({t.inp(1)})")
-        return
-    t.assign(f"torch.index_select({t.inp(0)}, {axis}, {t.inp(1)}.reshape(-1)).reshape{_shape_args(t.out_shape())}")
-
-
-@register("GatherElements")
-def gather_elements(t: Translation) -> None:
-    """``torch.gather``, which like ONNX lets the indices be shorter than the data on the other
-    axes; negative indices (ONNX counts them from the end) are wrapped first."""
-    shape = t.const_shape(0)
-    axis = t.int("axis", 0) % len(shape)
-    idx = t.const(1)
-    if idx is not None:
-        index = _buffer(t, _hint(t) + "_index", np.where(idx < 0, idx + shape[axis], idx).astype(np.int64))
-    else:
-        i = f"{t.inp(1)}.long()"
-        index = f"torch.where({i} < 0, {i} + {shape[axis]}, {i})"
-    t.assign(f"torch.gather({t.inp(0)}, {axis}, {index})")
-
-
-@register("GatherND")
-def gather_nd(t: Translation) -> None:
-    """One index into ``data`` flattened over the indexed (and batch) axes (see ``codegen.GatherND``)."""
-    plan = plan_gather_nd(t)
-    data = f"{t.inp(0)}.reshape{_shape_args(plan.data_shape)}"
-    if plan.linear is not None:
-        t.assign(f"{data}[{_buffer(t, _hint(t) + '_index', plan.linear)}]")
-        return
-    i = f"{t.inp(1)}.long()"
-    i = f"torch.where({i} < 0, {i} + torch.tensor({plan.dims}), {i})"
-    linear = f"({i} * torch.tensor({plan.strides})).sum(-1)"
-    if plan.batch_dims:
-        linear = f"{linear} + {_buffer(t, _hint(t) + '_offset', plan.offset)}"
-    t.assign(f"{data}[{linear}]")
-
-
-@register("ReduceProd")
-def reduce_prod(t: Translation) -> None:
-    """``torch.prod`` takes one axis: one product per axis, from the last."""
-    dims = t.reduce_axes()
-    if dims is None:
-        t.alias(t.inp(0))
-        return
-    keep = bool(t.int("keepdims", 1))
-    expr = t.inp(0)
-    for d in reversed(dims):
-        expr = f"{expr}.prod(dim={d}, keepdim={keep})"
-    t.assign(expr)
-
-
-_REDUCE = {
-    "ReduceMean": "{x}.mean(dim={d}, keepdim={k})", "ReduceSum": "{x}.sum(dim={d}, keepdim={k})",
-    "ReduceMax": "{x}.amax(dim={d}, keepdim={k})", "ReduceMin": "{x}.amin(dim={d}, keepdim={k})",
-    "ReduceL2": "torch.linalg.vector_norm({x}, 2, dim={d}, keepdim={k})",
-    "ReduceL1": "torch.linalg.vector_norm({x}, 1, dim={d}, keepdim={k})",
-    "ReduceSumSquare": "({x} * {x}).sum(dim={d}, keepdim={k})",
-    "ReduceLogSumExp": "torch.logsumexp({x}, dim={d}, keepdim={k})",
-}
-
-
-@register(*_REDUCE)
-def reduce(t: Translation) -> None:
-    dims = t.reduce_axes()
-    if dims is None:
-        t.alias(t.inp(0))
-        return
-    t.assign(_REDUCE[t.op].format(x=t.inp(0), d=tuple(dims), k=bool(t.int("keepdims", 1))))
-
-
-@register("Pad")
-def pad(t: Translation) -> None:
-    mode = t.str("mode", "constant")
-    pads = t.need_const(1, "pads").tolist()
-    rank = len(t.shape(0))
-    value = t.const(2) if t.has_input(2) else None
-    axes = t.const(3).tolist() if t.has_input(3) else list(range(rank))
-    pairs = {a % rank: (pads[i], pads[i + len(axes)]) for i, a in enumerate(axes)}
-    first = min((a for a, p in pairs.items() if any(p)), default=rank - 1)
-    order = []
-    for a in range(rank - 1, first - 1, -1):
-        order += list(pairs.get(a, (0, 0)))
-    torch_mode = {"constant": "constant", "reflect": "reflect", "edge": "replicate", "wrap": "circular"}[mode]
-    extra = ""
-    if torch_mode == "constant" and value is not None and float(value) != 0.0:
-        extra = f", value={py_literal(value)}"
-    elif torch_mode != "constant":
-        extra = f", mode='{torch_mode}'"
-    t.assign(f"F.pad({t.inp(0)}, {tuple(int(v) for v in order)}{extra})")
-
-
-@register("Expand")
-def expand(t: Translation) -> None:
-    t.assign(f"{t.inp(0)}.expand{shape_literal(t.out_shape())}")
-
-
-@register("Tile")
-def tile(t: Translation) -> None:
-    reps = t.need_const(1, "repeats").tolist()
-    t.assign(f"{t.inp(0)}.repeat{shape_literal(reps)}")
-
-
 @register("LayerNormalization")
 def layer_norm(t: Translation) -> None:
     rank = len(t.shape(0))
@@ -560,13 +314,6 @@ def layer_norm(t: Translation) -> None:
         weights["bias"] = np.broadcast_to(bias, norm_shape).astype(np.float32)
     mod = _module(t, f"nn.LayerNorm({', '.join(args)})", weights)
     t.assign(f"self.{mod}({t.inp(0)})")
-
-
-@register("Einsum")
-def einsum(t: Translation) -> None:
-    eq = t.str("equation")
-    operands = ", ".join(t.inp(i) for i in range(len(t.node.inputs)))
-    t.assign(f"torch.einsum({eq!r}, {operands})")
 
 
 _NEAREST = {  # (coordinate_transformation_mode, nearest_mode) -> PyTorch mode
@@ -635,30 +382,6 @@ def resize(t: Translation) -> None:
 # -- DepthToSpace, SpaceToDepth, LRN, GroupNormalization, InstanceNormalization ----------------
 
 
-@register("DepthToSpace")
-def depth_to_space(t: Translation) -> None:
-    """``nn.PixelShuffle`` for CRD order; TensorFlow's DCR order as reshape/permute."""
-    n, c, h, w = t.shape(0)
-    bs, mode = t.int("blocksize"), t.str("mode", "DCR")
-    if mode == "CRD":
-        t.assign(f"self.{_module(t, f'nn.PixelShuffle({bs})')}({t.inp(0)})")
-        return
-    c_out = c // (bs * bs)
-    t.assign(f"{t.inp(0)}.reshape({n}, {bs}, {bs}, {c_out}, {h}, {w}).permute(0, 3, 4, 1, 5, 2)"
-             f".reshape({n}, {c_out}, {h * bs}, {w * bs})",
-             comment="depth to space, DCR order (nn.PixelShuffle is CRD)")
-
-
-@register("SpaceToDepth")
-def space_to_depth(t: Translation) -> None:
-    """ONNX orders the output channels ``(b1 * block + b2) * C + c``; ``nn.PixelUnshuffle`` ``c * block**2 + ...``."""
-    n, c, h, w = t.shape(0)
-    bs = t.int("blocksize")
-    t.assign(f"{t.inp(0)}.reshape({n}, {c}, {h // bs}, {bs}, {w // bs}, {bs}).permute(0, 3, 5, 1, 2, 4)"
-             f".reshape({n}, {c * bs * bs}, {h // bs}, {w // bs})",
-             comment="space to depth (nn.PixelUnshuffle orders channels differently)")
-
-
 @register("LRN")
 def lrn(t: Translation) -> None:
     """``nn.LocalResponseNorm``: the same window and formula for odd sizes (onnxruntime runs no other)."""
@@ -724,51 +447,6 @@ def instance_norm(t: Translation) -> None:
 
 
 # -- ArgMax / ArgMin, CumSum, TopK, ReverseSequence, LSTM / GRU ------------------------------------
-
-
-def _axis_pad(axis: int, rank: int, before: int) -> tuple[int, ...]:
-    """``F.pad`` widths that add ``before`` elements at the start of ``axis`` only."""
-    return (0, 0) * (rank - 1 - axis) + (before, 0)
-
-
-@register("ArgMax", "ArgMin")
-def arg_extreme(t: Translation) -> None:
-    """``torch.argmax`` / ``argmin`` (first index of ties); ``select_last_index`` searches the flipped axis."""
-    rank = len(t.shape(0))
-    axis = t.int("axis", 0) % rank
-    keep = bool(t.int("keepdims", 1))
-    fn = "torch.argmax" if t.op == "ArgMax" else "torch.argmin"
-    if t.int("select_last_index", 0):
-        last = t.shape(0)[axis] - 1
-        t.assign(f"{last} - {fn}({t.inp(0)}.flip({axis}), dim={axis}, keepdim={keep})", comment="last index of ties")
-    else:
-        t.assign(f"{fn}({t.inp(0)}, dim={axis}, keepdim={keep})")
-
-
-@register("CumSum")
-def cumsum(t: Translation) -> None:
-    """``torch.cumsum``; ``reverse`` flips around it, ``exclusive`` shifts the input one step along the axis."""
-    shape = t.shape(0)
-    rank = len(shape)
-    axis = int(t.need_const(1, "the axis").reshape(-1)[0]) % rank
-    x = f"{t.inp(0)}.flip({axis})" if t.int("reverse", 0) else t.inp(0)
-    if t.int("exclusive", 0):
-        x = f"F.pad({x}.narrow({axis}, 0, {shape[axis] - 1}), {_axis_pad(axis, rank, 1)})"
-    dtype = DTYPE_NAMES.get(t.out_dtype().value)
-    keep_int = np.issubdtype(_np_dtype(t), np.integer) and dtype != "torch.int64"
-    expr = f"torch.cumsum({x}, dim={axis}{f', dtype={dtype}' if keep_int else ''})"  # torch sums ints as int64
-    t.assign(f"{expr}.flip({axis})" if t.int("reverse", 0) else expr)
-
-
-@register("TopK")
-def topk(t: Translation) -> None:
-    """``torch.topk``: values and int64 indices (``sorted=0`` leaves the order to the implementation)."""
-    k = int(t.need_const(1, "K").reshape(-1)[0])
-    rank = len(t.shape(0))
-    axis = t.int("axis", -1) % rank
-    args = [t.inp(0), str(k), f"dim={axis}"] + ([] if t.int("largest", 1) else ["largest=False"])
-    args += [] if t.int("sorted", 1) else ["sorted=False"]
-    t.gen.emit(f"{t.out(0)}, {t.out(1)} = torch.topk({', '.join(args)})")
 
 
 @register("ReverseSequence")

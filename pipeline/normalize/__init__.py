@@ -51,12 +51,50 @@ class FoldConstants(ir.passes.InPlacePass):
         _drop_empty_squeeze_axes(model.graph)
         for _ in range(4):  # to a fixpoint: a fold can make shapes static, so a Shape further on folds too
             start = _fingerprint(model)
-            onnxscript.optimizer.fold_constants_ir(model)
+            onnxscript.optimizer.fold_constants_ir(model, should_fold=_fold_every_constant)
             RemoveUnusedNodesPass()(model)
             if _fingerprint(model) == start:
                 break
             RefreshShapes()(model)
+        _outputs_made_by_nodes(model.graph)
         return ir.passes.PassResult(model, _fingerprint(model) != before)
+
+
+def _outputs_made_by_nodes(graph: ir.Graph) -> None:
+    """A graph output that folded to a constant (Dropout's all-true mask) becomes ``Identity(constant)``:
+    onnxruntime refuses a graph output that no node makes."""
+    from .graph import fresh_name
+
+    for i, out in enumerate(list(graph.outputs)):
+        if out.producer() is not None or not out.is_initializer():
+            continue
+        name = out.name
+        del graph.initializers[name]
+        out.name = fresh_name(graph, name + "_value")
+        graph.register_initializer(out)
+        node = ir.node("Identity", [out], name=fresh_name(graph, "identity"))
+        node.outputs[0].name, node.outputs[0].shape, node.outputs[0].type = name, out.shape, out.type
+        graph.append(node)
+        graph.outputs[i] = node.outputs[0]
+
+
+# Ops that draw random numbers: the same inputs need not give the same outputs, so never folded.
+_RANDOM_OPS = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
+                         "Bernoulli"})
+# Kept as they are by the folder's own rule (quantization information).
+_KEEP_OPS = frozenset({"DequantizeLinear", "DynamicQuantizeLinear", "QuantizeLinear"})
+
+
+def _fold_every_constant(node: ir.Node) -> bool | None:
+    """Fold every node whose inputs are all constants, whatever their size: a computed weight
+    (weight normalization's ``v * g / ReduceL2(v)``, weight standardization's batch norm over
+    the kernel) then becomes the plain weight a layer takes.  The folder still skips a result
+    that would grow the model by more than its output bound (a large Expand of a constant)."""
+    if node.domain in ("", "ai.onnx") and node.op_type in _RANDOM_OPS:
+        return False
+    if node.domain in ("", "ai.onnx") and node.op_type in _KEEP_OPS:
+        return None
+    return True
 
 
 def _drop_empty_squeeze_axes(graph: ir.Graph) -> None:

@@ -1,3 +1,327 @@
-"""Shape and layout plumbing: Transpose, Reshape, Flatten, Squeeze, Unsqueeze, Concat, Split, Slice, Expand, Tile, Pad, DepthToSpace, SpaceToDepth."""
+"""Shape and layout plumbing: Transpose, Reshape, Flatten, Squeeze, Unsqueeze, Concat, Split,
+Slice, Expand, Tile, Pad, DepthToSpace, SpaceToDepth.
+
+Readers take each op's arguments in every opset's form (Slice and Pad took attributes
+before opset 10 and 11, Split and Squeeze/Unsqueeze before 13) and return what the
+emitters need; reshapes are written with the inferred output shape.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ...normalize.graph import PIN_IN, PIN_OUT, pin_role
+from .. import keras_emit as K
+from .. import torch_emit as T
+from ..codegen import Translation, layout_note, py_literal, shape_literal
+from ..registry import Op, register
+from .linear import linear_nd
+
+
+@register
+class Transpose(Op):
+    types = ("Transpose",)
+
+    def read(self, t: Translation) -> list[int]:
+        return t.ints("perm") or list(reversed(range(len(t.shape(0)))))
+
+    def torch(self, t: Translation, perm: list[int]) -> None:
+        t.assign(f"{t.inp(0)}.permute{tuple(perm)}", comment=layout_note(t.node, perm))
+
+    def keras(self, t: Translation, perm: list[int]) -> None:
+        if pin_role(t.node) in (PIN_IN, PIN_OUT):
+            t.alias(t.inp(0))  # the wrapped op works channels-last: no data movement
+            return
+        t.assign(f"ops.transpose({t.inp(0)}, {tuple(perm)})", comment=layout_note(t.node, perm))
+
+
+def _feeds_group_norm(t: Translation) -> bool:
+    from ..torch_ops import _group_norm_of as torch_group_norm_of
+
+    users = t.node.outputs[0].consumers()
+    return len(users) == 1 and torch_group_norm_of(users[0]) is not None
+
+
+@register
+class Reshape(Op):
+    """Reshape, Flatten, Squeeze, Unsqueeze: the inferred output shape.
+
+    Plan: True when the reshape is part of a pattern written as one layer by the next
+    node (the flattening Reshape before a Dense on an N-D input): it writes nothing then.
+    """
+
+    types = ("Reshape", "Flatten", "Squeeze", "Unsqueeze")
+    traits = frozenset({"shape"})
+
+    def read(self, t: Translation) -> bool:
+        t.out_shape()
+        users = t.node.outputs[0].consumers()
+        return t.op == "Reshape" and len(users) == 1 and linear_nd(users[0]) is not None
+
+    def torch(self, t: Translation, into_layer: bool) -> None:
+        x, shape = t.inp(0), t.out_shape()
+        if into_layer or _feeds_group_norm(t):
+            t.alias(f"{x}.reshape{T.shape_args(shape)}")  # unused: the Linear/GroupNorm takes the N-D input
+        elif t.op == "Flatten" and t.int("axis", 1) == 1:
+            t.assign(f"torch.flatten({x}, 1)")
+        else:
+            t.assign(f"{x}.reshape{T.shape_args(shape)}")
+
+    def keras(self, t: Translation, into_layer: bool) -> None:
+        from ..keras_ops import _wrapped_group_norm as keras_wrapped_group_norm
+
+        x = t.inp(0)
+        if into_layer:
+            t.alias(f"ops.reshape({x}, {shape_literal(t.out_shape())})")  # unused: the Dense takes the N-D input
+        elif not keras_wrapped_group_norm(t):
+            t.assign(f"ops.reshape({x}, {shape_literal(t.out_shape())})")
+
+
+@register
+class Concat(Op):
+    types = ("Concat",)
+
+    def read(self, t: Translation) -> int:
+        return t.int("axis")
+
+    def torch(self, t: Translation, axis: int) -> None:
+        parts = ", ".join(t.inp(i) for i in range(len(t.node.inputs)))
+        t.assign(f"torch.cat([{parts}], dim={axis})")
+
+    def keras(self, t: Translation, axis: int) -> None:
+        parts = ", ".join(t.inp(i) for i in range(len(t.node.inputs)))
+        t.assign(f"ops.concatenate([{parts}], axis={axis})")
+
+
+@register
+class Split(Op):
+    """Plan: ``(axis, sizes)`` read off the outputs' inferred shapes (every opset's form agrees on them)."""
+
+    types = ("Split",)
+
+    def read(self, t: Translation) -> tuple[int, list[int]]:
+        axis = t.int("axis", 0) % len(t.shape(0))
+        return axis, [int(t.out_shape(j)[axis]) for j in range(len(t.node.outputs))]
+
+    def torch(self, t: Translation, p) -> None:
+        axis, sizes = p
+        names = ", ".join(t.out(j) for j in range(len(sizes)))
+        t.gen.emit(f"{names}{',' if len(sizes) == 1 else ''} = torch.split({t.inp(0)}, {sizes}, dim={axis})")
+
+    def keras(self, t: Translation, p) -> None:
+        axis, sizes = p
+        cuts = [int(c) for c in (sum(sizes[:i + 1]) for i in range(len(sizes) - 1))]
+        names = ", ".join(t.out(j) for j in range(len(sizes)))
+        t.gen.emit(f"{names}{',' if len(sizes) == 1 else ''} = ops.split({t.inp(0)}, {cuts}, axis={axis})")
+
+
+@dataclass
+class Cut:
+    """One sliced axis: ``[start:stop:step]`` of the axis, flipped first when ONNX walks it backwards."""
+
+    axis: int
+    start: int
+    stop: int
+    step: int
+    flipped: bool
+
+
+@register
+class Slice(Op):
+    types = ("Slice",)
+
+    def read(self, t: Translation) -> list[Cut]:
+        shape = t.shape(0)
+        if t.opset < 10:
+            starts, ends = t.ints("starts"), t.ints("ends")
+            axes, steps = t.ints("axes") or list(range(len(starts))), [1] * len(starts)
+        else:
+            starts, ends = t.need_const(1, "starts").tolist(), t.need_const(2, "ends").tolist()
+            axes = t.need_const(3, "axes").tolist() if t.has_input(3) else list(range(len(starts)))
+            steps = t.need_const(4, "steps").tolist() if t.has_input(4) else [1] * len(starts)
+        cuts = []
+        for s, e, a, st in zip(starts, ends, axes, steps):
+            a %= len(shape)
+            n = shape[a]
+            s, e = (s + n if s < 0 else s), (e + n if e < 0 else e)
+            if st == 0:
+                t.unsupported("a slice step of 0")
+            if st > 0:
+                cuts.append(Cut(a, max(0, min(n, s)), max(0, min(n, e)), st, False))
+            else:  # index i of the axis is n - 1 - i of the flipped axis
+                s, e = max(0, min(n - 1, s)), max(-1, min(n - 1, e))
+                cuts.append(Cut(a, n - 1 - s, n - 1 - e, -st, True))
+        return cuts
+
+    def torch(self, t: Translation, cuts: list[Cut]) -> None:
+        shape = t.shape(0)
+        x = t.inp(0)
+        flips = tuple(c.axis for c in cuts if c.flipped)
+        if flips:
+            x = f"{x}.flip({flips[0] if len(flips) == 1 else flips})"
+        index = [":"] * len(shape)
+        for c in cuts:
+            index[c.axis] = f"{c.start or ''}:{c.stop if c.stop != shape[c.axis] else ''}" + (
+                f":{c.step}" if c.step != 1 else "")
+        while index and index[-1] == ":":
+            index.pop()
+        t.assign(f"{x}[{', '.join(index) or '...'}]")
+
+    def keras(self, t: Translation, cuts: list[Cut]) -> None:
+        shape = t.shape(0)
+        x = t.inp(0)
+        for c in cuts:
+            if c.flipped:
+                x = f"ops.flip({x}, axis={c.axis})"
+        begin, size, strided = [0] * len(shape), list(shape), []
+        for c in cuts:
+            begin[c.axis], size[c.axis] = c.start, max(0, c.stop - c.start)
+            if c.step != 1:
+                strided.append((c.axis, c.step))
+        expr = f"ops.slice({x}, {tuple(begin)}, {tuple(size)})"
+        for a, step in strided:
+            expr = f"ops.take({expr}, {list(range(0, size[a], step))}, axis={a})"
+        t.assign(expr)
+
+
+@register
+class Expand(Op):
+    types = ("Expand",)
+
+    def read(self, t: Translation) -> tuple[int, ...]:
+        return t.out_shape()
+
+    def torch(self, t: Translation, shape) -> None:
+        t.assign(f"{t.inp(0)}.expand{shape_literal(shape)}")
+
+    def keras(self, t: Translation, shape) -> None:
+        t.assign(f"ops.broadcast_to({t.inp(0)}, {shape_literal(shape)})")
+
+
+@register
+class Tile(Op):
+    types = ("Tile",)
+
+    def read(self, t: Translation) -> list[int]:
+        return [int(r) for r in t.need_const(1, "repeats").reshape(-1)]
+
+    def torch(self, t: Translation, reps: list[int]) -> None:
+        t.assign(f"{t.inp(0)}.repeat{shape_literal(reps)}")
+
+    def keras(self, t: Translation, reps: list[int]) -> None:
+        t.assign(f"ops.tile({t.inp(0)}, {shape_literal(reps)})")
+
+
+@dataclass
+class PadPlan:
+    mode: str  # constant | reflect | edge | wrap
+    widths: list[tuple[int, int]]  # (begin, end) per axis
+    value: object  # the constant's literal, None for 0 or other modes
+
+
+@register
+class Pad(Op):
+    """Pads per axis; opset < 11 takes ``pads`` and ``value`` as attributes, opset 18 adds ``axes``."""
+
+    types = ("Pad",)
+
+    def read(self, t: Translation) -> PadPlan:
+        rank = len(t.shape(0))
+        mode = t.str("mode", "constant")
+        if mode not in ("constant", "reflect", "edge", "wrap"):
+            t.unsupported(f"pad mode {mode!r}")
+        if t.opset < 11:
+            pads = t.ints("pads", None) or t.ints("paddings")
+            value = t.float("value", 0.0)
+            axes = list(range(rank))
+        else:
+            pads = [int(p) for p in t.need_const(1, "pads").reshape(-1)]
+            const = t.need_const(2, "the constant value") if t.has_input(2) else None
+            value = None if const is None or const.size == 0 else const.reshape(())
+            axes = [int(a) for a in t.need_const(3, "axes").reshape(-1)] if t.has_input(3) else list(range(rank))
+        widths = [(0, 0)] * rank
+        for i, a in enumerate(axes):
+            widths[a % rank] = (int(pads[i]), int(pads[i + len(axes)]))
+        if any(b < 0 or e < 0 for b, e in widths):
+            t.unsupported("negative pads (cropping)")
+        literal = None if mode != "constant" or value is None or float(value) == 0.0 else py_literal(value)
+        return PadPlan(mode, widths, literal)
+
+    def torch(self, t: Translation, p: PadPlan) -> None:
+        rank = len(p.widths)
+        first = min((a for a, w in enumerate(p.widths) if any(w)), default=rank - 1)
+        if p.mode != "constant" and (first < max(1, rank - 3) or rank > 5):
+            t.unsupported(f"{p.mode} padding of axis {first} of a rank-{rank} tensor (F.pad pads the last 3 at most)")
+        order = []
+        for a in range(rank - 1, first - 1, -1):
+            order += list(p.widths[a])
+        mode = {"constant": None, "reflect": "reflect", "edge": "replicate", "wrap": "circular"}[p.mode]
+        extra = f", value={p.value}" if p.value is not None else f", mode='{mode}'" if mode else ""
+        t.assign(f"F.pad({t.inp(0)}, {tuple(order)}{extra})")
+
+    def keras(self, t: Translation, p: PadPlan) -> None:
+        extra = f", mode={p.mode!r}" if p.mode != "constant" else ""
+        if p.value is not None:
+            extra += f", constant_values={p.value}"
+        t.assign(f"ops.pad({t.inp(0)}, {[tuple(w) for w in p.widths]}{extra})")
+
+
+@register
+class DepthToSpace(Op):
+    """Channels into ``blocksize x blocksize`` pixels: DCR (TensorFlow's order) or CRD (PyTorch's PixelShuffle)."""
+
+    types = ("DepthToSpace",)
+    traits = frozenset({"layout"})
+
+    def read(self, t: Translation) -> tuple[int, str]:
+        if len(t.shape(0)) != 4:
+            t.unsupported("DepthToSpace of a tensor that is not 4-D")
+        return t.int("blocksize"), t.str("mode", "DCR")
+
+    def torch(self, t: Translation, p) -> None:
+        bs, mode = p
+        n, c, h, w = t.shape(0)
+        if mode == "CRD":
+            t.assign(f"self.{T.module(t, f'nn.PixelShuffle({bs})')}({t.inp(0)})")
+            return
+        c_out = c // (bs * bs)
+        t.assign(f"{t.inp(0)}.reshape({n}, {bs}, {bs}, {c_out}, {h}, {w}).permute(0, 3, 4, 1, 5, 2)"
+                 f".reshape({n}, {c_out}, {h * bs}, {w * bs})",
+                 comment="depth to space, DCR order (nn.PixelShuffle is CRD)")
+
+    def keras(self, t: Translation, p) -> None:
+        bs, mode = p
+        K.channels_last(t)
+        n, c, h, w = t.shape(0)
+        c_out = c // (bs * bs)
+        split, perm = ((n, h, w, bs, bs, c_out), (0, 1, 3, 2, 4, 5)) if mode == "DCR" else \
+            ((n, h, w, c_out, bs, bs), (0, 1, 4, 2, 5, 3))
+        note = "pixel shuffle (PyTorch's CRD order)" if mode == "CRD" else "depth to space (TensorFlow's DCR order)"
+        t.assign(f"ops.reshape(ops.transpose(ops.reshape({t.inp(0)}, {split}), {perm}), {(n, h * bs, w * bs, c_out)})",
+                 comment=note)
+
+
+@register
+class SpaceToDepth(Op):
+    """Pixels into channels: output channel ``(b1 * block + b2) * C + c`` (``nn.PixelUnshuffle`` orders them otherwise)."""
+
+    types = ("SpaceToDepth",)
+    traits = frozenset({"layout"})
+
+    def read(self, t: Translation) -> int:
+        if len(t.shape(0)) != 4:
+            t.unsupported("SpaceToDepth of a tensor that is not 4-D")
+        return t.int("blocksize")
+
+    def torch(self, t: Translation, bs: int) -> None:
+        n, c, h, w = t.shape(0)
+        t.assign(f"{t.inp(0)}.reshape({n}, {c}, {h // bs}, {bs}, {w // bs}, {bs}).permute(0, 3, 5, 1, 2, 4)"
+                 f".reshape({n}, {c * bs * bs}, {h // bs}, {w // bs})",
+                 comment="space to depth (nn.PixelUnshuffle orders channels differently)")
+
+    def keras(self, t: Translation, bs: int) -> None:
+        K.channels_last(t)
+        n, c, h, w = t.shape(0)
+        split = (n, h // bs, bs, w // bs, bs, c)
+        t.assign(f"ops.reshape(ops.transpose(ops.reshape({t.inp(0)}, {split}), (0, 1, 3, 2, 4, 5)), "
+                 f"{(n, h // bs, w // bs, c * bs * bs)})", comment="space to depth")
