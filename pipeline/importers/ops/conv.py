@@ -226,14 +226,24 @@ class Conv(Op):
     def _keras_functional(t: Translation, p: ConvPlan, x: str, padding: str, strides, subsample) -> None:
         """``keras.ops.conv`` on the channels-last input, the ONNX weight transposed to
         ``(k..., Cin/group, Cout)`` (TensorFlow groups by the input's channel count)."""
-        args = [x, keras_kernel(t, p)]
+        opts = []
         if any(s != 1 for s in strides):
-            args.append(f"strides={K.tuple_or_int(strides)}")
+            opts.append(f"strides={K.tuple_or_int(strides)}")
         if padding != "valid":
-            args.append(f"padding={padding!r}")
+            opts.append(f"padding={padding!r}")
         if any(d != 1 for d in p.dil):
-            args.append(f"dilation_rate={K.tuple_or_int(p.dil)}")
-        expr, bias = f"ops.conv({', '.join(args)})", keras_bias(t, p)
+            opts.append(f"dilation_rate={K.tuple_or_int(p.dil)}")
+        kernel = keras_kernel(t, p)
+        if p.group == 1:
+            expr = f"ops.conv({', '.join([x, kernel] + opts)})"
+        else:  # keras.ops.conv wants the kernel's input channels to be the input's: one call per group
+            cin, cout = p.weight_shape(t)[1], p.weight_shape(t)[0] // p.group
+            parts = t.gen.names.take(t.layer_hint() + "_groups")
+            call = (f"ops.conv({x}[..., g * {cin}:(g + 1) * {cin}], {kernel}[..., g * {cout}:(g + 1) * {cout}]"
+                    f"{''.join(', ' + o for o in opts)})")
+            t.gen.emit(f"{parts} = [{call} for g in range({p.group})]", f"{p.group} groups, one convolution each")
+            expr = f"ops.concatenate({parts}, axis=-1)"
+        bias = keras_bias(t, p)
         if bias is not None:  # (C,) on the channels-last output's last axis, as bias_add puts it
             expr = f"ops.add({expr}, {bias})"
         if subsample is None:

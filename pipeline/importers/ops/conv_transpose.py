@@ -16,7 +16,7 @@ from .. import keras_emit as K
 from .. import torch_emit as T
 from ..codegen import Translation
 from ..registry import Op, register
-from .conv import ConvPlan, keras_bias, keras_kernel, read_conv, torch_operands
+from .conv import ConvPlan, keras_bias, read_conv, torch_operands
 
 
 def transpose_padding(begins, ends, outpad, strides, dilations):
@@ -201,16 +201,17 @@ class ConvTranspose(Op):
         else:
             expr = _grouped_conv_transpose(t, w, None, group, args)
         bias = None if b is None else K.new_constant(t, b.astype(np.float32), "bias")
-        self._crop_to_window(t, expr, kernel, strides, begins, extra, bias)
+        made = [(n - 1) * s + max(k, s) for n, k, s in zip(t.shape(0)[2:], kernel, strides)]  # Keras' "valid" length
+        self._crop_to_window(t, expr, made, kernel, strides, begins, extra, bias)
 
     @staticmethod
-    def _crop_to_window(t: Translation, expr: str, kernel, strides, begins, extra, bias: str | None) -> None:
-        """``expr`` is Keras' "valid" transposed convolution without bias: slice and zero-pad it
-        to ONNX's window, then add ``bias``."""
+    def _crop_to_window(t: Translation, expr: str, made, kernel, strides, begins, extra, bias: str | None) -> None:
+        """``expr`` is the full transposed convolution without bias (channels-last, ``made`` long
+        per axis, zeros after the full length): slice and zero-pad it to ONNX's window, then add
+        ``bias``.  ``kernel`` is the effective (dilated) kernel."""
         full = t.gen.names.take(t.layer_hint() + "_full")
         t.gen.emit(f"{full} = {expr}")
         sizes = t.shape(0)[2:]
-        made = [(n - 1) * s + max(k, s) for n, k, s in zip(sizes, kernel, strides)]  # Keras' "valid" length
         stops = [(n - 1) * s + k + x for n, k, s, x in zip(sizes, kernel, strides, extra)]
         window = ", ".join(f"{max(bg, 0) or ''}:{min(stop, m) if stop < m else ''}"
                            for bg, stop, m in zip(begins, stops, made))
@@ -223,21 +224,51 @@ class ConvTranspose(Op):
         t.assign(expr, comment="ONNX's output window of the full transposed convolution: zeros beyond it, then the bias")
 
     def _keras_functional(self, t: Translation, p: ConvPlan) -> None:
-        """``keras.ops.conv_transpose`` ("valid", no bias) with the kernel transposed to
-        ``(k..., Cout, Cin)``, cut to ONNX's window, then the bias."""
-        if p.group != 1:
-            t.unsupported("a grouped ConvTranspose whose weight is computed at run time (Keras has no grouped "
-                          "transposed convolution)")
-        if any(d != 1 for d in p.dil):
-            t.unsupported("a dilated ConvTranspose whose weight is computed at run time (TensorFlow's CPU kernels "
-                          "have no dilated transposed convolution)")
-        nd = p.nd
-        args = [t.inp(0), keras_kernel(t, p)]
-        if any(s != 1 for s in p.strides):
-            args.append(f"strides={K.tuple_or_int(p.strides)}")
+        """A weight computed at run time: no layer can hold it, and ``keras.ops.conv_transpose``
+        on symbolic tensors swaps its padding and output_padding (Keras 3.15).  The full
+        transposed convolution is also the convolution of the input with ``s - 1`` zeros
+        between its pixels, padded by ``(k - 1) * d`` on each side, with the kernel flipped and
+        its channel axes swapped: written so (per group), then cut to ONNX's window."""
+        nd, shape = p.nd, t.shape(0)
+        cin = shape[1] // p.group
+        x = self._zero_upsampled(t, t.inp(0), shape, p.strides)
+        k_eff = [(k - 1) * d + 1 for k, d in zip(p.kernel, p.dil)]
+        var = t.gen.names.take(t.layer_hint() + "_padded")
+        t.gen.emit(f"{var} = ops.pad({x}, {[(0, 0)] + [(k - 1, k - 1) for k in k_eff] + [(0, 0)]})")
+        spatial = tuple(range(2, 2 + nd))
+        if p.w is None:
+            kernel = f"ops.transpose(ops.flip({t.inp(1)}, axis={spatial}), {(*spatial, 0, 1)})"
+        else:
+            kernel = K.new_constant(t, np.flip(p.w, spatial).transpose(*spatial, 0, 1), "kernel")
+        opts = f", dilation_rate={K.tuple_or_int(p.dil)}" if any(d != 1 for d in p.dil) else ""
+        if p.group == 1:
+            expr = f"ops.conv({var}, {kernel}{opts})"
+        else:  # kernel (k..., Cin, Cout/group): group g reads input channels g * cin.. and writes its own outputs
+            parts = t.gen.names.take(t.layer_hint() + "_groups")
+            t.gen.emit(f"{parts} = [ops.conv({var}[..., g * {cin}:(g + 1) * {cin}], "
+                       f"{kernel}[..., g * {cin}:(g + 1) * {cin}, :]{opts}) for g in range({p.group})]",
+                       f"{p.group} groups, one convolution each")
+            expr = f"ops.concatenate({parts}, axis=-1)"
+        made = [(n - 1) * s + k for n, s, k in zip(shape[2:], p.strides, k_eff)]
         extra = [op - en for op, en in zip(p.outpad, p.pads[nd:])]
-        self._crop_to_window(t, f"ops.conv_transpose({', '.join(args)})", p.kernel, p.strides, p.pads[:nd], extra,
-                             keras_bias(t, p))
+        self._crop_to_window(t, expr, made, k_eff, p.strides, p.pads[:nd], extra, keras_bias(t, p))
+
+    @staticmethod
+    def _zero_upsampled(t: Translation, x: str, shape, strides) -> str:
+        """``x`` (channels-last, ONNX ``shape``) with ``s - 1`` zeros between neighbours on each
+        spatial axis: stacked with zeros on a new axis after it, merged into it, the tail cut."""
+        n, c, sizes = shape[0], shape[1], list(shape[2:])
+        for i, s in enumerate(strides):
+            if s == 1:
+                continue
+            axis = i + 1
+            merged = [n] + sizes[:i] + [sizes[i] * s] + sizes[i + 1:] + [c]
+            var = t.gen.names.take(t.layer_hint() + "_upsampled")
+            cut = ":, " * axis + f":{(sizes[i] - 1) * s + 1}"
+            t.gen.emit(f"{var} = ops.reshape(ops.stack([{x}] + [ops.zeros_like({x})] * {s - 1}, axis={axis + 1}), "
+                       f"{tuple(merged)})[{cut}]", f"stride {s}: zeros between the pixels of spatial axis {i}")
+            x, sizes[i] = var, (sizes[i] - 1) * s + 1
+        return x
 
 
 def _grouped_conv_transpose(t: Translation, w: np.ndarray, b: np.ndarray | None, group: int, args: list[str]) -> str:
