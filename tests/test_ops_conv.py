@@ -27,16 +27,19 @@ from pipeline.convert import Options, convert  # noqa: E402
 MAX_REL_ERR = 1e-4
 
 
-def graph(tmp_path, node, inputs: dict[str, tuple], consts: dict[str, np.ndarray] | None = None, opset: int = 18):
-    """A one-node model: float ``inputs`` (name -> shape), initializers ``consts``, output ``y``."""
+def graph(tmp_path, node, inputs: dict[str, tuple], consts: dict[str, np.ndarray] | None = None, opset: int = 18,
+          outputs: list[str] | None = None):
+    """A one-node model: float ``inputs`` (name -> shape), initializers ``consts``; the graph's
+    outputs are ``outputs`` (default: every output of the node)."""
+    outputs = outputs or list(node.output)
     g = helper.make_graph([node], "g", [helper.make_tensor_value_info(k, TensorProto.FLOAT, s) for k, s in inputs.items()],
-                          [helper.make_empty_tensor_value_info(o) for o in node.output],
+                          [helper.make_empty_tensor_value_info(o) for o in outputs],
                           [numpy_helper.from_array(v, k) for k, v in (consts or {}).items()])
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)], ir_version=9)
     model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
     del model.graph.output[:]
     inferred = {v.name: v for v in model.graph.value_info}
-    model.graph.output.extend(inferred[o] for o in node.output)
+    model.graph.output.extend(inferred[o] for o in outputs)
     onnx.checker.check_model(model, full_check=True)
     path = tmp_path / "g.onnx"
     onnx.save(model, path)

@@ -230,12 +230,10 @@ class Pool(Op):
             t.assign(f"ops.multiply({pooled}, {factor})", comment=f"mean over {what} of each window")
 
 
-def _dilated_average(t: Translation, p: PoolPlan) -> None:
-    """nn.AvgPool has no dilation (ONNX has since opset 19): zero-pad, then on each spatial
-    axis the sum of the ``k`` strided slices ``d`` apart, then divide by the taps each window counts."""
-    nd = p.nd
-    plan = tap_pool(t.shape(0)[2:], p.kernel, p.strides, p.dil, p.pads, p.ceil, True, p.include_pad)
-    x = t.inp(0)
+def _torch_taps(t: Translation, x: str, plan, what: str = "dilated average pooling") -> str:
+    """``x`` zero-padded, then on each spatial axis the sum of the ``k`` strided slices ``d`` apart:
+    each window's sum (``plan`` from ``tap_pool``)."""
+    nd = len(plan.kernel)
     if any(plan.pads):
         x = T.pad_first(t, x, list(zip(plan.pads[:nd], plan.pads[nd:])), nd, note="explicit pooling padding")
     for axis, name, k, s, d, extent, span in plan.axes():
@@ -246,18 +244,25 @@ def _dilated_average(t: Translation, p: PoolPlan) -> None:
             t.gen.emit(f"{var} = {x}[{lead}0:{span}{step}]", f"pooling of size 1 along the {name}")
         else:
             t.gen.emit(f"{var} = torch.stack([{x}[{lead}i:i + {span}{step}] for i in range(0, {extent}, {d})]).sum(0)",
-                       f"dilated average pooling along the {name}: sum of {k} taps {d} apart")
+                       f"{what} along the {name}: sum of {k} taps {d} apart")
         x = var
+    return x
+
+
+def _dilated_average(t: Translation, p: PoolPlan) -> None:
+    """nn.AvgPool has no dilation (ONNX has since opset 19): each window's sum over the taps,
+    then divided by the taps each window counts."""
+    plan = tap_pool(t.shape(0)[2:], p.kernel, p.strides, p.dil, p.pads, p.ceil, True, p.include_pad)
+    x = _torch_taps(t, t.inp(0), plan)
     inverse = T.buffer(t, T.hint(t) + "_inverse_count", (1.0 / plan.divisor).astype(np.float32))
     t.assign(f"{x} * {inverse}", comment="mean: divided by the taps each window counts")
 
 
-def _tap_pool(t: Translation, p: PoolPlan, is_max: bool) -> None:
-    """Keras pooling takes no dilation: pad (with -inf for a max), then on each spatial axis
-    reduce the ``k`` strided slices that start ``d`` apart (a max or sum over a box is one over
-    each axis in turn); an average then divides by the taps each window counts."""
-    plan = tap_pool(t.shape(0)[2:], p.kernel, p.strides, p.dil, p.pads, p.ceil, not is_max, p.include_pad)
-    x = K.pool_pad(t, t.inp(0), plan.pads, is_max) if any(plan.pads) else t.inp(0)
+def _keras_taps(t: Translation, x: str, plan, is_max: bool) -> str:
+    """Keras pooling takes no dilation: ``x`` (channels-last) padded (with -inf for a max), then on
+    each spatial axis the max or sum of the ``k`` strided slices that start ``d`` apart (a max or
+    sum over a box is one over each axis in turn)."""
+    x = K.pool_pad(t, x, plan.pads, is_max) if any(plan.pads) else x
     reduce, what = ("ops.max", "max") if is_max else ("ops.sum", "sum")
     for axis, name, k, s, d, extent, span in plan.axes():
         lead = ":, " * (axis + 1)
@@ -269,12 +274,67 @@ def _tap_pool(t: Translation, p: PoolPlan, is_max: bool) -> None:
             t.gen.emit(f"{var} = {reduce}(ops.stack([{x}[{lead}i:i + {span}{step}] for i in range(0, {extent}, {d})]), "
                        f"axis=0)", f"dilated pooling along the {name}: {what} of {k} taps {d} apart")
         x = var
+    return x
+
+
+def _tap_pool(t: Translation, p: PoolPlan, is_max: bool) -> None:
+    """A dilated max or average for Keras: the taps' max or sum, an average then divided by the
+    taps each window counts."""
+    plan = tap_pool(t.shape(0)[2:], p.kernel, p.strides, p.dil, p.pads, p.ceil, not is_max, p.include_pad)
+    x = _keras_taps(t, t.inp(0), plan, is_max)
     if is_max:
         t.alias(x)
         return
     inverse = np.moveaxis(1.0 / plan.divisor, 1, -1).astype(np.float32)  # (1, *spatial, 1): channels-last
     factor = K.new_constant(t, inverse, "inverse_count")
     t.assign(f"ops.multiply({x}, {factor})", comment="mean: divided by the taps each window counts")
+
+
+def read_p(t: Translation) -> float:
+    """LpPool's and GlobalLpPool's ``p``: a float before opset 2, an int since (default 2)."""
+    attr = t.node.attributes.get("p")
+    p = 2.0 if attr is None else float(attr.value)
+    if p <= 0:
+        t.unsupported(f"{t.op} with p={p}")
+    return p
+
+
+def _num(p: float) -> str:
+    return str(int(p)) if p == int(p) else repr(p)
+
+
+@register
+class LpPool(Op):
+    """``(sum over the window of |x| ** p) ** (1 / p)``, the padding adding zeros."""
+
+    types = ("LpPool",)
+    traits = frozenset({"layout"})
+
+    def read(self, t: Translation) -> tuple[PoolPlan, float]:
+        return read_pool(t), read_p(t)
+
+    def torch(self, t: Translation, plan) -> None:
+        p, power = plan
+        x = t.inp(0)
+        if power % 2 == 0 and not any(p.pads) and not any(d != 1 for d in p.dil) and not p.ceil:
+            # nn.LPPool pools x ** p: |x| ** p for an even p; its mean times the window is the sum
+            args = [_num(power), T.tuple_or_int(p.kernel), f"stride={T.tuple_or_int(p.strides)}"]
+            mod = T.module(t, f"nn.LPPool{p.nd}d({', '.join(args)})")
+            t.assign(f"self.{mod}({x})")
+            return
+        taps = tap_pool(t.shape(0)[2:], p.kernel, p.strides, p.dil, p.pads, p.ceil, False, False)
+        powered = t.gen.names.take(T.hint(t) + "_powered")
+        t.gen.emit(f"{powered} = {x}.abs().pow({_num(power)})")
+        t.assign(f"{_torch_taps(t, powered, taps, 'p-norm pooling')}.pow({1 / power!r})", comment="the p-norm of each window")
+
+    def keras(self, t: Translation, plan) -> None:
+        K.channels_last(t)
+        p, power = plan
+        taps = tap_pool(t.shape(0)[2:], p.kernel, p.strides, p.dil, p.pads, p.ceil, False, False)
+        powered = t.gen.names.take(t.layer_hint() + "_powered")
+        t.gen.emit(f"{powered} = ops.power(ops.abs({t.inp(0)}), {_num(power)})")
+        summed = _keras_taps(t, powered, taps, False)
+        t.assign(f"ops.power({summed}, {1 / power!r})", comment="the p-norm of each window")
 
 
 @register
@@ -294,3 +354,24 @@ class GlobalPool(Op):
         nd = len(t.shape(0)) - 2
         cls = f"Global{'Average' if t.op == 'GlobalAveragePool' else 'Max'}Pooling{nd}D"
         t.assign(K.layer(t, cls, ["keepdims=True"], None, t.inp(0)))
+
+
+@register
+class GlobalLpPool(Op):
+    """The p-norm over every spatial axis, kept as size-1 axes."""
+
+    types = ("GlobalLpPool",)
+    traits = frozenset({"layout"})
+
+    def read(self, t: Translation) -> float:
+        return read_p(t)
+
+    def torch(self, t: Translation, power: float) -> None:
+        dims = tuple(range(2, len(t.shape(0))))
+        t.assign(f"torch.linalg.vector_norm({t.inp(0)}, {_num(power)}, dim={dims}, keepdim=True)")
+
+    def keras(self, t: Translation, power: float) -> None:
+        K.channels_last(t)
+        axes = tuple(range(1, len(t.shape(0)) - 1))
+        t.assign(f"ops.power(ops.sum(ops.power(ops.abs({t.inp(0)}), {_num(power)}), axis={axes}, keepdims=True), "
+                 f"{1 / power!r})", comment="the p-norm over the spatial axes")
