@@ -103,3 +103,24 @@ def test_conv_auto_pad(tmp_path, to, mode):
     """An even kernel with a stride: SAME_UPPER and SAME_LOWER put the odd pixel at opposite ends."""
     node = helper.make_node("Conv", ["x", "w"], ["y"], auto_pad=mode, strides=[2, 2])
     converted(tmp_path, graph(tmp_path, node, {"x": (1, 2, 7, 6)}, {"w": floats(3, 2, 2, 4)}), to)
+
+
+@pytest.mark.parametrize("to", ["torch", "keras"])
+def test_weight_normalized_grouped_conv(tmp_path, to):
+    """wav2vec2's positional convolution: ``weight = v * g / ||v||`` computed in the graph from
+    initializers, grouped and padded.  ``v`` has more elements than constant folding takes, so
+    the weight stays a computation: the functional form."""
+    nodes = [helper.make_node("ReduceL2", ["v", "axes"], ["norm"], keepdims=1),
+             helper.make_node("Div", ["g", "norm"], ["scale"]),
+             helper.make_node("Mul", ["v", "scale"], ["w"]),
+             helper.make_node("Conv", ["x", "w", "b"], ["y"], group=2, pads=[40, 40])]
+    consts = {"v": floats(16, 8, 80, seed=3), "g": floats(1, 1, 80, seed=4), "axes": np.array([0, 1], np.int64),
+              "b": floats(16, seed=5)}
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, (1, 16, 100))],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, (1, 16, 101))],
+                          [numpy_helper.from_array(v, k) for k, v in consts.items()])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, tmp_path / "g.onnx")
+    code = converted(tmp_path, tmp_path / "g.onnx", to)
+    assert ("F.conv1d(" if to == "torch" else "ops.conv(") in code
