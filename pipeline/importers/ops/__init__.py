@@ -9,6 +9,7 @@ test that converts a model using it.
 from . import (  # noqa: F401  (each module registers its ops on import)
     activation,
     conv,
+    conv_transpose,
     elementwise,
     gather,
     linear,
