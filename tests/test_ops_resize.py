@@ -33,89 +33,117 @@ X = np.arange(1, 9, dtype=np.float32).reshape(1, 1, 2, 4)  # the spec's own exam
 
 
 def resize_model(x_shape, out_shape, opset=19, op="Resize", inputs=("x", "", "scales"), consts=None, **attrs):
-    node = helper.make_node(op, list(inputs), ["y"], **attrs)
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", F32, x_shape)],
-                              [helper.make_tensor_value_info("y", F32, out_shape)],
-                              [numpy_helper.from_array(np.asarray(v), k) for k, v in (consts or {}).items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
+    return resize_graph([(x_shape, out_shape, op, inputs, consts or {}, attrs)], opset)
+
+
+def resize_graph(cases, opset=19):
+    """One graph with a node per case ``(x shape, y shape, op, input names, constants, attributes)``:
+    inputs ``x``, ``x1``, ... and outputs ``y``, ``y1``, ... (one conversion checks them all)."""
+    nodes, ins, outs, inits = [], [], [], []
+    for i, (x_shape, out_shape, op, inputs, consts, attrs) in enumerate(cases):
+        sfx = str(i) if i else ""
+        names = [f"{n}{sfx}" if n else "" for n in inputs]
+        nodes.append(helper.make_node(op, names, [f"y{sfx}"], **attrs))
+        ins.append(helper.make_tensor_value_info(f"x{sfx}", F32, x_shape))
+        outs.append(helper.make_tensor_value_info(f"y{sfx}", F32, out_shape))
+        inits += [numpy_helper.from_array(np.asarray(v), f"{k}{sfx}") for k, v in consts.items()]
+    model = helper.make_model(helper.make_graph(nodes, "g", ins, outs, inits),
+                              opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
     onnx.checker.check_model(model, full_check=True)
     return model
 
 
-def translate_and_run(tmp_path, model: onnx.ModelProto, target: str, x: np.ndarray) -> tuple[np.ndarray, str]:
+def feeds(model: onnx.ModelProto, seed: int = 1) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {v.name: rng.standard_normal([d.dim_value for d in v.type.tensor_type.shape.dim]).astype(np.float32)
+            for v in model.graph.input}
+
+
+def translate_and_run(tmp_path, model: onnx.ModelProto, target: str, feed: dict) -> tuple[list, str]:
     """Normalize and import ``model`` for ``target`` (no parity run: onnxruntime is not the referee here),
-    then run the generated model.py on ``x``."""
+    then run the generated model.py on ``feed``."""
     out = tmp_path / target
     out.mkdir()
     res = normalize.normalize(ir.serde.deserialize_model(model), target, "source", None, 1e-4, 1e-4)
     importers.generate(target, res.model, out, "t", "test", res.interface, "onnx")
-    return run_generated(out, target, [x])[0], (out / "model.py").read_text()
+    got = run_generated(out, target, [feed[v.name] for v in model.graph.input])
+    return got, (out / "model.py").read_text()
 
 
-def spec(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
-    return ReferenceEvaluator(model).run(None, {"x": x})[0]
+def spec(model: onnx.ModelProto, feed: dict) -> list:
+    return ReferenceEvaluator(model).run(None, feed)
+
+
+def run_onnx_model(tmp_path, model, feed):
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    return run_onnx(str(path), feed)
 
 
 @pytest.mark.parametrize("target", ["torch", "keras"])
-@pytest.mark.parametrize("mode", ["linear", "cubic"])
-def test_downsampling_align_corners_follows_the_spec_not_onnxruntime(tmp_path, target, mode):
-    """Scales 0.6 on 2 x 4: the spec maps width with (4 - 1) / (2.4 - 1), not (4 - 1) / (2 - 1)."""
-    model = resize_model([1, 1, 2, 4], [1, 1, 1, 2], mode=mode, coordinate_transformation_mode="align_corners",
-                         consts={"scales": np.array([1, 1, 0.6, 0.6], np.float32)})
-    want = spec(model, X)
-    assert not np.allclose(run_onnx_model(tmp_path, model, X), want, atol=1e-3)  # why the spec is the referee
-    got, code = translate_and_run(tmp_path, model, target, X)
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+def test_downsampling_align_corners_follows_the_spec_not_onnxruntime(tmp_path, target):
+    """Scales 0.6 on 2 x 4, linear and cubic: the spec maps the width with (4 - 1) / (2.4 - 1), not
+    (4 - 1) / (2 - 1) as onnxruntime does (and PyTorch's align_corners=True)."""
+    scales = {"scales": np.array([1, 1, 0.6, 0.6], np.float32)}
+    model = resize_graph([([1, 1, 2, 4], [1, 1, 1, 2], "Resize", ("x", "", "scales"), scales,
+                           {"mode": mode, "coordinate_transformation_mode": "align_corners"})
+                          for mode in ("linear", "cubic")])
+    feed = {"x": X, "x1": X}
+    want = spec(model, feed)
+    ort = run_onnx_model(tmp_path, model, feed)
+    assert not any(np.allclose(o, w, atol=1e-3) for o, w in zip(ort, want))  # why the spec is the referee
+    got, code = translate_and_run(tmp_path, model, target, feed)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
     assert "nn.Upsample" not in code and "Resizing" not in code
 
 
-def run_onnx_model(tmp_path, model, x):
-    path = tmp_path / "m.onnx"
-    onnx.save(model, path)
-    return run_onnx(str(path), {"x": x})[0]
-
-
-CASES = {  # name -> (x shape, output shape, attributes, scales or sizes)
-    "nearest_default_half_pixel_round_prefer_floor": ([2, 3, 5, 4], [2, 3, 8, 10], {}, ("sizes", [2, 3, 8, 10])),
-    "nearest_downsample_round_prefer_ceil_asymmetric": (
-        [1, 2, 7, 9], [1, 2, 4, 5], {"coordinate_transformation_mode": "asymmetric", "nearest_mode": "round_prefer_ceil"},
-        ("scales", [1, 1, 0.6, 0.6])),
-    "cubic_half_pixel_exclude_outside": (
-        [1, 2, 5, 6], [1, 2, 9, 8], {"mode": "cubic", "exclude_outside": 1, "cubic_coeff_a": -0.5},
-        ("sizes", [1, 2, 9, 8])),
-    "linear_asymmetric_3d": ([1, 2, 3, 4, 5], [1, 2, 6, 6, 10], {"mode": "linear", "coordinate_transformation_mode":
-                                                                 "asymmetric"}, ("scales", [1, 1, 2, 1.5, 2])),
-    "linear_half_pixel_symmetric": ([1, 1, 4, 5], [1, 1, 6, 7], {"mode": "linear", "coordinate_transformation_mode":
-                                                                "half_pixel_symmetric"}, ("scales", [1, 1, 1.7, 1.5])),
-}
+CASES = [  # (x shape, output shape, attributes, (scales or sizes, values))
+    ([2, 3, 5, 4], [2, 3, 8, 10], {}, ("sizes", [2, 3, 8, 10])),  # nearest, half_pixel, round_prefer_floor
+    ([1, 2, 7, 9], [1, 2, 4, 5], {"coordinate_transformation_mode": "asymmetric", "nearest_mode": "round_prefer_ceil"},
+     ("scales", [1, 1, 0.6, 0.6])),
+    ([1, 2, 5, 6], [1, 2, 9, 8], {"mode": "cubic", "exclude_outside": 1, "cubic_coeff_a": -0.5},
+     ("sizes", [1, 2, 9, 8])),
+    ([1, 2, 3, 4, 5], [1, 2, 6, 6, 10], {"mode": "linear", "coordinate_transformation_mode": "asymmetric"},
+     ("scales", [1, 1, 2, 1.5, 2])),
+    ([1, 1, 4, 5], [1, 1, 6, 7], {"mode": "linear", "coordinate_transformation_mode": "half_pixel_symmetric"},
+     ("scales", [1, 1, 1.7, 1.5])),
+    ([1, 2, 9, 8], [1, 2, 5, 3], {"mode": "linear", "antialias": 1}, ("sizes", [1, 2, 5, 3])),
+    ([1, 2, 9, 8], [1, 2, 4, 4], {"mode": "cubic", "antialias": 1}, ("scales", [1, 1, 0.5, 0.5])),
+    ([1, 2, 6, 4], [1, 2, 3, 2], {"keep_aspect_ratio_policy": "not_larger", "axes": [2, 3]}, ("sizes", [3, 3])),
+]
 
 
 @pytest.mark.parametrize("target", ["torch", "keras"])
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_resize_without_a_matching_layer_follows_the_spec(tmp_path, target, case):
-    """Modes no PyTorch or Keras layer computes as the spec does: the spec's per-axis weights instead
-    (both targets used to refuse most of these)."""
-    x_shape, out_shape, attrs, (kind, values) = CASES[case]
-    dtype = np.float32 if kind == "scales" else np.int64
-    inputs = ("x", "", "scales") if kind == "scales" else ("x", "", "", "sizes")
-    model = resize_model(x_shape, out_shape, inputs=inputs, consts={kind: np.array(values, dtype)}, **attrs)
-    x = np.random.default_rng(1).standard_normal(x_shape).astype(np.float32)
-    got, _ = translate_and_run(tmp_path, model, target, x)
-    np.testing.assert_allclose(got, spec(model, x), rtol=1e-5, atol=1e-5)
+def test_resize_without_a_matching_layer_follows_the_spec(tmp_path, target):
+    """Modes no PyTorch or Keras layer computes as the spec does (nearest modes, cubic options,
+    half_pixel_symmetric, antialiasing, keep_aspect_ratio_policy): the spec's per-axis weights
+    instead.  Both targets used to refuse most of these."""
+    cases = []
+    for x_shape, out_shape, attrs, (kind, values) in CASES:
+        dtype = np.float32 if kind == "scales" else np.int64
+        inputs = ("x", "", "scales") if kind == "scales" else ("x", "", "", "sizes")
+        cases.append((x_shape, out_shape, "Resize", inputs, {kind: np.array(values, dtype)}, attrs))
+    model = resize_graph(cases)
+    feed = feeds(model)
+    got, _ = translate_and_run(tmp_path, model, target, feed)
+    for i, (g, w) in enumerate(zip(got, spec(model, feed))):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5, err_msg=f"case {CASES[i]}")
 
 
+@pytest.mark.parametrize("target", ["torch", "keras"])
 @pytest.mark.parametrize("opset,op", [(9, "Upsample"), (10, "Resize")])
-@pytest.mark.parametrize("mode", ["nearest", "linear"])
-def test_opset_9_and_10_forms_map_asymmetrically(tmp_path, opset, op, mode):
-    """Upsample and Resize-10 take (X, scales) and map ``o / scale``; Keras read Resize-10 as
-    half_pixel (the later default) and PyTorch refused nearest.  onnxruntime runs both opsets."""
-    model = resize_model([1, 2, 3, 4], [1, 2, 6, 8], opset=opset, op=op, inputs=("x", "scales"), mode=mode,
-                         consts={"scales": np.array([1, 1, 2, 2], np.float32)})
+def test_opset_9_and_10_forms_map_asymmetrically(tmp_path, target, opset, op):
+    """Upsample and Resize-10 take (X, scales) and map ``o / scale``: Keras read Resize-10 as
+    half_pixel (the later default) and had no Upsample; PyTorch refused nearest.  Checked
+    against onnxruntime, which runs both opsets."""
+    scales = {"scales": np.array([1, 1, 2, 2], np.float32)}
+    model = resize_graph([([1, 2, 3, 4], [1, 2, 6, 8], op, ("x", "scales"), scales, {"mode": mode})
+                          for mode in ("nearest", "linear")], opset)
     path = tmp_path / "m.onnx"
     onnx.save(model, path)
-    for target in ("torch", "keras") if op == "Resize" else ("torch",):
-        result = convert(Options(model=str(path), to=target, out=str(tmp_path / f"out_{target}")))
-        assert result.exit_code == 0, result.report["parity"]["stages"]
+    result = convert(Options(model=str(path), to=target, out=str(tmp_path / "out")))
+    assert result.exit_code == 0, result.report["parity"]["stages"]
 
 
 def test_upsample_7_scales_attribute(tmp_path):
@@ -123,7 +151,7 @@ def test_upsample_7_scales_attribute(tmp_path):
     which is how the reference evaluator's Upsample reads the spec; it takes no attribute form)."""
     model = resize_model([1, 2, 3, 4], [1, 2, 6, 12], opset=8, op="Upsample", inputs=("x",),
                          scales=[1.0, 1.0, 2.0, 3.0])
-    x = np.random.default_rng(2).standard_normal((1, 2, 3, 4)).astype(np.float32)
-    got, code = translate_and_run(tmp_path, model, "torch", x)
-    np.testing.assert_array_equal(got, x.repeat(2, axis=2).repeat(3, axis=3))
+    feed = feeds(model, 2)
+    got, code = translate_and_run(tmp_path, model, "torch", feed)
+    np.testing.assert_array_equal(got[0], feed["x"].repeat(2, axis=2).repeat(3, axis=3))
     assert "nn.Upsample(scale_factor=(2.0, 3.0), mode=\"nearest\")" in code, code

@@ -48,6 +48,7 @@ class Resize:
     scales: list[float] | None
     cubic_a: float
     exclude_outside: bool
+    antialias: bool = False  # set only where it changes anything: some axis shrinks
 
     @property
     def spatial(self) -> list[tuple[int, int, float]]:
@@ -86,8 +87,6 @@ def read_resize(t: Translation) -> Resize:
         axes = [a % rank for a in axes]
         if sorted(axes) != list(range(2, rank)):
             t.unsupported("Resize axes other than the spatial ones")
-    if t.str("keep_aspect_ratio_policy", "stretch") != "stretch":
-        t.unsupported("keep_aspect_ratio_policy")
     mode = t.str("mode", "nearest")
     old_style = t.op == "Upsample" or t.opset < 11
     if old_style:
@@ -104,8 +103,17 @@ def read_resize(t: Translation) -> Resize:
         scales = None
     if scales is None and sizes is None:
         t.unsupported("scales or sizes must be constants")
+    policy = t.str("keep_aspect_ratio_policy", "stretch")
     spatial_scales = None if scales is None else [float(v) for v in _spatial_values(t, scales, rank, axes)]
-    if spatial_scales is not None:
+    if policy != "stretch" and scales is None:  # one scale for every axis; sizes rounded half up
+        ratios = [o / n for n, o in zip(shape[2:], _spatial_values(t, sizes, rank, axes))]
+        if policy not in ("not_larger", "not_smaller"):
+            t.unsupported(f"keep_aspect_ratio_policy={policy!r}")
+        scale = min(ratios) if policy == "not_larger" else max(ratios)
+        spatial_scales = [scale] * (rank - 2)
+        if [int(scale * n + 0.5) for n in shape[2:]] != list(out[2:]):
+            t.unsupported("sizes that do not give the output shape")
+    elif spatial_scales is not None:
         products = [n * sc for n, sc in zip(shape[2:], spatial_scales)]
         integral = all(sc.is_integer() for sc in spatial_scales)
         if not integral and all(abs(p - o) < 1e-3 for p, o in zip(products, out[2:])):
@@ -113,8 +121,9 @@ def read_resize(t: Translation) -> Resize:
         elif any(int(p) != o for p, o in zip(products, out[2:])):
             t.unsupported("scales that do not give the output shape")
     downscales = any(o < n for n, o in zip(shape[2:], out[2:]))
-    if t.int("antialias", 0) and downscales:
-        t.unsupported("antialiased downscaling")
+    antialias = bool(t.int("antialias", 0)) and downscales
+    if antialias and mode == "nearest":
+        t.unsupported("antialiased nearest resize")
     if mode not in ("nearest", "linear", "cubic"):
         t.unsupported(f"resize mode {mode}")
     if coord not in COORDS:
@@ -122,7 +131,7 @@ def read_resize(t: Translation) -> Resize:
     if old_style and mode == "nearest" and downscales:
         t.unsupported("nearest downscaling before opset 11 (the rounding was left open; onnxruntime rounds up)")
     return Resize(mode, coord, rounding, tuple(shape), tuple(out), spatial_scales,
-                  t.float("cubic_coeff_a", -0.75), bool(t.int("exclude_outside", 0)))
+                  t.float("cubic_coeff_a", -0.75), bool(t.int("exclude_outside", 0)), antialias)
 
 
 # -- the spec's weights ------------------------------------------------------------------------------
@@ -145,8 +154,28 @@ def _source(o: int, n_in: int, scale: float, coord: str, n_out: int) -> float:
     return (o + 0.5) / scale - 0.5  # half_pixel
 
 
-def _coeffs(p: Resize, ratio: float) -> np.ndarray:
+def _cubic(a: float, x: np.ndarray) -> np.ndarray:
+    """The cubic convolution kernel (Keys) with coefficient ``a``."""
+    x = np.abs(x)
+    near = ((a + 2) * x - (a + 3)) * x * x + 1
+    far = ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+    return np.where(x <= 1, near, np.where(x < 2, far, 0.0))
+
+
+def _antialiased(p: Resize, ratio: float, scale: float) -> np.ndarray:
+    """Downscaling with ``antialias``: the kernel stretched by ``1 / scale``, its weights summing to 1."""
+    scale = min(scale, 1.0)
+    reach = 1 if p.mode == "linear" else 2
+    start = math.floor(-reach / scale) + 1
+    args = (np.arange(start, 2 - start) - ratio) * scale
+    coeffs = np.clip(1 - np.abs(args), 0, 1) if p.mode == "linear" else _cubic(p.cubic_a, args)
+    return coeffs / coeffs.sum()
+
+
+def _coeffs(p: Resize, ratio: float, scale: float) -> np.ndarray:
     """Weights of the neighbours of ``x``, ``ratio = x - floor(x)`` in ``(0, 1]``."""
+    if p.antialias:
+        return _antialiased(p, ratio, scale)
     if p.mode == "nearest":
         if ratio == 1:
             return np.array([0.0, 1.0])
@@ -155,12 +184,7 @@ def _coeffs(p: Resize, ratio: float) -> np.ndarray:
         return np.array([0.0, 1.0]) if up else np.array([1.0, 0.0])
     if p.mode == "linear":
         return np.array([1 - ratio, ratio])
-    a = p.cubic_a
-    r, s = ratio, 1 - ratio
-    return np.array([((a * (r + 1) - 5 * a) * (r + 1) + 8 * a) * (r + 1) - 4 * a,
-                     ((a + 2) * r - (a + 3)) * r * r + 1,
-                     ((a + 2) * s - (a + 3)) * s * s + 1,
-                     ((a * (s + 1) - 5 * a) * (s + 1) + 8 * a) * (s + 1) - 4 * a])
+    return _cubic(p.cubic_a, np.array([ratio + 1, ratio, 1 - ratio, 2 - ratio]))
 
 
 def axis_weights(p: Resize, n_in: int, n_out: int, scale: float) -> np.ndarray:
@@ -173,7 +197,7 @@ def axis_weights(p: Resize, n_in: int, n_out: int, scale: float) -> np.ndarray:
     for o in range(n_out):
         x = _source(o, n_in, scale, p.coord, n_out)
         ratio = 1.0 if float(x).is_integer() else x - math.floor(x)
-        coeffs = _coeffs(p, ratio)
+        coeffs = _coeffs(p, ratio, scale)
         n = len(coeffs)
         pad = -(-n // 2)
         cand = np.arange(-pad, n_in + pad)
@@ -235,6 +259,8 @@ class ResizeOp(Op):
     def _torch_mode(p: Resize) -> tuple[str, list[str]] | None:
         """``nn.Upsample``'s mode and extra arguments when it computes what the spec does, else None."""
         rank = len(p.shape)
+        if p.antialias or (p.scales is not None and any(int(n * s) != o for n, o, s in p.spatial)):
+            return None
         if p.mode == "nearest":
             mode = _NEAREST.get((p.coord, p.nearest_mode))
             return (mode, []) if mode else None
@@ -272,11 +298,12 @@ class ResizeOp(Op):
         spatial_in, spatial_out = p.shape[2:], p.out[2:]
         factors = [o // n for n, o in zip(spatial_in, spatial_out)] if p.whole else None
         integral = factors is not None and all(o % n == 0 for n, o in zip(spatial_in, spatial_out))
-        if p.mode == "nearest" and (p.coord, p.nearest_mode) == ("asymmetric", "floor") and integral:
+        native = not p.antialias
+        if native and p.mode == "nearest" and (p.coord, p.nearest_mode) == ("asymmetric", "floor") and integral:
             t.assign(K.layer(t, f"UpSampling{nd}D", [K.tuple_or_int(factors) if nd > 1 else str(factors[0])],
                              None, x))
             return
-        if (p.mode == "linear" and nd == 2 and p.whole
+        if (native and p.mode == "linear" and nd == 2 and p.whole
                 and (p.coord == "half_pixel" or (p.coord == "pytorch_half_pixel" and min(spatial_out) > 1))):
             if integral:
                 t.assign(K.layer(t, "UpSampling2D", [K.tuple_or_int(factors), "interpolation='bilinear'"], None, x))
@@ -284,19 +311,25 @@ class ResizeOp(Op):
                 args = [str(spatial_out[0]), str(spatial_out[1]), "interpolation='bilinear'"]
                 t.assign(K.layer(t, "Resizing", args, None, x))
             return
+        _keras_by_weights(t, p, channels_last=True)  # no Keras layer resizes so: the spec's weights instead
 
-        def emit_axis(axis, arr, name, eq):  # no Keras layer resizes so: the spec's weights instead
-            const = K.new_constant(t, arr, name)
-            return f"ops.take({{x}}, {const}, axis={axis})" if eq is None else f"ops.einsum({eq!r}, {const}, {{x}})"
 
-        _by_weights(t, p, x, 1, True, emit_axis)
+def _keras_by_weights(t: Translation, p: Resize, channels_last: bool) -> None:
+    def emit_axis(axis, arr, name, eq):
+        const = K.new_constant(t, arr, name)
+        return f"ops.take({{x}}, {const}, axis={axis})" if eq is None else f"ops.einsum({eq!r}, {const}, {{x}})"
+
+    _by_weights(t, p, t.inp(0), 1 if channels_last else 2, channels_last, emit_axis)
 
 
 @register
 class Upsample(ResizeOp):
     """Upsample (opsets 7 and 9, Resize's predecessor): read as Resize-10.  It is not a ``layout`` op
-    for the normalize passes, so Keras gets it only where they laid it out channels-last."""
+    for the normalize passes, so Keras resizes its channels-first axes with the spec's weights."""
 
     types = ("Upsample",)
     since = 1
     traits = frozenset()
+
+    def keras(self, t: Translation, p: Resize) -> None:
+        _keras_by_weights(t, p, channels_last=False)
