@@ -18,6 +18,7 @@ import numpy as np
 import onnx_ir as ir
 
 from ...normalize.graph import const_array, static_shape
+from .. import keras_emit as K
 from .. import torch_emit as T
 from ..codegen import Translation
 from ..registry import Op, register
@@ -288,24 +289,53 @@ class RecurrentLayer(Op):
         return f"layers.{cls}({', '.join(args + [f'name={name!r}'])})"
 
 
+@dataclass
+class Reversal:
+    """ReverseSequence with constant lengths: ``time_axis``, and for sequences shorter than the time
+    axis the row of ``x`` flattened over (time, batch) that each output row reads (None: a plain flip)."""
+
+    time_axis: int
+    rows: np.ndarray | None
+
+
 @register
 class ReverseSequence(Op):
-    """Full-length sequences only: a flip of the time axis.  Plan: the time axis."""
+    """Each batch entry's first ``sequence_lens[b]`` steps reversed, the rest left in place."""
 
     types = ("ReverseSequence",)
 
-    def read(self, t: Translation) -> int:
-        time_axis = t.int("time_axis", 0)
-        lens = t.const(1)
-        if lens is None or np.any(lens != t.shape(0)[time_axis]):
-            t.unsupported("sequence lengths shorter than the time axis (only a full reversal is supported)")
-        return time_axis
+    def read(self, t: Translation) -> Reversal:
+        time_axis, batch_axis = t.int("time_axis", 0), t.int("batch_axis", 1)
+        shape = t.shape(0)
+        lens = t.need_const(1, "sequence_lens").astype(np.int64).reshape(-1)
+        steps, batch = shape[time_axis], shape[batch_axis]
+        if np.all(lens == steps):
+            return Reversal(time_axis, None)
+        step = np.arange(steps)[:, None]
+        src = np.where(step < lens[None, :], lens[None, :] - 1 - step, step)  # (T, B): the step each output reads
+        b = np.arange(batch)[None, :]
+        # each output row's source row in x flattened over its first two axes, (time, batch) or (batch, time)
+        rows = src * batch + b if time_axis == 0 else (b * steps + src).T
+        return Reversal(time_axis, rows.reshape(-1))
 
-    def torch(self, t: Translation, axis: int) -> None:
-        t.assign(f"{t.inp(0)}.flip({axis})")
+    def torch(self, t: Translation, p: Reversal) -> None:
+        x = t.inp(0)
+        if p.rows is None:
+            t.assign(f"{x}.flip({p.time_axis})")
+            return
+        rows = T.buffer(t, f"{T.hint(t)}_rows", p.rows)
+        shape = t.shape(0)
+        t.assign(f"{x}.reshape({p.rows.size}, -1)[{rows}].reshape{T.shape_args(shape)}",
+                 comment="each sequence reversed over its own length")
 
-    def keras(self, t: Translation, axis: int) -> None:
-        t.assign(f"ops.flip({t.inp(0)}, axis={axis})")
+    def keras(self, t: Translation, p: Reversal) -> None:
+        x = t.inp(0)
+        if p.rows is None:
+            t.assign(f"ops.flip({x}, axis={p.time_axis})")
+            return
+        rows = K.new_constant(t, p.rows, "rows")
+        t.assign(f"ops.reshape(ops.take(ops.reshape({x}, ({p.rows.size}, -1)), {rows}, axis=0), {tuple(t.shape(0))})",
+                 comment="each sequence reversed over its own length")
 
 
 @register
