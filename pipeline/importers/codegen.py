@@ -1,12 +1,12 @@
-"""Shared machinery for the importers: walk the graph, call one translator per
+"""Shared machinery for the importers: walk the graph, call one op's reader and emitter per
 node, and collect readable Python source.
 
-A translator is a function ``fn(t: Translation) -> None`` registered for an op
-type in a target's table (``torch_ops.OPS``, ``keras_ops.OPS``).  It reads the
-node through ``t`` (inputs as Python expressions, constants as numpy arrays,
-attributes) and writes statements with ``t.assign(expr)``.  If it cannot
-express the node exactly it calls ``t.unsupported(reason)``; the generator
-collects every such node and reports them all at once.
+Each op is defined once in a family file under ``pipeline/importers/ops/`` (see
+``registry``): its reader sees the node through a :class:`Translation` (inputs as Python
+expressions, constants as numpy arrays, attributes, shapes) and returns a plan; the
+target's emitter writes statements with ``t.assign(expr)``.  A node that cannot be
+expressed exactly calls ``t.unsupported(reason)``; the generator collects every such node
+and reports them all at once.
 """
 
 from __future__ import annotations
@@ -24,21 +24,6 @@ from ..errors import Unsupported
 from ..normalize.graph import const_array, pin_role, static_shape, topological_nodes
 
 Translator = Callable[["Translation"], None]
-
-
-def registry() -> tuple[dict[str, Translator], Callable]:
-    """A fresh op table and its ``@register("Op", ...)`` decorator."""
-    table: dict[str, Translator] = {}
-
-    def register(*op_types: str):
-        def wrap(fn: Translator) -> Translator:
-            for op in op_types:
-                table[op] = fn
-            return fn
-
-        return wrap
-
-    return table, register
 
 
 class NotExpressible(Exception):
@@ -127,17 +112,18 @@ def layout_note(node: ir.Node, perm: list[int]) -> str | None:
     read from the neighbouring ops: a layout op (Conv, pooling, ...) consuming
     the result means the result is in that op's layout.
     """
-    from ..normalize.layout import LAYOUT_OPS
+    from ..normalize.graph import ops_with
 
+    layout_ops = ops_with("layout")
     rank = len(perm)
     if rank < 3:
         return None
     to_cl, to_cf = [0, *range(2, rank), 1], [0, rank - 1, *range(1, rank - 1)]
     if perm not in (to_cl, to_cf):
         return None
-    feeds = any(c.op_type in LAYOUT_OPS for c in node.outputs[0].consumers())
+    feeds = any(c.op_type in layout_ops for c in node.outputs[0].consumers())
     producer = node.inputs[0].producer()
-    made_by = producer is not None and producer.op_type in LAYOUT_OPS
+    made_by = producer is not None and producer.op_type in layout_ops
     if rank == 3 and feeds == made_by:
         return None
     first_result = feeds if rank == 3 else perm == to_cf
@@ -300,7 +286,6 @@ class Generator:
     """Walks a normalized graph and accumulates a target's source code."""
 
     graph: ir.Graph
-    table: dict[str, Translator]
     target: str
     reserved: tuple[str, ...] = ()
     lines: list[str] = field(default_factory=list)
@@ -394,8 +379,7 @@ class Generator:
             if emit is None:
                 return None, op.refusals[self.target]
             return (lambda t: emit(t, op.read(t))), ""
-        fn = self.table.get(node.op_type)  # ops not yet moved to a family file
-        return fn, ""
+        return None, ""
 
     def run(self) -> None:
         problems: list[tuple[str, str, str]] = []

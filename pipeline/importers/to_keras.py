@@ -19,12 +19,12 @@ from ..onnx_io import COLLECT_BYTES
 from ..sources import import_file
 from .codegen import Generator, py_literal
 from .docs import interface_doc
-from .keras_ops import KERAS_DTYPES, OPS
+from .keras_emit import KERAS_DTYPES
 
 
 class KerasGenerator(Generator):
     def __init__(self, graph: ir.Graph):
-        super().__init__(graph, OPS, "keras", reserved=("keras", "layers", "ops", "np", "os", "C", "HERE"))
+        super().__init__(graph, "keras", reserved=("keras", "layers", "ops", "np", "os", "C", "HERE"))
         self.layer_weights: dict[str, list[np.ndarray]] = {}
         self.constants: dict[str, np.ndarray] = {}
 

@@ -14,14 +14,14 @@ import onnx_ir as ir
 
 from .codegen import Generator, identifier, py_literal
 from .docs import interface_doc
-from .torch_ops import DTYPE_NAMES, OPS
+from .torch_emit import DTYPE_NAMES
 
 SMALL_CONST = 16  # int constants up to this size are written inline
 
 
 class TorchGenerator(Generator):
     def __init__(self, graph: ir.Graph):
-        super().__init__(graph, OPS, "torch", reserved=("self", "torch", "nn", "F", "load_file", "os"))
+        super().__init__(graph, "torch", reserved=("self", "torch", "nn", "F", "load_file", "os"))
         self.modules: list[tuple[str, str]] = []
         self.buffers: list[tuple[str, np.ndarray]] = []
         self.state: dict[str, np.ndarray] = {}

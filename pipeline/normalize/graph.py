@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Sequence
 
@@ -10,6 +11,15 @@ import onnx_ir as ir
 
 PIN_KEY = "pipeline.layout"  # metadata on a Transpose that wraps a channels-last op
 PIN_IN, PIN_OUT = "cl_in", "cl_out"
+
+
+@functools.cache
+def ops_with(trait: str) -> frozenset[str]:
+    """The ONNX op types with ``trait`` (``unary``, ``binary``, ``reduce``, ``shape``, ``layout``),
+    as the op registry states them (``pipeline/importers/registry.py``): one place for an op's facts."""
+    from ..importers.registry import ops_with as registered
+
+    return registered(trait)
 
 
 def const_array(value: ir.Value | None) -> np.ndarray | None:

@@ -28,6 +28,7 @@ from .graph import (
     const_array,
     is_free_transpose,
     make_node,
+    ops_with,
     perm_of,
     rank_of,
     remove_if_dead,
@@ -39,15 +40,6 @@ from .graph import (
 )
 from .patterns import fuse_patterns, group_norm_chains
 from .transpose import _axes
-
-# Ops whose axis 1 is "the channel" in ONNX and that a channels-last target
-# implements natively only on (N, *spatial, C) tensors.
-LAYOUT_OPS = {
-    "Conv", "ConvTranspose", "MaxPool", "AveragePool", "LpPool", "GlobalAveragePool",
-    "GlobalMaxPool", "GlobalLpPool", "BatchNormalization", "InstanceNormalization", "LRN",
-    "DepthToSpace", "SpaceToDepth", "Resize", "GroupNormalization",
-}
-
 
 def _resizes_only_spatial(node: ir.Node) -> bool:
     """A Resize that keeps N and C (scales/sizes of 1 / unchanged on axes 0 and 1)."""
@@ -171,7 +163,7 @@ class ChannelsLast(ir.passes.InPlacePass):
             inside.update(_wrap(graph, first, last))
         changed |= bool(inside)
         for node in list(graph):
-            if node.op_type not in LAYOUT_OPS or node.domain != "" or node in inside:
+            if node.op_type not in ops_with("layout") or node.domain != "" or node in inside:
                 continue
             if node.op_type == "Resize" and not _resizes_only_spatial(node):
                 continue

@@ -40,14 +40,12 @@ from .graph import (
     const_array,
     fresh_name,
     make_node,
+    ops_with,
     remove_if_dead,
     replace_value,
     single_consumer,
     static_shape,
 )
-
-SHAPE_OPS = ("Reshape", "Squeeze", "Unsqueeze", "Flatten")
-
 
 def channel_vector(arr: np.ndarray | None, rank: int, channels: int) -> np.ndarray | None:
     """``arr`` as a ``(channels,)`` vector if it broadcasts along axis 1 only of a rank-``rank`` tensor."""
@@ -158,7 +156,7 @@ def _shape_chain(value: ir.Value, nodes: list[ir.Node]) -> ir.Value:
     """Follow single-consumer shape ops from ``value``; append them to ``nodes``; return the last value."""
     while True:
         user = single_consumer(value)
-        if user is None or user.op_type not in SHAPE_OPS or user.domain != "":
+        if user is None or user.op_type not in ops_with("shape") or user.domain != "":
             return value
         nodes.append(user)
         value = user.outputs[0]

@@ -31,6 +31,7 @@ from .graph import (
     is_free_transpose,
     is_identity,
     make_node,
+    ops_with,
     perm_of,
     rank_of,
     remove_if_dead,
@@ -41,23 +42,6 @@ from .graph import (
     topological_nodes,
     transpose_node,
 )
-
-UNARY = {
-    "Relu", "Sigmoid", "Tanh", "Abs", "Neg", "Exp", "Log", "Sqrt", "Reciprocal", "Erf", "Elu",
-    "LeakyRelu", "Selu", "HardSigmoid", "HardSwish", "Softplus", "Softsign", "Cast", "Identity",
-    "Floor", "Ceil", "Round", "Sign", "Not", "IsNaN", "IsInf", "Mish", "Gelu", "Celu", "Sin", "Cos",
-    "ThresholdedRelu", "Clip", "Dropout",
-}
-BINARY = {
-    "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Equal", "Greater", "Less", "GreaterOrEqual",
-    "LessOrEqual", "And", "Or", "Xor", "Where", "Mod", "Sum", "Mean", "BitShift", "PRelu",
-}
-SHAPE_OPS = {"Reshape", "Squeeze", "Unsqueeze", "Flatten"}
-REDUCE = {
-    "ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
-    "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare",
-}
-
 
 def _axes(node: ir.Node, rank: int) -> list[int] | None:
     """A node's axes, from the attribute or the constant second input, normalized."""
@@ -175,11 +159,11 @@ def _relayout_operand(graph: ir.Graph, value: ir.Value | None, perm: list[int]):
 
 
 def push_elementwise(graph: ir.Graph, node: ir.Node) -> bool:
-    if node.domain != "" or (node.op_type not in UNARY and node.op_type not in BINARY):
+    if node.domain != "" or (node.op_type not in ops_with("unary") and node.op_type not in ops_with("binary")):
         return False
     if len(node.outputs) != 1 and node.op_type != "Dropout":
         return False
-    data_inputs = [0] if node.op_type in UNARY else list(range(len(node.inputs)))
+    data_inputs = [0] if node.op_type in ops_with("unary") else list(range(len(node.inputs)))
     perm = None
     for i in data_inputs:
         t = _upstream_transpose(node.inputs[i])
@@ -208,7 +192,7 @@ def push_elementwise(graph: ir.Graph, node: ir.Node) -> bool:
 
 def push_axis_ops(graph: ir.Graph, node: ir.Node) -> bool:
     op = node.op_type
-    if node.domain != "" or op not in (REDUCE | {"Softmax", "LogSoftmax", "Concat", "ArgMax", "ArgMin"}):
+    if node.domain != "" or op not in (ops_with("reduce") | {"Softmax", "LogSoftmax", "Concat", "ArgMax", "ArgMin"}):
         return False
     if op == "Concat":
         perm = None
@@ -359,7 +343,7 @@ def singleton_transpose(graph: ir.Graph, node: ir.Node) -> bool:
         return False
     up = node.inputs[0].producer()
     down = single_consumer(node.outputs[0])
-    if not ((up is not None and up.op_type in SHAPE_OPS) or (down is not None and down.op_type in SHAPE_OPS)):
+    if not ((up is not None and up.op_type in ops_with("shape")) or (down is not None and down.op_type in ops_with("shape"))):
         return False
     out_shape = [shape[p] for p in perm]
     target = add_initializer(graph, np.array(out_shape, np.int64), "shape")
@@ -371,7 +355,7 @@ def singleton_transpose(graph: ir.Graph, node: ir.Node) -> bool:
 
 
 def merge_reshapes(graph: ir.Graph, node: ir.Node) -> bool:
-    if node.op_type not in SHAPE_OPS or node.domain != "":
+    if node.op_type not in ops_with("shape") or node.domain != "":
         return False
     out_shape = static_shape(node.outputs[0])
     if out_shape is None:
@@ -383,7 +367,7 @@ def merge_reshapes(graph: ir.Graph, node: ir.Node) -> bool:
         replace_value(graph, node.outputs[0], data)
         remove_if_dead(graph, node)
         return True
-    if up is None or up.op_type not in SHAPE_OPS or single_consumer(data) is None:
+    if up is None or up.op_type not in ops_with("shape") or single_consumer(data) is None:
         return False
     target = add_initializer(graph, np.array(out_shape, np.int64), "shape")
     reshape = make_node(graph, "Reshape", [up.inputs[0], target], hint="reshape", before=node,
@@ -404,9 +388,9 @@ def _becomes_transposed(other: ir.Value, value: ir.Value) -> bool:
     node = other.producer()
     if node is None or node.domain != "" or not node.inputs or node.inputs[0] is not value:
         return False
-    if node.op_type in UNARY or node.op_type in ("Softmax", "LogSoftmax"):
+    if node.op_type in ops_with("unary") or node.op_type in ("Softmax", "LogSoftmax"):
         return True
-    return (node.op_type in REDUCE and node.attributes.get_int("keepdims", 1) == 1
+    return (node.op_type in ops_with("reduce") and node.attributes.get_int("keepdims", 1) == 1
             and not _runtime_axes(node) and not node.attributes.get_int("noop_with_empty_axes", 0))
 
 
@@ -417,9 +401,9 @@ def _accepts_push(consumer: ir.Node, value: ir.Value, perm: list[int]) -> bool:
         return False
     if op == "Transpose":
         return True
-    if op in UNARY or op in REDUCE or op in ("Softmax", "LogSoftmax", "Squeeze", "Unsqueeze", "ArgMax", "ArgMin"):
+    if op in ops_with("unary") or op in ops_with("reduce") or op in ("Softmax", "LogSoftmax", "Squeeze", "Unsqueeze", "ArgMax", "ArgMin"):
         return consumer.inputs[0] is value and all(v is value for v in consumer.inputs[:1])
-    if op in BINARY or op == "Concat":
+    if op in ops_with("binary") or op == "Concat":
         for other in consumer.inputs:
             if other is None or other is value:
                 continue

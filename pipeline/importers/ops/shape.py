@@ -16,6 +16,7 @@ from .. import torch_emit as T
 from ..codegen import Translation, layout_note, py_literal, shape_literal
 from ..registry import Op, register
 from .linear import linear_nd
+from .norm import keras_wrapped_group_norm, torch_group_norm_of
 
 
 @register
@@ -36,8 +37,6 @@ class Transpose(Op):
 
 
 def _feeds_group_norm(t: Translation) -> bool:
-    from ..torch_ops import _group_norm_of as torch_group_norm_of
-
     users = t.node.outputs[0].consumers()
     return len(users) == 1 and torch_group_norm_of(users[0]) is not None
 
@@ -68,8 +67,6 @@ class Reshape(Op):
             t.assign(f"{x}.reshape{T.shape_args(shape)}")
 
     def keras(self, t: Translation, into_layer: bool) -> None:
-        from ..keras_ops import _wrapped_group_norm as keras_wrapped_group_norm
-
         x = t.inp(0)
         if into_layer:
             t.alias(f"ops.reshape({x}, {shape_literal(t.out_shape())})")  # unused: the Dense takes the N-D input
