@@ -123,19 +123,28 @@ def validate(data, path: str) -> dict:
         if not isinstance(inputs, dict):
             raise BadInput(f"{path}: {where}.inputs: expected a mapping NAME: [dims]")
         for iname, spec in inputs.items():
-            ipath = f"{where}.inputs.{iname}"
-            dtype = "float32"
-            if isinstance(spec, dict):
-                dtype = spec.get("dtype", "float32")
-                spec = spec.get("shape")
-            if not isinstance(spec, list) or not spec or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in spec):
-                raise BadInput(f"{path}: {ipath}: expected a list of positive integers, got {spec!r}")
-            if dtype not in DTYPES:
-                raise BadInput(f"{path}: {ipath}.dtype: unknown dtype {dtype!r}")
-            specs.append(InputSpec(str(iname), tuple(spec), dtype))
+            specs.append(_input_spec(str(iname), spec, f"{path}: {where}.inputs.{iname}"))
         settings = {**defaults, **_settings(entry, where, path)}
         entries.append({"name": name, "model": entry["model"], "inputs": specs, **settings})
     return {"output_dir": out_dir, "entries": entries}
+
+
+def _input_spec(name: str, spec, where: str) -> InputSpec:
+    """One entry's input: ``[256, 237, 21]``, ``["B=4", "K=10", 128]`` (a string DIM is
+    ``SYMBOL=INT`` or a bare ``SYMBOL`` sized elsewhere) or ``{shape: [...], dtype: int64}``."""
+    from .spec import parse_dim_token
+
+    dtype = "float32"
+    if isinstance(spec, dict):
+        dtype = spec.get("dtype", "float32")
+        spec = spec.get("shape")
+    if not isinstance(spec, list) or not spec or not all(
+            (isinstance(d, int) and not isinstance(d, bool) and d > 0) or isinstance(d, str) for d in spec):
+        raise BadInput(f"{where}: expected a list of positive integers or \"SYMBOL=INT\" strings, got {spec!r}")
+    if dtype not in DTYPES:
+        raise BadInput(f"{where}.dtype: unknown dtype {dtype!r}")
+    return InputSpec.of(name, [parse_dim_token(d, where, i) if isinstance(d, str) else d for i, d in enumerate(spec)],
+                        dtype)
 
 
 def _fingerprint(entry: dict) -> str:

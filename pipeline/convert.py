@@ -18,7 +18,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import EXIT_OK, EXIT_PARITY, BadInput
-from .spec import InputSpec, Symbol, make_inputs
+from .spec import InputSpec, Symbol, make_inputs, symbol_sizes
 
 LAYOUTS = ("source", "target")
 TARGETS = ("torch", "keras")
@@ -153,6 +153,7 @@ def convert(opts: Options, progress: Progress | None = None) -> Result:
     """Run one conversion; raise PipelineError for bad input (2) or unsupported ops (3)."""
     progress = progress or Progress(False)
     _validate(opts)
+    symbol_sizes(opts.inputs, opts.dims, complete=False)  # conflicting sizes: said before loading the model
     from . import export as export_stage
     from . import importers, normalize, parity
     from .sources import resolve

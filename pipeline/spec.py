@@ -134,11 +134,11 @@ def parse_dim(text: str) -> tuple[str, int]:
     return m.group(1), int(m.group(2))
 
 
-def symbol_sizes(specs: list[InputSpec], given: dict[str, int] | None = None) -> dict[str, int]:
+def symbol_sizes(specs: list[InputSpec], given: dict[str, int] | None = None, complete: bool = True) -> dict[str, int]:
     """Each symbol's one example size, from ``given`` (``--dim``) and every place that states it.
 
-    Two different sizes for one symbol, or a symbol no one sizes, is bad input naming
-    the input, the dimension and the symbol."""
+    Two different sizes for one symbol, or (``complete``) a symbol no one sizes or a
+    ``--dim`` no input names, is bad input naming the input, the dimension and the symbol."""
     given = dict(given or {})
     sizes: dict[str, tuple[int, str]] = {k: (v, f"--dim {k}={v}") for k, v in given.items()}
     for s in specs:
@@ -151,6 +151,8 @@ def symbol_sizes(specs: list[InputSpec], given: dict[str, int] | None = None) ->
                 raise BadInput(f"{here}: symbol {d.name!r} is {d.example} here but {size} at {there}; "
                                "one symbol is one size")
             sizes.setdefault(d.name, (d.example, here))
+    if not complete:
+        return {k: v for k, (v, _) in sizes.items()}
     for s in specs:
         for axis, d in enumerate(s.dims):
             if isinstance(d, Symbol) and d.name not in sizes:
