@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -131,7 +132,8 @@ def validate(data, path: str) -> dict:
 
 def _input_spec(name: str, spec, where: str) -> InputSpec:
     """One entry's input: ``[256, 237, 21]``, ``["B=4", "K=10", 128]`` (a string DIM is
-    ``SYMBOL=INT`` or a bare ``SYMBOL`` sized elsewhere) or ``{shape: [...], dtype: int64}``."""
+    ``SYMBOL=INT``: an entry has no ``--dim``, so each symbol carries its example size) or
+    ``{shape: [...], dtype: int64}``."""
     from .spec import parse_dim_token
 
     dtype = "float32"
@@ -139,7 +141,8 @@ def _input_spec(name: str, spec, where: str) -> InputSpec:
         dtype = spec.get("dtype", "float32")
         spec = spec.get("shape")
     if not isinstance(spec, list) or not spec or not all(
-            (isinstance(d, int) and not isinstance(d, bool) and d > 0) or isinstance(d, str) for d in spec):
+            (isinstance(d, int) and not isinstance(d, bool) and d > 0)
+            or (isinstance(d, str) and re.fullmatch(r"[A-Za-z_]\w*=[1-9][0-9]*", d.strip())) for d in spec):
         raise BadInput(f"{where}: expected a list of positive integers or \"SYMBOL=INT\" strings, got {spec!r}")
     if dtype not in DTYPES:
         raise BadInput(f"{where}.dtype: unknown dtype {dtype!r}")

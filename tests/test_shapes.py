@@ -101,12 +101,13 @@ def test_yaml_inputs_with_symbols():
     from pipeline.batch import validate
 
     entries = validate({"models": [{"name": "a", "model": "m", "inputs": {
-        "mixture": ["B=4", "K=10", 128], "ids": {"shape": ["B", 16], "dtype": "int64"}}}]}, "c.yaml")["entries"]
+        "mixture": ["B=4", "K=10", 128], "ids": {"shape": ["B=4", 16], "dtype": "int64"}}}]}, "c.yaml")["entries"]
     mixture, ids = entries[0]["inputs"]
     assert mixture.dims == (Symbol("B", 4), Symbol("K", 10), 128)
-    assert ids.dims == (Symbol("B", None), 16) and ids.dtype == "int64"
-    with pytest.raises(BadInput, match=r"models\[0\]\.inputs\.x"):
-        validate({"models": [{"name": "a", "model": "m", "inputs": {"x": ["B=four", 3]}}]}, "c.yaml")
+    assert ids.dims == (Symbol("B", 4), 16) and ids.dtype == "int64"
+    for bad in (["B=four", 3], ["B", 3], ["B=0", 3]):  # an entry has no --dim: each symbol states its size
+        with pytest.raises(BadInput, match=r"models\[0\]\.inputs\.x"):
+            validate({"models": [{"name": "a", "model": "m", "inputs": {"x": bad}}]}, "c.yaml")
 
 
 # -- sources keep dynamic dimensions; parity at several sizes end to end ------------------------
