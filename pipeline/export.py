@@ -252,6 +252,8 @@ def _torch_export_symbolic(model, args, specs):
         dims = {name: Dim(name) for name in {d.name for s in specs for d in s.symbols} - set(pins)}
         shapes = tuple({axis: dims[d.name] for axis, d in enumerate(s.dims) if isinstance(d, Symbol) and d.name in dims}
                        or None for s in specs)
+        if _takes_varargs(model):  # forward(*args) (keyword-input wrappers): the shapes of ``args`` as one entry
+            shapes = (shapes,)
         witness = _GuardWitness()
         try:
             with torch.no_grad(), native_stderr_to_log(), witness:
@@ -269,6 +271,16 @@ def _torch_export_symbolic(model, args, specs):
                 pins[name] = {"symbol": name, "size": size, "places": places, "reason": reason.split(". ")[0],
                               "where": witness.where(size)}
     raise ExportError("torch.export kept specializing symbols")  # pragma: no cover - each round pins one more
+
+
+def _takes_varargs(model) -> bool:
+    import inspect
+
+    try:
+        params = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError, AttributeError):
+        return False
+    return any(p.kind == p.VAR_POSITIONAL for p in params)
 
 
 def _suggested_constants(text: str) -> dict[str, int]:
