@@ -230,8 +230,9 @@ def test_keras_none_dims_export_match_keras_at_several_sizes(tmp_path, capfd):
     from pipeline.normalize import load
     from pipeline.normalize.symbolic import dims, is_static
 
-    graph = load(tmp_path / "source.onnx").graph
-    out = graph.outputs[0]
+    model = load(tmp_path / "source.onnx")
+    assert assert_symbolic_shapes_hold(model, source.inputs, [{"B": 1, "x_1": 9}, {"B": 3, "x_1": 11}]) >= 5
+    out = model.graph.outputs[0]
     b, n, c = dims(out)
     assert c == 3 and str(b) == "B" and not is_static(out) and is_static(out, [2])
     x1 = sympy.Symbol("x_1", integer=True, positive=True)
@@ -326,3 +327,44 @@ def test_symbolic_batch_by_default_switch(tmp_path, monkeypatch, capfd):
     code, _, err, _ = run(capfd, "convert", f"{path}:build", "--to", "torch", "--static", "--out", str(tmp_path / "s"))
     assert code == 0, err
     assert json.loads((tmp_path / "s" / "report.json").read_text())["symbols"] == []
+
+
+# -- normalize keeps symbolic shapes, and they are the shapes onnxruntime computes ---------------
+
+def assert_symbolic_shapes_hold(model, specs, sizes_list) -> int:
+    """Every value's symbolic dims, evaluated at each size set, equal the shape onnxruntime gives
+    it; returns how many values had a symbolic dimension."""
+    import sympy
+
+    from pipeline.bisect import onnx_intermediates
+    from pipeline.normalize.symbolic import dims
+
+    values = [v for n in model.graph for v in n.outputs if v is not None and v.shape is not None]
+    symbolic = [v for v in values if any(not isinstance(d, int) for d in v.shape)]
+    for v in symbolic:
+        assert all(not str(d).startswith("_unknown_") for d in dims(v)), (v.name, v.shape)
+    for sizes in sizes_list:
+        feed = make_inputs([s.at(sizes) for s in specs])
+        actual = onnx_intermediates(model, feed)
+        subs = {sympy.Symbol(k, integer=True, positive=True): v for k, v in sizes.items()}
+        for v in symbolic:
+            want = actual[v.name].shape
+            got = tuple(int(d.subs(subs)) if hasattr(d, "subs") else d for d in dims(v))
+            assert got == want, (v.name, str(v.shape), sizes, want)
+    return len(symbolic)
+
+
+def test_normalize_keeps_symbols_through_reshape(tmp_path):
+    """Seed 2 with B and K: the view(-1, L) is B*K, carried through the Conv and transposes."""
+    from pipeline.export import export
+    from pipeline.normalize import load, normalize
+    from pipeline.sources import resolve
+
+    source = resolve("seed_torch_encoder", [parse_input("mixture=B=4,K=10,128")])
+    inputs = make_inputs(source.inputs)
+    export(source, inputs, tmp_path / "source.onnx")
+    model = normalize(load(tmp_path / "source.onnx"), "keras", "source", inputs).model
+    reshape = next(n for n in model.graph if n.op_type == "Reshape")
+    assert str(reshape.outputs[0].shape) == "[B*K,128]"
+    assert [str(d) for d in model.graph.outputs[0].shape] == ["B", "K", "64"]
+    assert assert_symbolic_shapes_hold(model, source.inputs, [{"B": 1, "K": 3}, {"B": 3, "K": 7}]) >= 8

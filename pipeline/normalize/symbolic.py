@@ -121,12 +121,36 @@ def _symbolic_shape_inference(proto):
 
     if not get_opset(proto) or get_opset(proto) < 7:
         return None
+    _constants_as_tensors(proto.graph)
+    del proto.graph.value_info[:]  # inferred anew from the inputs (an entry without a shape stops it)
     inference = Inference(2**31 - 1, True, False, 0)
     inference._preprocess(proto)
     while inference.run_:
         inference._infer_impl()
     inference._update_output_from_vi()
     return inference.out_mp_
+
+
+def _constants_as_tensors(graph) -> None:
+    """``Constant(value_int=..)`` / ``value_ints`` / ``value_float(s)`` -> ``Constant(value=tensor)``
+    in a GraphProto (a copy), in place: onnxruntime's inference reads only ``value``
+    (torch.onnx writes shape constants as ``value_ints``)."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    kinds = {"value_int": np.int64, "value_ints": np.int64, "value_float": np.float32, "value_floats": np.float32}
+    for node in graph.node:
+        if node.op_type != "Constant" or node.domain not in ("", "ai.onnx"):
+            continue
+        for attr in list(node.attribute):
+            if attr.name in kinds:
+                data = attr.i if attr.name == "value_int" else attr.f if attr.name == "value_float" else \
+                    list(attr.ints if attr.name == "value_ints" else attr.floats)
+                tensor = numpy_helper.from_array(np.array(data, kinds[attr.name]))
+                node.attribute.remove(attr)
+                new = node.attribute.add()
+                new.name, new.type = "value", 4  # AttributeProto.TENSOR
+                new.t.CopyFrom(tensor)
 
 
 def _from_onnxruntime(model: ir.Model) -> bool:
@@ -175,50 +199,108 @@ def _merge(value: ir.Value, other: list) -> bool:
 
 
 def _own_rules(model: ir.Model) -> bool:
-    """Conv / ConvTranspose / pool output sizes over symbolic spatial dims, where still unknown."""
-    import sympy
-
+    """Sizes still unknown (``None`` or ONNX's ``unk__N``) after the inference above, for the
+    ops whose output size is arithmetic of the input's: Conv / ConvTranspose / pools over
+    symbolic spatial dims and Reshape to a constant shape (``-1`` is the product of the
+    symbols it absorbs, ``B*K``).  An ``unk__N`` replaced here is replaced wherever ONNX's
+    inference carried it (it names one size)."""
+    renames: dict[str, object] = {}
     changed = False
     for node in model.graph:
-        if node.domain != "" or node.op_type not in _SPATIAL or not node.outputs:
+        for out in node.outputs:
+            if out is not None and out.shape is not None and renames and _rename(out, renames):
+                changed = True
+        if node.domain != "" or not node.outputs or node.outputs[0] is None:
             continue
-        x, out = node.inputs[0], node.outputs[0]
-        xd = dims(x)
-        if xd is None or len(xd) < 3 or out.shape is None or len(out.shape) != len(xd):
+        if node.op_type in _SPATIAL:
+            new = _spatial_dims(node)
+        elif node.op_type == "Reshape":
+            new = _reshape_dims(node)
+        else:
             continue
-        nd = len(xd) - 2
-        auto_pad = node.attributes.get_string("auto_pad", "NOTSET")
-        kernel = node.attributes.get_ints("kernel_shape", None)
-        if kernel is None and len(node.inputs) > 1:
-            w = node.inputs[1]
-            kernel = list(w.shape)[2:] if w is not None and w.shape is not None and is_static(w) else None
-        if kernel is None:
+        out = node.outputs[0]
+        if new is None or out.shape is None or len(out.shape) != len(new):
             continue
-        strides = node.attributes.get_ints("strides", [1] * nd)
-        pads = node.attributes.get_ints("pads", [0] * (2 * nd))
-        dil = node.attributes.get_ints("dilations", [1] * nd)
-        ceil = bool(node.attributes.get_int("ceil_mode", 0))
-        new, here = list(out.shape), False
-        for i in range(nd):
-            if isinstance(new[2 + i], int) or (new[2 + i].value and not _UNNAMED.match(new[2 + i].value)):
-                continue
-            n, s = xd[2 + i], strides[i]
-            span = dil[i] * (kernel[i] - 1) + 1
-            total = 0 if auto_pad == "VALID" else pads[i] + pads[nd + i]
-            if node.op_type == "ConvTranspose":
-                size = n * s if auto_pad.startswith("SAME") else s * (n - 1) + span - total
-            elif auto_pad.startswith("SAME"):
-                size = sympy.ceiling(n / s)
+        merged, here = [], False
+        for mine, theirs in zip(out.shape, new):
+            if _unknown(mine) and theirs is not None and "_unknown_" not in str(theirs):
+                size = int(theirs) if getattr(theirs, "is_Integer", False) or isinstance(theirs, int) else str(theirs)
+                if not isinstance(mine, int) and mine.value:
+                    renames[mine.value] = size
+                merged.append(size)
+                here = True
             else:
-                q = (n + total - span) / sympy.Integer(s)
-                size = (sympy.ceiling(q) if ceil else sympy.floor(q)) + 1
-            size = sympy.simplify(size)
-            new[2 + i] = int(size) if size.is_Integer else ir.SymbolicDim(str(size))
-            here = True
+                merged.append(mine)
         if here:
-            out.shape = ir.Shape(new)
+            out.shape = ir.Shape([d if isinstance(d, int) or not isinstance(d, str) else ir.SymbolicDim(d)
+                                  for d in merged])
             changed = True
     return changed
+
+
+def _unknown(d) -> bool:
+    return not isinstance(d, int) and (d.value is None or bool(_UNNAMED.match(d.value)))
+
+
+def _rename(value: ir.Value, renames: dict) -> bool:
+    if not any(not isinstance(d, int) and d.value in renames for d in value.shape):
+        return False
+    value.shape = ir.Shape([renames[d.value] if not isinstance(d, int) and d.value in renames else d
+                            for d in value.shape])
+    return True
+
+
+def _spatial_dims(node: ir.Node) -> list | None:
+    """A Conv / ConvTranspose / pool's output dims as sympy expressions (None where not computed)."""
+    import sympy
+
+    xd = dims(node.inputs[0])
+    if xd is None or len(xd) < 3:
+        return None
+    nd = len(xd) - 2
+    auto_pad = node.attributes.get_string("auto_pad", "NOTSET")
+    kernel = node.attributes.get_ints("kernel_shape", None)
+    if kernel is None and len(node.inputs) > 1:
+        w = node.inputs[1]
+        kernel = list(w.shape)[2:] if w is not None and w.shape is not None and is_static(w) else None
+    if kernel is None:
+        return None
+    strides = node.attributes.get_ints("strides", [1] * nd)
+    pads = node.attributes.get_ints("pads", [0] * (2 * nd))
+    dil = node.attributes.get_ints("dilations", [1] * nd)
+    ceil = bool(node.attributes.get_int("ceil_mode", 0))
+    new = [xd[0], None]
+    for i in range(nd):
+        n, s = xd[2 + i], strides[i]
+        span = dil[i] * (kernel[i] - 1) + 1
+        total = 0 if auto_pad == "VALID" else pads[i] + pads[nd + i]
+        if node.op_type == "ConvTranspose":
+            size = n * s if auto_pad.startswith("SAME") else s * (n - 1) + span - total
+        elif auto_pad.startswith("SAME"):
+            size = sympy.ceiling(sympy.Integer(1) * n / s)
+        else:
+            q = (n + total - span) / sympy.Integer(s)
+            size = (sympy.ceiling(q) if ceil else sympy.floor(q)) + 1
+        new.append(sympy.simplify(size))
+    return new
+
+
+def _reshape_dims(node: ir.Node) -> list | None:
+    """A Reshape to a constant shape: ``0`` copies the input's dim, ``-1`` takes the rest."""
+    import sympy
+
+    from .graph import const_array
+
+    xd, target = dims(node.inputs[0]), const_array(node.inputs[1]) if len(node.inputs) > 1 else None
+    if xd is None or target is None or target.ndim != 1:
+        return None
+    allowzero = node.attributes.get_int("allowzero", 0)
+    new = [xd[i] if int(v) == 0 and not allowzero and i < len(xd) else (None if int(v) == -1 else int(v))
+           for i, v in enumerate(target)]
+    if new.count(None) == 1:
+        known = sympy.Mul(*[d for d in new if d is not None])
+        new[new.index(None)] = sympy.simplify(sympy.Mul(*xd) / known) if known != 0 else None
+    return new
 
 
 _SPATIAL = {"Conv", "ConvTranspose", "MaxPool", "AveragePool", "LpPool"}
