@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -123,19 +124,30 @@ def validate(data, path: str) -> dict:
         if not isinstance(inputs, dict):
             raise BadInput(f"{path}: {where}.inputs: expected a mapping NAME: [dims]")
         for iname, spec in inputs.items():
-            ipath = f"{where}.inputs.{iname}"
-            dtype = "float32"
-            if isinstance(spec, dict):
-                dtype = spec.get("dtype", "float32")
-                spec = spec.get("shape")
-            if not isinstance(spec, list) or not spec or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in spec):
-                raise BadInput(f"{path}: {ipath}: expected a list of positive integers, got {spec!r}")
-            if dtype not in DTYPES:
-                raise BadInput(f"{path}: {ipath}.dtype: unknown dtype {dtype!r}")
-            specs.append(InputSpec(str(iname), tuple(spec), dtype))
+            specs.append(_input_spec(str(iname), spec, f"{path}: {where}.inputs.{iname}"))
         settings = {**defaults, **_settings(entry, where, path)}
         entries.append({"name": name, "model": entry["model"], "inputs": specs, **settings})
     return {"output_dir": out_dir, "entries": entries}
+
+
+def _input_spec(name: str, spec, where: str) -> InputSpec:
+    """One entry's input: ``[256, 237, 21]``, ``["B=4", "K=10", 128]`` (a string DIM is
+    ``SYMBOL=INT``: an entry has no ``--dim``, so each symbol carries its example size) or
+    ``{shape: [...], dtype: int64}``."""
+    from .spec import parse_dim_token
+
+    dtype = "float32"
+    if isinstance(spec, dict):
+        dtype = spec.get("dtype", "float32")
+        spec = spec.get("shape")
+    if not isinstance(spec, list) or not spec or not all(
+            (isinstance(d, int) and not isinstance(d, bool) and d > 0)
+            or (isinstance(d, str) and re.fullmatch(r"[A-Za-z_]\w*=[1-9][0-9]*", d.strip())) for d in spec):
+        raise BadInput(f"{where}: expected a list of positive integers or \"SYMBOL=INT\" strings, got {spec!r}")
+    if dtype not in DTYPES:
+        raise BadInput(f"{where}.dtype: unknown dtype {dtype!r}")
+    return InputSpec.of(name, [parse_dim_token(d, where, i) if isinstance(d, str) else d for i, d in enumerate(spec)],
+                        dtype)
 
 
 def _fingerprint(entry: dict) -> str:

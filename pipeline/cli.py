@@ -28,8 +28,14 @@ def _add_convert_args(p: argparse.ArgumentParser) -> None:
                         "or a .onnx/.keras/.pt2 file or SavedModel folder")
     p.add_argument("--to", choices=["keras", "torch"], help="target framework (default: the other one)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: build/NAME)")
-    p.add_argument("--input", dest="inputs", action="append", default=[], metavar="NAME=D0,D1,...[:DTYPE]",
-                   help="input name and static shape; repeat per input")
+    p.add_argument("--input", dest="inputs", action="append", default=[], metavar="NAME=DIM,DIM,...[:DTYPE]",
+                   help="input name and shape, each DIM an INT (static) or SYMBOL=INT (varies; INT is the example "
+                        "size), e.g. mixture=B=4,K=10,128; repeat per input")
+    p.add_argument("--dim", dest="dims", action="append", default=[], metavar="SYMBOL=INT",
+                   help="example size of a symbol the model or another --input names (e.g. an ONNX dim_param, "
+                        "a Keras None dimension); repeat per symbol")
+    p.add_argument("--static", action="store_true",
+                   help="fix every dimension at its example size (no symbolic dimensions)")
     p.add_argument("--atol", type=float, default=1e-4, help="absolute tolerance (default 1e-4)")
     p.add_argument("--rtol", type=float, default=1e-4, help="relative tolerance (default 1e-4)")
     p.add_argument("--opset", type=int, help="ONNX opset for the export (default: the exporter's)")
@@ -74,10 +80,28 @@ def _print_result(result) -> None:
         for c in comps:
             mark = "ok " if c["passed"] else "BAD"
             print(f"  {mark} {label:<20} {c['name']:<24} max_abs={c['max_abs_err']:.3g}  max_rel={c['max_rel_err']:.3g}")
+    for shape_set in par.get("shapes", [])[1:]:
+        sizes = ", ".join(f"{k}={v}" for k, v in shape_set["sizes"].items())
+        if shape_set.get("passed") is None:
+            print(f"  --  at {sizes}: skipped ({shape_set['skipped']})")
+            continue
+        worst = max((c["max_abs_err"] for cs in shape_set["stages"].values() for c in cs), default=float("nan"))
+        mark = "ok " if shape_set["passed"] else "BAD"
+        extra = f"  {shape_set['problems'][0]}" if shape_set.get("problems") else ""
+        print(f"  {mark} at {sizes:<30} max_abs={worst:.3g}{extra}")
+    if par.get("failed_sizes"):
+        print(f"  parity failed at {', '.join(f'{k}={v}' for k, v in par['failed_sizes'].items())}")
     first = par.get("first_divergence")
     if first:
-        print(f"  first divergence: ONNX node '{first['onnx_node']}' ({first['op_type']}) = generated "
+        at = f" at {', '.join(f'{k}={v}' for k, v in first['sizes'].items())}" if first.get("sizes") else ""
+        print(f"  first divergence{at}: ONNX node '{first['onnx_node']}' ({first['op_type']}) = generated "
               f"'{first['target_layer']}': max_abs={first['max_abs_err']:.3g} max_rel={first['max_rel_err']:.3g}")
+    for pin in rep.get("pinned", []):
+        places = ", ".join(f"{name} dimension {axis}" for name, axis in pin["places"])
+        where = f" by {pin['where']}" if pin.get("where") else ""
+        print(f"  pinned: {pin['symbol']} = {pin['size']} ({places}){where}: {pin['reason']}")
+    if rep.get("symbols"):
+        print("  symbols: " + ", ".join(f"{s['name']} (example {s['example']})" for s in rep["symbols"]))
     t = rep["timings_s"]
     print("  time: " + ", ".join(f"{k} {t[k]:.2f}s" for k in ("export", "normalize", "import", "parity", "total") if k in t))
     for note in rep.get("notes", []):
@@ -85,6 +109,21 @@ def _print_result(result) -> None:
     print(f"  wrote {result.out_dir}/ ({', '.join(rep['artifacts'])})")
     if result.out_dir.name.endswith(".failed"):
         print(f"  kept the earlier passing conversion in {str(result.out_dir)[:-len('.failed')]}/")
+
+
+def _dims(texts: list[str]) -> dict[str, int]:
+    """``--dim B=4 --dim K=10`` -> {"B": 4, "K": 10}; one symbol given two sizes is bad input."""
+    from .errors import BadInput
+    from .spec import parse_dim
+
+    sizes: dict[str, int] = {}
+    for text in texts:
+        name, size = parse_dim(text)
+        if sizes.get(name, size) != size:
+            raise BadInput(f"--dim {name}={size}: symbol {name!r} is already {sizes[name]} (--dim {name}={sizes[name]}); "
+                           "one symbol is one size")
+        sizes[name] = size
+    return sizes
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             opts = Options(model=args.model, to=args.to, out=args.out,
                            inputs=[parse_input(s) for s in args.inputs], atol=args.atol, rtol=args.rtol,
                            opset=args.opset, layout=args.layout, seed=args.seed, check_passes=args.check_passes,
-                           fold_bn=args.fold_bn)
+                           fold_bn=args.fold_bn, dims=_dims(args.dims), static=args.static)
             result = convert(opts, Progress(not args.quiet))
             _print_result(result)
             return result.exit_code

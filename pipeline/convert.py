@@ -18,10 +18,17 @@ from pathlib import Path
 
 from . import __version__
 from .errors import EXIT_OK, EXIT_PARITY, BadInput
-from .spec import InputSpec, make_inputs
+from .spec import InputSpec, Symbol, make_inputs, symbol_sizes
 
 LAYOUTS = ("source", "target")
 TARGETS = ("torch", "keras")
+
+# Batch symbolic by default (issue 14, item 3): when True, the first dimension of every input
+# becomes the symbol ``B`` unless ``--static`` is given or the user's own ``--input`` sets
+# that input's dims.  Off until every importer emits symbolic shapes; flipping it is all
+# that is left to do then (``batch_symbolic`` below implements it).
+SYMBOLIC_BATCH_BY_DEFAULT = False
+BATCH_SYMBOL = "B"
 
 
 @dataclass
@@ -37,6 +44,8 @@ class Options:
     seed: int = 0
     check_passes: bool = True
     fold_bn: bool = False
+    dims: dict[str, int] = field(default_factory=dict)  # --dim SYMBOL=INT
+    static: bool = False  # --static: every dimension fixed at its example size
 
 
 @dataclass
@@ -71,6 +80,50 @@ def _validate(opts: Options) -> None:
         raise BadInput(f"--opset must be between 7 and 23, not {opts.opset}")
 
 
+def batch_symbolic(specs: list[InputSpec], given: list[InputSpec]) -> list[InputSpec]:
+    """``specs`` with the batch (first) dimension of each input the symbol ``B``.
+
+    Left as they are: inputs whose dims the user gave (``--input``, a batch entry's
+    ``inputs``), scalars, inputs whose first dimension is already a symbol, and every
+    input when their batch sizes differ or ``B`` already names another size."""
+    mine = {s.name for s in given}
+    free = [s for s in specs if s.name not in mine and s.dims and not isinstance(s.dims[0], Symbol)]
+    sizes = {s.dims[0] for s in free}
+    taken = {d.example for s in specs for d in s.symbols if d.name == BATCH_SYMBOL}
+    if len(sizes) != 1 or (taken and taken != sizes):
+        return specs
+    return [InputSpec.of(s.name, (Symbol(BATCH_SYMBOL, s.dims[0]), *s.dims[1:]), s.dtype) if s in free else s
+            for s in specs]
+
+
+def plan_dims(specs: list[InputSpec], opts: Options) -> list[InputSpec]:
+    """Which dimensions vary in this conversion: ``--static`` none; otherwise those the user
+    or the source names (plus the batch, with ``SYMBOLIC_BATCH_BY_DEFAULT``)."""
+    if opts.static:
+        return [s.frozen() for s in specs]
+    if SYMBOLIC_BATCH_BY_DEFAULT:
+        return batch_symbolic(specs, opts.inputs)
+    return specs
+
+
+def apply_pins(specs: list[InputSpec], pins: list[dict]) -> list[InputSpec]:
+    """``specs`` with each pinned symbol static at the size the exporter fixed it to."""
+    sizes = {p["symbol"]: p["size"] for p in pins}
+    return [InputSpec.of(s.name, [sizes.get(d.name, d) if isinstance(d, Symbol) else d for d in s.dims], s.dtype)
+            for s in specs]
+
+
+def symbols_report(specs: list[InputSpec]) -> list[dict]:
+    """``report["symbols"]``: each symbol's name, example size and places (``[input, axis]``)."""
+    out: dict[str, dict] = {}
+    for s in specs:
+        for axis, d in enumerate(s.dims):
+            if isinstance(d, Symbol):
+                out.setdefault(d.name, {"name": d.name, "example": d.example, "places": []})["places"].append(
+                    [s.name, axis])
+    return list(out.values())
+
+
 def _previous_good(out: Path) -> bool:
     try:
         return bool(json.loads((out / "report.json").read_text())["parity"]["passed"])
@@ -100,6 +153,7 @@ def convert(opts: Options, progress: Progress | None = None) -> Result:
     """Run one conversion; raise PipelineError for bad input (2) or unsupported ops (3)."""
     progress = progress or Progress(False)
     _validate(opts)
+    symbol_sizes(opts.inputs, opts.dims, complete=False)  # conflicting sizes: said before loading the model
     from . import export as export_stage
     from . import importers, normalize, parity
     from .sources import resolve
@@ -107,7 +161,8 @@ def convert(opts: Options, progress: Progress | None = None) -> Result:
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     progress(f"loading {opts.model}")
-    source = resolve(opts.model, opts.inputs)
+    source = resolve(opts.model, opts.inputs, opts.dims)
+    source.inputs = plan_dims(source.inputs, opts)
     timings["load"] = round(time.perf_counter() - t0, 3)
     target = opts.to or source.default_target
     if not target:
@@ -126,7 +181,11 @@ def convert(opts: Options, progress: Progress | None = None) -> Result:
 
         t = time.perf_counter()
         progress(f"export: {source.framework} -> ONNX")
-        export_stage.export(source, inputs, src_onnx, opts.opset)
+        pins = export_stage.export(source, inputs, src_onnx, opts.opset) or []
+        source.inputs = apply_pins(source.inputs, pins)
+        for pin in pins:
+            where = f" at {pin['where']}" if pin.get("where") else ""
+            progress(f"export: {pin['symbol']} is pinned to {pin['size']}{where}: {pin['reason']}")
         timings["export"] = round(time.perf_counter() - t, 3)
 
         # Parity needs only the source model's outputs: take them now and let the model go,
@@ -136,6 +195,8 @@ def convert(opts: Options, progress: Progress | None = None) -> Result:
         reference = None
         if source.framework != "onnx":
             reference = parity.run_source(source, inputs, src_onnx)
+        size_sets = parity.reference_sets(source, opts.seed, src_onnx)  # other sizes of the symbols
+        if source.framework != "onnx":
             source.obj = None
             # Free it here: collected later, its weakref callbacks could run at a Ctrl-C
             # and swallow the KeyboardInterrupt (Python ignores exceptions raised in them).
@@ -171,16 +232,29 @@ def convert(opts: Options, progress: Progress | None = None) -> Result:
         progress("parity: source vs onnxruntime vs normalized vs generated model.py")
         report_parity = parity.check(source, inputs, src_onnx, norm_onnx, tmp, target, result.interface,
                                      input_order, output_names, opts.atol, opts.rtol, reference=reference)
+        bisect_inputs = inputs
+        if size_sets:
+            progress(f"parity at {sum('skipped' not in s for s in size_sets)} more size set(s) of the symbols")
+            report_parity["shapes"] = _parity_at_sizes(report_parity, source.inputs, size_sets, src_onnx, norm_onnx,
+                                                       tmp, target, result.interface, input_order, output_names, opts)
+            failing = parity.first_failing_set(report_parity["shapes"])
+            if report_parity["passed"] and failing is not None:
+                report_parity["passed"] = False
+                report_parity["failed_sizes"] = failing["sizes"]
+                bisect_inputs = next(s["inputs"] for s in size_sets if s["sizes"] == failing["sizes"])
+            del size_sets
         if not report_parity["passed"]:
             progress("bisect: comparing every intermediate tensor to find the first divergence")
             from .bisect import first_divergence
             from .referee import laid_out_inputs
 
-            feed = laid_out_inputs(inputs, result.interface)
+            feed = laid_out_inputs(bisect_inputs, result.interface)
             try:
                 found = first_divergence(normalize.load(norm_onnx), gen.get("node_vars", {}), feed, tmp, target,
                                          opts.atol, opts.rtol)
                 report_parity["first_divergence"] = found["first_divergence"]
+                if found["first_divergence"] and "failed_sizes" in report_parity:
+                    report_parity["first_divergence"]["sizes"] = report_parity["failed_sizes"]
                 report_parity["node_errors"] = found["nodes"]
             except Exception as exc:  # bisection is a diagnosis aid; the verdict stands without it
                 report_parity["first_divergence"] = None
@@ -197,6 +271,8 @@ def convert(opts: Options, progress: Progress | None = None) -> Result:
             "fold_bn": opts.fold_bn,
             "opset": opts.opset,
             "interface": result.interface,
+            "symbols": symbols_report(source.inputs),
+            "pinned": pins,
             "parity": report_parity,
             "timings_s": timings,
             "passes": [r.as_dict() for r in result.passes],
@@ -214,6 +290,19 @@ def convert(opts: Options, progress: Progress | None = None) -> Result:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return Result(EXIT_OK if report_parity["passed"] else EXIT_PARITY, report, final)
+
+
+def _parity_at_sizes(example: dict, specs: list[InputSpec], size_sets: list[dict], src_onnx: Path, norm_onnx: Path,
+                     out_dir: Path, target: str, interface: dict, input_order: list[str], output_names: list[str],
+                     opts: Options) -> list[dict]:
+    """``report["parity"]["shapes"]``: the example sizes' result first, then each further set's."""
+    from . import parity
+
+    first = {"sizes": {d.name: d.example for s in specs for d in s.symbols}, "example": True,
+             "passed": example["passed"], "stages": example["stages"], "problems": example["problems"],
+             "inputs": {k: v["shape"] for k, v in example["inputs"].items()}}
+    return [first, *parity.check_shapes(size_sets, src_onnx, norm_onnx, out_dir, target, interface, input_order,
+                                        output_names, opts.atol, opts.rtol)]
 
 
 def _json_default(obj):

@@ -11,11 +11,19 @@
 
 The exported file keeps the source's names: graph inputs are the model's input
 names, and Keras outputs are named after the layers that produce them.
+
+Symbolic dimensions (``InputSpec.dims``) are exported as such: ``torch.export.Dim``s
+named after the symbols (one per symbol, shared by every input that names it), ``None``
+in the TensorFlow input signature.  The graph inputs of ``source.onnx`` carry the
+symbol names as ``dim_param`` and every static size as ``dim_value``, whatever names the
+exporter chose (``s0``, ``unk__12``).  A symbol the exporter specializes (PyTorch:
+``x.view(4, -1, 64)`` pins the batch) stays static and is returned as a *pin*.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +41,11 @@ class ExportError(PipelineError):
     """The source framework's exporter failed (exit 2: the model cannot be read as given)."""
 
 
-def export(source: Source, inputs: dict[str, np.ndarray], path: Path, opset: int | None = None) -> None:
-    """Write ``source`` as ONNX to ``path``."""
+def export(source: Source, inputs: dict[str, np.ndarray], path: Path, opset: int | None = None) -> list[dict]:
+    """Write ``source`` as ONNX to ``path``; return the pins (symbols the exporter made static).
+
+    Each pin: ``symbol``, ``size``, ``places`` (``[input, axis]`` pairs), ``reason`` (the
+    exporter's words) and ``where`` (the source line that pins it, when known)."""
     path = Path(path)
     if source.framework == "onnx":
         import onnx  # load + save, not a file copy: inlines weights kept beside it (model.onnx.data)
@@ -42,18 +53,107 @@ def export(source: Source, inputs: dict[str, np.ndarray], path: Path, opset: int
         try:
             proto = onnx.load(str(source.obj))
             _lower_ir_version(proto)
+            stamp_input_dims_proto(proto.graph, source.inputs)
             onnx.save(proto, str(path))
         except Exception as exc:
             raise ExportError(f"cannot read {source.obj}: {type(exc).__name__}: {str(exc)[:300]}") from exc
-        return
+        return []
     if source.framework == "torch":
-        _export_torch(source, inputs, path, opset)
-    elif source.framework == "keras":
-        _export_keras(source, path, opset)
-    elif source.framework == "tf":
-        _export_savedmodel(source, path, opset)
-    else:  # pragma: no cover - resolve() only yields the above
-        raise BadInput(f"cannot export a {source.framework} model")
+        return _export_torch(source, inputs, path, opset)
+    if source.framework == "keras":
+        return _export_keras(source, path, opset)
+    if source.framework == "tf":
+        return _export_savedmodel(source, path, opset)
+    raise BadInput(f"cannot export a {source.framework} model")  # pragma: no cover - resolve() only yields the above
+
+
+# -- symbolic dimensions in the exported graph ------------------------------------------
+
+def stamp_input_dims(graph, specs) -> list[dict]:
+    """Write the specs' dims onto ``graph``'s inputs (an onnx-ir graph), in place: a symbol
+    as ``dim_param`` (its name), a static size as its value.  The exporter's own names for
+    the same dims (``s0``, ``unk__3``) are renamed wherever they occur in the graph's values.
+
+    Returns the pins: symbols whose dimension the exporter made static anyway."""
+    import onnx_ir as ir
+
+    from .spec import Symbol
+
+    renames, pins = {}, {}
+    for value, spec in zip(graph.inputs, specs):
+        if value.shape is None or len(value.shape) != len(spec.dims):
+            continue
+        new = []
+        for axis, (got, want) in enumerate(zip(value.shape, spec.dims)):
+            if isinstance(want, Symbol):
+                if isinstance(got, int):  # the exporter fixed it: keep that, say so
+                    pin = pins.setdefault(want.name, {"symbol": want.name, "size": got, "places": [],
+                                                      "reason": "the exporter wrote this input dimension static",
+                                                      "where": None})
+                    pin["places"].append([spec.name, axis])
+                    new.append(got)
+                    continue
+                if got.value is not None and got.value != want.name:
+                    renames[got.value] = want.name
+                new.append(ir.SymbolicDim(want.name))
+            else:
+                if not isinstance(got, int) and got.value is not None:
+                    renames[got.value] = want
+                new.append(int(want))
+        value.shape = ir.Shape(new)
+    if renames:
+        inputs = set(graph.inputs)
+        for value in _all_values(graph):
+            if value in inputs or value.shape is None:
+                continue
+            if any(not isinstance(d, int) and d.value in renames for d in value.shape):
+                value.shape = ir.Shape([renames.get(d.value, d.value) if not isinstance(d, int) else d
+                                        for d in value.shape])
+    return list(pins.values())
+
+
+def _all_values(graph):
+    seen = set()
+    for value in [*graph.inputs, *graph.outputs] + [v for n in graph for v in n.outputs]:
+        if value is not None and value not in seen:
+            seen.add(value)
+            yield value
+
+
+def stamp_input_dims_proto(graph, specs) -> None:
+    """:func:`stamp_input_dims` on a GraphProto (an ``.onnx`` source read with ``onnx.load``).
+
+    A size the user gave where the file has a ``dim_param`` becomes static, in every value
+    that names that ``dim_param`` too."""
+    from .spec import Symbol
+
+    init = {i.name for i in graph.initializer}
+    renames = {}
+    for vi, spec in zip([v for v in graph.input if v.name not in init], specs):
+        dims = vi.type.tensor_type.shape.dim
+        if len(dims) != len(spec.dims):
+            continue
+        for d, want in zip(dims, spec.dims):
+            old = d.dim_param if d.HasField("dim_param") else None
+            if isinstance(want, Symbol):
+                if old and old != want.name:
+                    renames[old] = want
+                if not d.HasField("dim_value"):
+                    d.dim_param = want.name
+            else:
+                if old:
+                    renames[old] = want
+                d.dim_value = int(want)
+    if not renames:
+        return
+    for vi in [*graph.output, *graph.value_info]:
+        for d in vi.type.tensor_type.shape.dim:
+            if d.HasField("dim_param") and d.dim_param in renames:
+                want = renames[d.dim_param]
+                if isinstance(want, Symbol):
+                    d.dim_param = want.name
+                else:
+                    d.dim_value = int(want)
 
 
 # The newest IR version onnxruntime 1.23 reads; onnx 1.19's helper.make_model writes 12.
@@ -96,7 +196,7 @@ def _element_types(graph) -> set[int]:
     return types
 
 
-def _export_torch(source: Source, inputs, path: Path, opset: int | None) -> None:
+def _export_torch(source: Source, inputs, path: Path, opset: int | None) -> list[dict]:
     torch = import_torch()
     model = getattr(source.obj, "program", None) or source.obj
     args = tuple(torch.from_numpy(inputs[s.name]) for s in source.inputs)
@@ -105,12 +205,153 @@ def _export_torch(source: Source, inputs, path: Path, opset: int | None) -> None
     kwargs = {"dynamo": True, "verbose": False, "optimize": False, "input_names": [s.name for s in source.inputs]}
     if opset is not None:
         kwargs["opset_version"] = opset
+    pins = []
+    if any(s.symbols for s in source.inputs) and not hasattr(source.obj, "program"):
+        model, pins = _torch_export_symbolic(model, args, source.inputs)
     try:
         with torch.no_grad(), native_stderr_to_log():
             program = torch.onnx.export(model, args, **kwargs)
+            pinned = {p["symbol"]: p["size"] for p in pins}
+            stamped = stamp_input_dims(program.model.graph, [_pinned(s, pinned) for s in source.inputs])
             save_inline(program.model, path)  # = program.save(path), streaming the weights
     except Exception as exc:
         raise ExportError(f"torch.onnx.export failed: {_torch_export_reason(exc)}") from exc
+    return pins + stamped
+
+
+def _pinned(spec, pinned: dict[str, int]):
+    """``spec`` with the pinned symbols static at their size."""
+    from .spec import InputSpec, Symbol
+
+    return InputSpec.of(spec.name, [pinned.get(d.name, d) if isinstance(d, Symbol) and d.name in pinned else d
+                                    for d in spec.dims], spec.dtype)
+
+
+_SUGGESTED_CONSTANT = re.compile(r"^\s*([A-Za-z_]\w*)\s*=\s*(\d+)\s*$")
+
+
+def _torch_export_symbolic(model, args, specs):
+    """``torch.export.export`` with one ``Dim`` per symbol; returns (program, pins).
+
+    A symbol torch specializes to a constant (its error's "Suggested fixes: B = 4") is
+    exported static on the next try and recorded as a pin with torch's words and the
+    user's source line whose shape guard fixed it (read off torch's shape log)."""
+    torch = import_torch()
+    from torch.export import Dim
+
+    from .spec import Symbol
+
+    for s in specs:
+        for axis, d in enumerate(s.dims):
+            if isinstance(d, Symbol) and d.example < 2:
+                raise BadInput(f"input {s.name!r} dimension {axis}: symbol {d.name!r} has example size {d.example}; "
+                               "torch.export specializes sizes 0 and 1, so export with an example of 2 or more "
+                               f"(e.g. --dim {d.name}=2)")
+    pins: dict[str, dict] = {}
+    for _ in range(1 + len({d.name for s in specs for d in s.symbols})):
+        dims = {name: Dim(name) for name in {d.name for s in specs for d in s.symbols} - set(pins)}
+        shapes = tuple({axis: dims[d.name] for axis, d in enumerate(s.dims) if isinstance(d, Symbol) and d.name in dims}
+                       or None for s in specs)
+        if _takes_varargs(model):  # forward(*args) (keyword-input wrappers): the shapes of ``args`` as one entry
+            shapes = (shapes,)
+        witness = _GuardWitness()
+        try:
+            with torch.no_grad(), native_stderr_to_log(), witness:
+                return torch.export.export(model, args, dynamic_shapes=shapes, strict=False), list(pins.values())
+        except Exception as exc:
+            text = str(exc)
+            fixes = _suggested_constants(text)
+            if not fixes or set(fixes) & set(pins):
+                raise ExportError(f"torch.export with symbolic dimensions failed: {_torch_export_reason(exc)}") from exc
+            for name, size in fixes.items():
+                places = [[s.name, axis] for s in specs for axis, d in enumerate(s.dims)
+                          if isinstance(d, Symbol) and d.name == name]
+                reason = next((line.strip(" -") for line in text.splitlines() if f"marked {name} as dynamic" in line),
+                              f"torch.export specialized {name} to {size}")
+                pins[name] = {"symbol": name, "size": size, "places": places, "reason": reason.split(". ")[0],
+                              "where": witness.where(size)}
+    raise ExportError("torch.export kept specializing symbols")  # pragma: no cover - each round pins one more
+
+
+def _takes_varargs(model) -> bool:
+    import inspect
+
+    try:
+        params = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError, AttributeError):
+        return False
+    return any(p.kind == p.VAR_POSITIONAL for p in params)
+
+
+def _suggested_constants(text: str) -> dict[str, int]:
+    """``{symbol: size}`` from torch's "Suggested fixes:" lines of the form ``B = 4``."""
+    lines = text.splitlines()
+    if "Suggested fixes:" not in [line.strip() for line in lines]:
+        return {}
+    start = [line.strip() for line in lines].index("Suggested fixes:") + 1
+    fixes = {}
+    for line in lines[start:]:
+        m = _SUGGESTED_CONSTANT.match(line)
+        if not m:
+            break
+        fixes[m.group(1)] = int(m.group(2))
+    return fixes
+
+
+class _GuardWitness:
+    """Listens to torch's shape log while exporting and remembers, for each guard that fixes a
+    size to a constant (``eval Eq(s77, 4) [guard added]``), the user's source line that
+    asked for it: the innermost stack frame outside torch and pipeline."""
+
+    def __init__(self):
+        import logging
+
+        self.logger = logging.getLogger("torch.fx.experimental.symbolic_shapes")
+        self.seen: list[tuple[int, str]] = []
+        witness = self
+
+        class Handler(logging.Handler):
+            def emit(self, record):
+                try:
+                    m = re.match(r"eval Eq\((s\d+), (\d+)\)", record.getMessage())
+                    if m:
+                        witness.seen.append((int(m.group(2)), _user_frame()))
+                except Exception:  # a diagnosis aid: never break the export
+                    pass
+
+        self.handler = Handler()
+
+    def __enter__(self):
+        import logging
+
+        self.level, self.propagate = self.logger.level, self.logger.propagate
+        self.logger.addHandler(self.handler)
+        self.logger.setLevel(logging.INFO)
+        self.logger.propagate = False
+        return self
+
+    def __exit__(self, *exc):
+        self.logger.removeHandler(self.handler)
+        self.logger.setLevel(self.level)
+        self.logger.propagate = self.propagate
+        return False
+
+    def where(self, size: int) -> str | None:
+        return next((frame for value, frame in self.seen if value == size and frame), None)
+
+
+def _user_frame() -> str | None:
+    """``file:line in function: code`` of the innermost frame outside torch, pipeline and logging."""
+    import logging
+    import os
+    import traceback
+
+    torch = import_torch()
+    skip = tuple(os.path.dirname(m.__file__) for m in (torch, logging)) + (os.path.dirname(__file__),)
+    for frame in reversed(traceback.extract_stack()):
+        if not frame.filename.startswith(skip) and "<frozen" not in frame.filename:
+            return f"{os.path.basename(frame.filename)}:{frame.lineno} in {frame.name}: {(frame.line or '').strip()}"
+    return None
 
 
 def _torch_export_reason(exc: Exception) -> str:
@@ -134,7 +375,10 @@ def _tf2onnx(fn, specs, path: Path, opset: int | None, output_names: list[str], 
     ONNX BatchNormalization (see ``fused_batch_norm``).
     """
     tf, _ = import_tensorflow()
-    signature = [tf.TensorSpec(s.shape, tf.as_dtype(s.dtype), name=s.name) for s in specs]
+    from .spec import Symbol
+
+    signature = [tf.TensorSpec([None if isinstance(d, Symbol) else d for d in s.dims], tf.as_dtype(s.dtype),
+                               name=s.name) for s in specs]
     held = HeldWeights()
     try:
         with native_stderr_to_log():
@@ -159,7 +403,9 @@ def _tf2onnx(fn, specs, path: Path, opset: int | None, output_names: list[str], 
     _erfc_to_erf(model.graph)
     _transpose_conv_extends_at_end(model.graph)
     _batch_norm_at_source_rank(model.graph)
+    pins = stamp_input_dims(model.graph, specs)
     save_inline(model, path)
+    return pins
 
 
 def _export_keras(source: Source, path: Path, opset: int | None) -> None:
@@ -168,7 +414,7 @@ def _export_keras(source: Source, path: Path, opset: int | None) -> None:
     def call(*xs):
         return model(list(xs) if len(xs) > 1 else xs[0], training=False)
 
-    _tf2onnx(call, source.inputs, path, opset, source.output_names, keras_bn=True)
+    return _tf2onnx(call, source.inputs, path, opset, source.output_names, keras_bn=True)
 
 
 def _export_savedmodel(source: Source, path: Path, opset: int | None) -> None:
@@ -180,7 +426,7 @@ def _export_savedmodel(source: Source, path: Path, opset: int | None) -> None:
         out = fn(**dict(zip(names, xs)))
         return [out[k] for k in keys]
 
-    _tf2onnx(call, source.inputs, path, opset, keys)
+    return _tf2onnx(call, source.inputs, path, opset, keys)
 
 
 def _erfc_to_erf(graph) -> None:
@@ -498,11 +744,13 @@ def _fused_inference(layer, inputs):
     axes = layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis]
     shape = inputs.shape
     if len(axes) != 1 or inputs.dtype not in (tf.float16, tf.bfloat16, tf.float32) \
-            or not 2 <= shape.rank <= 5 or not shape.is_fully_defined():
+            or shape.rank is None or not 2 <= shape.rank <= 5:
         return None
     rank = shape.rank
     axis = axes[0] % rank
     channels = shape[axis]
+    if channels is None:  # symbolic dimensions elsewhere are fine; the channel count must be known
+        return None
 
     def param(var, enabled, fill):
         return tf.cast(var, tf.float32) if enabled else tf.constant(np.full(channels, fill, np.float32))
@@ -520,7 +768,11 @@ def _fused_inference(layer, inputs):
     else:
         perm = [0, axis] + [d for d in range(1, rank) if d != axis]
         first = tf.transpose(x, perm) if perm != list(range(rank)) else x
-        y = tf.reshape(fused(tf.reshape(first, [first.shape[0], channels, -1, 1]), "NCHW"), first.shape)
+        if shape.is_fully_defined():
+            y = tf.reshape(fused(tf.reshape(first, [first.shape[0], channels, -1, 1]), "NCHW"), first.shape)
+        else:  # symbolic sizes: the reshape reads them at run time
+            dynamic = tf.shape(first)
+            y = tf.reshape(fused(tf.reshape(first, [dynamic[0], channels, -1, 1]), "NCHW"), dynamic)
         y = tf.transpose(y, np.argsort(perm).tolist()) if perm != list(range(rank)) else y
     return tf.cast(y, layer.compute_dtype)
 

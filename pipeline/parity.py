@@ -121,3 +121,139 @@ def check(source: Source, inputs: dict[str, np.ndarray], source_onnx: Path, norm
         "problems": problems,
         "inputs": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in inputs.items()},
     }
+
+
+# -- parity at several shapes ----------------------------------------------------------------
+#
+# A conversion with symbolic dimensions must be right at every size the source accepts, not
+# only at the example it was exported with.  Besides the example sizes, it is checked at
+# further size sets: every symbol at 1, every symbol at an odd size above its example (odd:
+# strided spatial dimensions round there), and, when the source refuses one of those (a
+# spatial size of 1 is often too small), each symbol at 1 on its own.  Sets the source
+# model itself refuses are recorded as skipped, with its words.
+
+EXTRA_SIZE_SETS = 2  # how many size sets besides the example ones a symbolic conversion is checked at
+
+
+def candidate_size_sets(specs) -> list[dict[str, int]]:
+    """Size sets to try besides the examples, in order of preference; empty when nothing varies."""
+    examples = {d.name: d.example for s in specs for d in s.symbols}
+    if not examples:
+        return []
+
+    def odd_above(e: int) -> int:
+        return e + 1 if e % 2 == 0 else e + 2
+
+    candidates = [{k: 1 for k in examples}, {k: odd_above(e) for k, e in examples.items()}]
+    if len(examples) > 1:
+        candidates += [{**examples, k: 1} for k in examples]
+        candidates += [{**examples, k: odd_above(e)} for k, e in examples.items()]
+    out = []
+    for c in candidates:
+        if c != examples and c not in out:
+            out.append(c)
+    return out
+
+
+def reference_sets(source: Source, seed: int, onnx_path: Path | None = None,
+                   wanted: int = EXTRA_SIZE_SETS) -> list[dict]:
+    """Run the source model at further size sets (see above) while it is still loaded.
+
+    Each entry: ``sizes``, and either ``inputs`` + ``reference`` (its outputs) or ``skipped``
+    (why the source refused that set).  Stops after ``wanted`` sets the source ran."""
+    from .spec import make_inputs
+
+    sets, ran = [], 0
+    for sizes in candidate_size_sets(source.inputs):
+        if ran >= wanted:
+            break
+        specs = [s.at(sizes) for s in source.inputs]
+        inputs = make_inputs(specs, seed)
+        try:
+            reference = run_source(source, inputs, onnx_path)
+        except Exception as exc:  # the source's own limit (e.g. a size too small to pool), not ours
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            sets.append({"sizes": sizes, "skipped": f"the source model refuses these sizes: {type(exc).__name__}: {first}"})
+            continue
+        sets.append({"sizes": sizes, "inputs": inputs, "reference": reference})
+        ran += 1
+    return sets
+
+
+def check_shapes(sets: list[dict], source_onnx: Path, normalized_onnx: Path, out_dir: Path, target: str,
+                 interface: dict, input_order: list[str], output_names: list[str], atol: float,
+                 rtol: float) -> list[dict]:
+    """Compare source vs onnxruntime(source.onnx) vs onnxruntime(normalized.onnx) vs the
+    generated model at each size set of :func:`reference_sets`; one entry per set for
+    ``report["parity"]["shapes"]``.
+
+    The generated model is loaded once.  An executor that raises at a set (a size baked
+    into the graph or the code) fails that set, with its message."""
+    results = []
+    model = None
+    for entry in sets:
+        if "skipped" in entry:
+            results.append({"sizes": entry["sizes"], "passed": None, "skipped": entry["skipped"]})
+            continue
+        inputs, reference = entry["inputs"], entry["reference"]
+        feed = laid_out_inputs(inputs, interface)
+        got, errors = {}, []
+        for label in ("exported", "normalized", "converted"):
+            try:
+                if label == "exported":
+                    got[label] = run_onnx(str(source_onnx), inputs)
+                elif label == "normalized":
+                    got[label] = run_onnx(str(normalized_onnx), feed)
+                else:
+                    model = model or load_generated(Path(out_dir) / "model.py")
+                    got[label] = _run_loaded(model, target, [feed[n] for n in input_order])
+            except Exception as exc:
+                first = (str(exc).strip().splitlines() or [""])[0][:300]
+                errors.append(f"{label} raised {type(exc).__name__}: {first}")
+
+        stages = {}
+        for label, ref, key in (("onnx_vs_source", reference, "exported"),
+                                ("normalized_vs_onnx", got.get("exported"), "normalized"),
+                                ("converted_vs_source", reference, "converted")):
+            if key not in got or ref is None:
+                stages[label] = []
+                continue
+            r = _laid_out(ref, interface, output_names) if label != "onnx_vs_source" else ref
+            g = got[key]
+            if len(r) != len(g):
+                errors.append(f"{label}: {len(g)} outputs, expected {len(r)}")
+                stages[label] = []
+                continue
+            stages[label] = [compare(n, a, b, atol, rtol).as_dict() for n, a, b in zip(output_names, r, g)]
+        passed = not errors and all(c["passed"] for cs in stages.values() for c in cs)
+        results.append({"sizes": entry["sizes"], "passed": passed, "stages": stages, "problems": errors,
+                        "inputs": {k: list(v.shape) for k, v in inputs.items()}})
+    return results
+
+
+def _laid_out(arrays, interface: dict, output_names: list[str]) -> list[np.ndarray]:
+    """Source-layout outputs permuted into the converted model's interface layout."""
+    return [a.transpose(interface["outputs"][n]) if n in interface["outputs"] else a
+            for a, n in zip(arrays, output_names)]
+
+
+def _run_loaded(model, target: str, ordered_inputs: list[np.ndarray]) -> list[np.ndarray]:
+    """Call an already loaded generated model (see :func:`run_generated`)."""
+    if target == "torch":
+        import torch
+
+        with torch.no_grad():
+            out = model(*[torch.from_numpy(np.ascontiguousarray(x)) for x in ordered_inputs])
+    else:
+        with native_stderr_to_log():
+            out = model(ordered_inputs if len(ordered_inputs) > 1 else ordered_inputs[0], training=False)
+    return [_to_numpy(o) for o in _as_list(out)]
+
+
+def first_failing_set(shapes: list[dict]) -> dict | None:
+    """The first size set that failed (``passed`` False; skipped sets are None), else None."""
+    return next((s for s in shapes if s.get("passed") is False), None)
+
+
+def describe_sizes(sizes: dict[str, int]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sizes.items())

@@ -48,6 +48,42 @@ def _plot(nodes: list[dict]) -> str | None:
     return base64.b64encode(buf.getvalue()).decode()
 
 
+def _sizes(sizes: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sizes.items())
+
+
+def _shapes_section(report: dict) -> list[str]:
+    """Symbols, pinned dimensions and parity at each size set (conversions with symbols only)."""
+    parts = []
+    if report.get("symbols"):
+        parts += ["<h2>Symbolic dimensions</h2>",
+                  _table(["symbol", "example", "where"],
+                         [[f"<code>{html.escape(s['name'])}</code>", s["example"],
+                           html.escape(", ".join(f"{n}[{a}]" for n, a in s["places"]))] for s in report["symbols"]])]
+    if report.get("pinned"):
+        parts += ["<h2>Pinned dimensions</h2>",
+                  _table(["symbol", "size", "where", "pinned by", "why"],
+                         [[f"<code>{html.escape(p['symbol'])}</code>", p["size"],
+                           html.escape(", ".join(f"{n}[{a}]" for n, a in p["places"])),
+                           f"<code>{html.escape(p['where'])}</code>" if p.get("where") else "&ndash;",
+                           html.escape(p["reason"])] for p in report["pinned"]])]
+    shapes = report["parity"].get("shapes")
+    if shapes:
+        rows = []
+        for s in shapes:
+            label = html.escape(_sizes(s["sizes"])) + (" (example)" if s.get("example") else "")
+            if s.get("passed") is None:
+                rows.append([label, "&ndash;", "&ndash;", f"skipped: {html.escape(s.get('skipped', ''))}"])
+                continue
+            comps = [c for cs in s["stages"].values() for c in cs]
+            worst = max((c["max_abs_err"] for c in comps), default=float("nan"))
+            ok = '<span class="pass">ok</span>' if s["passed"] else '<span class="fail">FAIL</span>'
+            rows.append([label, html.escape(", ".join(f"{k}{v}" for k, v in s.get("inputs", {}).items())),
+                         _fmt(worst), ok + "".join(f"<br>{html.escape(p)}" for p in s.get("problems", []))])
+        parts += ["<h2>Parity at each size set</h2>", _table(["sizes", "inputs", "max abs err", ""], rows)]
+    return parts
+
+
 def write(report: dict, path: Path) -> None:
     par = report["parity"]
     verdict = '<span class="pass">PASS</span>' if par["passed"] else '<span class="fail">FAIL</span>'
@@ -64,9 +100,11 @@ def write(report: dict, path: Path) -> None:
             ok = '<span class="pass">ok</span>' if c["passed"] else '<span class="fail">FAIL</span>'
             rows.append([stage, html.escape(c["name"]), _fmt(c["max_abs_err"]), _fmt(c["max_rel_err"]), ok])
     parts.append(_table(["comparison", "output", "max abs err", "max rel err", ""], rows))
+    parts += _shapes_section(report)
     first = par.get("first_divergence")
     if first:
-        parts += ["<h2>First divergence</h2>",
+        at = f" at {html.escape(_sizes(first['sizes']))}" if first.get("sizes") else ""
+        parts += [f"<h2>First divergence{at}</h2>",
                   f"<p>ONNX node <code>{html.escape(first['onnx_node'])}</code> ({html.escape(first['op_type'])}) "
                   f"= generated <code>{html.escape(first['target_layer'])}</code>: max abs err {_fmt(first['max_abs_err'])}, "
                   f"max rel err {_fmt(first['max_rel_err'])}</p>"]

@@ -24,7 +24,7 @@ from typing import Any
 
 from .errors import BadInput
 from .quiet import native_stderr_to_log
-from .spec import DTYPES, InputSpec
+from .spec import DTYPES, InputSpec, Symbol, parse_dim_token, with_sizes
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MODELS_DIR = REPO_ROOT / "models"
@@ -115,16 +115,51 @@ def _declared_inputs(value, where: str) -> list[InputSpec]:
         raise BadInput(f"{where}: INPUTS must be a dict NAME -> shape")
     specs = []
     for k, v in value.items():
+        dtype = "float32"
         if isinstance(v, tuple) and len(v) == 2 and isinstance(v[1], str):
-            specs.append(InputSpec(k, tuple(int(d) for d in v[0]), v[1]))
-        else:
-            specs.append(InputSpec(k, tuple(int(d) for d in v)))
+            v, dtype = v
+        specs.append(InputSpec.of(k, [_declared_dim(d, f"{where}: INPUTS[{k!r}]", i) for i, d in enumerate(v)], dtype))
     return specs
 
 
-def _suggest(shape) -> str:
-    """A concrete --input value for a shape with unknown dims (1 where unknown)."""
-    return ",".join("1" if d is None else str(d) for d in shape)
+def _declared_dim(d, where: str, axis: int):
+    """An INPUTS dimension: an int, or a string ``"B=4"`` / ``"B"`` naming a symbol."""
+    return parse_dim_token(d, where, axis) if isinstance(d, str) else int(d)
+
+
+def symbol_name(text: str) -> str:
+    """A source's name for a dynamic dimension as a symbol name (an identifier)."""
+    name = re.sub(r"\W", "_", str(text)).strip("_") or "dim"
+    return name if not name[0].isdigit() else f"d{name}"
+
+
+def _dynamic_dims(shape, input_name: str, batch_name: str | None = "B") -> list:
+    """A shape with None for unknown sizes -> dims with a Symbol (no example yet) there:
+    the batch axis is ``batch_name`` (shared by every input), any other ``INPUT_AXIS``."""
+    dims = []
+    for axis, d in enumerate(shape):
+        if d is None:
+            name = batch_name if axis == 0 and batch_name else f"{symbol_name(input_name)}_{axis}"
+            dims.append(Symbol(name))
+        else:
+            dims.append(int(d))
+    return dims
+
+
+def _fits(given: InputSpec, model_dims, allow_symbol_on_static: bool) -> bool:
+    """The user's dims fit the model's: same rank; a static model size is matched by the
+    same int (or, where ``allow_symbol_on_static``, by a symbol with that example)."""
+    if len(given.dims) != len(model_dims):
+        return False
+    for g, w in zip(given.dims, model_dims):
+        if isinstance(w, Symbol) or w is None:
+            continue
+        if isinstance(g, Symbol):
+            if not allow_symbol_on_static or (g.example is not None and g.example != w):
+                return False
+        elif g != w:
+            return False
+    return True
 
 
 def _check_names(given: list[InputSpec], expected: list[str], origin: str) -> None:
@@ -201,24 +236,19 @@ def _keras_source(model, name: str, origin: str, specs: list[InputSpec]) -> Sour
     names = [_keras_input_name(t) for t in model_inputs]
     if len(specs) == 1 and len(names) == 1 and specs[0].name != names[0]:
         # One input: unambiguous.  (Keras renames auto-named inputs per build: input_layer_1, ...)
-        specs = [InputSpec(names[0], specs[0].shape, specs[0].dtype)]
+        specs = [InputSpec.of(names[0], specs[0].dims, specs[0].dtype)]
     if specs:
         _check_names(specs, names, origin)
         by_name = {s.name: s for s in specs}
         specs = [by_name[n] for n in names]
         for s, t in zip(specs, model_inputs):
             want = tuple(t.shape)
-            if len(want) != len(s.shape) or any(w is not None and w != g for w, g in zip(want, s.shape)):
-                raise BadInput(f"{origin}: --input {s.name} shape {list(s.shape)} does not fit the model's {list(want)}")
+            if not _fits(s, want, allow_symbol_on_static=True):
+                raise BadInput(f"{origin}: --input {s.name} shape {s.shown_dims()} does not fit the model's {list(want)}")
     else:
         for t, n in zip(model_inputs, names):
-            shape = tuple(t.shape)
-            if any(d is None for d in shape):
-                raise BadInput(
-                    f"{origin}: input {n!r} has dynamic dimensions {list(shape)}; pass e.g. --input {n}={_suggest(shape)}"
-                )
             dtype = str(getattr(t, "dtype", "float32"))
-            specs.append(InputSpec(n, shape, dtype if dtype in DTYPES else "float32"))
+            specs.append(InputSpec.of(n, _dynamic_dims(tuple(t.shape), n), dtype if dtype in DTYPES else "float32"))
     outs = []
     for i, t in enumerate(model.outputs):
         layer = getattr(getattr(t, "_keras_history", None), "operation", None)
@@ -253,17 +283,18 @@ def _onnx_source(path: Path, overrides: list[InputSpec]) -> Source:
         dtype = np_of.get(tt.elem_type)
         if dtype is None:
             raise BadInput(f"{path}: input {vi.name!r} has an unsupported element type {tt.elem_type}")
-        dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+        dims = [d.dim_value if d.HasField("dim_value") else
+                Symbol(symbol_name(d.dim_param) if d.dim_param else f"{symbol_name(vi.name)}_{axis}")
+                for axis, d in enumerate(tt.shape.dim)]
         if vi.name in given:
             s = given.pop(vi.name)
-            if len(s.shape) != len(dims) or any(d is not None and d != g for d, g in zip(dims, s.shape)):
-                raise BadInput(f"{path}: --input {s.name} shape {list(s.shape)} does not fit the model's {dims}")
-            specs.append(InputSpec(vi.name, s.shape, dtype))
-        elif any(d is None for d in dims):
-            shown = ",".join(str(d) if d is not None else "?" for d in dims)
-            raise BadInput(f"{path}: input {vi.name!r} has dynamic dimensions [{shown}]; pass e.g. --input {vi.name}={_suggest(dims)}")
+            if not _fits(s, dims, allow_symbol_on_static=False):
+                shown = [str(d) for d in dims]
+                raise BadInput(f"{path}: --input {s.name} shape {s.shown_dims()} does not fit the model's "
+                               f"[{', '.join(shown)}] (a size the file fixes cannot be a symbol)")
+            specs.append(InputSpec.of(vi.name, s.dims, dtype))
         else:
-            specs.append(InputSpec(vi.name, tuple(dims), dtype))
+            specs.append(InputSpec.of(vi.name, dims, dtype))
     if given:
         raise BadInput(f"{path}: --input names {sorted(given)} are not inputs of the model ({[s.name for s in specs]})")
     return Source("onnx", path.stem, str(path), str(path), specs, [o.name for o in proto.graph.output])
@@ -295,8 +326,13 @@ def _pt2_source(path: Path, overrides: list[InputSpec]) -> Source:
     specs = list(overrides)
     if not specs:
         args, _ = ep.example_inputs or ((), {})
+        placeholders = {n.name: n for n in ep.graph.nodes if n.op == "placeholder"}
         for n, a in zip(names, args):
-            specs.append(InputSpec(n, tuple(a.shape), str(a.dtype).replace("torch.", "")))
+            val = getattr(placeholders.get(n), "meta", {}).get("val")
+            sym = list(val.shape) if val is not None and len(val.shape) == len(a.shape) else list(a.shape)
+            dims = [int(d) if isinstance(d, int) else Symbol(symbol_name(str(d)), int(e))
+                    for d, e in zip(sym, a.shape)]  # torch.export Dims (SymInts) stay symbols
+            specs.append(InputSpec.of(n, dims, str(a.dtype).replace("torch.", "")))
     if [s.name for s in specs] != names:
         _check_names(specs, names, str(path))
     return Source("torch", path.stem, str(path), _ExportedModule(ep, module, names), specs)
@@ -333,18 +369,24 @@ def _savedmodel_source(path: Path, overrides: list[InputSpec]) -> Source:
         shape = tuple(spec.shape)
         if name in given:
             specs.append(given.pop(name))
-        elif any(d is None for d in shape):
-            raise BadInput(f"{path}: input {name!r} has dynamic dimensions {list(shape)}; pass e.g. --input {name}={_suggest(shape)}")
         else:
-            specs.append(InputSpec(name, shape, spec.dtype.name))
+            specs.append(InputSpec.of(name, _dynamic_dims(shape, name), spec.dtype.name))
     if given:
         raise BadInput(f"{path}: --input names {sorted(given)} are not inputs of the SavedModel")
     return Source("tf", path.name, str(path), (loaded, fn), specs, sorted(fn.structured_outputs))
 
 
-def resolve(model: str, overrides: list[InputSpec] | None = None) -> Source:
-    """Turn the MODEL argument into a :class:`Source`; raise BadInput if it cannot be."""
-    overrides = list(overrides or [])
+def resolve(model: str, overrides: list[InputSpec] | None = None, dims: dict[str, int] | None = None) -> Source:
+    """Turn the MODEL argument into a :class:`Source`; raise BadInput if it cannot be.
+
+    ``dims`` (``--dim SYMBOL=INT``) gives example sizes of symbols; every symbol of the
+    returned inputs has one (a missing or conflicting size is bad input)."""
+    source = _resolve(model, list(overrides or []))
+    source.inputs = with_sizes(source.inputs, dims)
+    return source
+
+
+def _resolve(model: str, overrides: list[InputSpec]) -> Source:
     if not model or not model.strip():
         raise BadInput("MODEL is empty")
     path = Path(model)

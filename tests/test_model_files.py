@@ -43,8 +43,8 @@ def test_savedmodel_folder_to_torch(tmp_path):
     model = _small_keras_model()
     folder = tmp_path / "saved"
     model.export(str(folder), verbose=False)
-    # The exported signature has a dynamic batch: without --input that is a clear error.
-    with pytest.raises(BadInput, match="--input image=1,9,9,3"):
+    # The exported signature has a dynamic batch: without its size (--dim or --input) that is a clear error.
+    with pytest.raises(BadInput, match=r"symbol 'B'.*--dim B=N \(or --input image=B=N,9,9,3\)"):
         convert(Options(model=str(folder), out=str(tmp_path / "out")))
     result = convert(Options(model=str(folder), out=str(tmp_path / "out"), inputs=[InputSpec("image", (2, 9, 9, 3))]))
     assert result.exit_code == 0 and result.report["source"] == "tf"

@@ -23,6 +23,7 @@ from .padding import ExplicitPads
 from .patterns import fill_kept_shapes
 from .recurrent import LoopAsRecurrent
 from .select import WhereFromMasks
+from .symbolic import infer as infer_symbolic
 from .transpose import TransposeOptimizer
 
 
@@ -111,7 +112,8 @@ def _drop_empty_squeeze_axes(graph: ir.Graph) -> None:
 
 
 class RefreshShapes(ir.passes.InPlacePass):
-    """Forget intermediate shapes and infer them again from the (static) inputs."""
+    """Forget intermediate shapes and infer them again from the inputs (static, or symbolic:
+    see ``symbolic.infer``)."""
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         kept: set[ir.Value] = set()  # shapes set here that ONNX's inference gets wrong
@@ -125,6 +127,7 @@ class RefreshShapes(ir.passes.InPlacePass):
                 ShapeInferencePass(strict_mode=False)(model)
             if not _ceil_pool_shapes(model.graph, kept):
                 break
+        infer_symbolic(model)  # symbolic inputs only: sizes ONNX's inference left unknown become expressions
         return ir.passes.PassResult(model, False)
 
 
