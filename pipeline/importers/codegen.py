@@ -130,6 +130,41 @@ def layout_note(node: ir.Node, perm: list[int]) -> str | None:
     return "channels-last -> channels-first" if first_result else "channels-first -> channels-last"
 
 
+def python_size(expr, name_of) -> str:
+    """A symbolic size (sympy: sums, products, floor/ceiling of a division by an integer) as
+    integer Python arithmetic; ``name_of`` maps a symbol's name to its variable.  Raises
+    ValueError for anything else."""
+    import sympy
+
+    if expr.is_Integer:
+        return str(int(expr))
+    if expr.is_Symbol:
+        return name_of(expr.name)
+    if isinstance(expr, (sympy.floor, sympy.ceiling)):
+        num, den = sympy.fraction(sympy.together(expr.args[0]))
+        if not den.is_Integer or int(den) <= 0:
+            raise ValueError(f"cannot write the size {expr}")
+        inner = python_size(sympy.expand(num), name_of)
+        return f"({inner}) // {int(den)}" if isinstance(expr, sympy.floor) else f"-(-({inner}) // {int(den)})"
+    if expr.is_Add:
+        terms = sorted(expr.args, key=lambda a: a.is_Number)  # symbols first, the constant last
+        text = python_size(terms[0], name_of)
+        for term in terms[1:]:
+            negative = term.could_extract_minus_sign()
+            text += f" - {python_size(-term, name_of)}" if negative else f" + {python_size(term, name_of)}"
+        return text
+    if expr.is_Mul:
+        parts = []
+        for factor in expr.args:
+            code = python_size(factor, name_of)
+            parts.append(f"({code})" if factor.is_Add else code)
+        return " * ".join(parts)
+    if expr.is_Pow and expr.exp.is_Integer and int(expr.exp) > 0:
+        base = python_size(expr.base, name_of)
+        return " * ".join([f"({base})" if expr.base.is_Add else base] * int(expr.exp))
+    raise ValueError(f"cannot write the size {expr}")
+
+
 def tuple_or_int(values) -> str:
     """``3`` when every value is 3, else ``(3, 5)``: how both frameworks' layers take per-axis sizes."""
     values = [int(v) for v in values]
@@ -202,6 +237,54 @@ class Translation:
         if s is None:
             self.unsupported(f"output {j} has no static shape")
         return s
+
+    # -- sizes that may vary (symbols; see normalize.symbolic) ------------------
+    def dims(self, i: int = 0) -> list:
+        """Input ``i``'s dimensions: ints where static, sympy expressions of the symbols where not."""
+        return self._dims(self.node.inputs[i], f"input {i}")
+
+    def out_dims(self, j: int = 0) -> list:
+        return self._dims(self.node.outputs[j], f"output {j}")
+
+    def _dims(self, value: ir.Value, what: str) -> list:
+        from ..normalize.symbolic import dims
+
+        found = dims(value)
+        if found is None:
+            self.unsupported(f"{what} has no known shape")
+        return found
+
+    def rank(self, i: int = 0) -> int:
+        return len(self.dims(i))
+
+    def sizes(self, i: int, axes) -> tuple[int, ...]:
+        """Input ``i``'s sizes on ``axes``, which must be static (other axes may vary)."""
+        dims = self.dims(i)
+        out = []
+        for a in axes:
+            d = dims[a % len(dims)]
+            if not isinstance(d, int):
+                self.unsupported(f"input {i} varies in size on axis {a} ({d}), where this op needs a fixed size")
+            out.append(d)
+        return tuple(out)
+
+    def out_sizes(self, j: int, axes) -> tuple[int, ...]:
+        """Output ``j``'s sizes on ``axes``, which must be static."""
+        dims = self.out_dims(j)
+        out = []
+        for a in axes:
+            d = dims[a % len(dims)]
+            if not isinstance(d, int):
+                self.unsupported(f"output {j} varies in size on axis {a} ({d}), where this op needs a fixed size")
+            out.append(d)
+        return tuple(out)
+
+    def size_code(self, expr) -> str | None:
+        """Python source for a size in the generated code: an int, or the target's run-time
+        expression of the symbols (None where the target has none, e.g. Keras' functional build)."""
+        if isinstance(expr, int):
+            return str(expr)
+        return self.gen.size_code(expr)
 
     def out_dtype(self, j: int = 0):
         return self.node.outputs[j].dtype
@@ -356,6 +439,19 @@ class Generator:
     def constant(self, value: ir.Value, arr: np.ndarray) -> str:  # pragma: no cover - per target
         raise NotImplementedError
 
+    def size_code(self, expr) -> str | None:
+        """A symbolic size as code of this target; None when it cannot be written (the default)."""
+        return None
+
+    def symbol_places(self) -> dict[str, tuple[ir.Value, int]]:
+        """Each symbol of the graph inputs' shapes, with the first input and axis that carries it."""
+        places: dict[str, tuple[ir.Value, int]] = {}
+        for v in self.graph.inputs:
+            for axis, d in enumerate(v.shape or ()):
+                if not isinstance(d, int) and d.value is not None and d.value not in places:
+                    places[d.value] = (v, axis)
+        return places
+
     def release_weights(self) -> None:
         """Drop the graph's initializer values once the translators have taken their copies.
 
@@ -381,10 +477,30 @@ class Generator:
             return (lambda t: emit(t, op.read(t))), ""
         return None, ""
 
+    def live_nodes(self, nodes: list[ir.Node]) -> set[ir.Node]:
+        """The nodes whose outputs the graph's outputs need, through the inputs each op reads."""
+        from . import registry
+
+        needed = set(self.graph.outputs)
+        live = set()
+        for node in reversed(nodes):
+            if not any(o in needed for o in node.outputs):
+                continue
+            live.add(node)
+            op = registry.lookup(node.domain, node.op_type, self.opset)
+            try:
+                reads = op.needs(Translation(node, self)) if op is not None else range(len(node.inputs))
+            except NotExpressible:
+                reads = range(len(node.inputs))
+            needed.update(node.inputs[i] for i in reads if node.inputs[i] is not None)
+        return live
+
     def run(self) -> None:
         problems: list[tuple[str, str, str]] = []
-        for node in topological_nodes(self.graph):
-            if node in self.absorbed:
+        nodes = topological_nodes(self.graph)
+        live = self.live_nodes(nodes)
+        for node in nodes:
+            if node in self.absorbed or node not in live:
                 continue
             if node.op_type == "Constant":
                 continue

@@ -23,7 +23,7 @@ def channels_last(t: Translation) -> bool:
     consumer = t.only_consumer()
     if producer is not None and pin_role(producer) == PIN_IN and consumer is not None and pin_role(consumer) == PIN_OUT:
         return True
-    if len(t.shape(0)) <= 2:
+    if t.rank(0) <= 2:
         return False
     t.unsupported("layout-sensitive op was not lowered to channels-last")
 
@@ -52,7 +52,7 @@ def tf_3d_same_shifts(in_sizes, kernel, strides, dil) -> bool:
 
 def spatial_padding(t: Translation, x: str, nd: int, pads, kernel, strides, dil, allow_causal=False):
     """Return (padding string, x) — possibly after an explicit ZeroPadding layer."""
-    in_sizes = t.shape(0)[2:]
+    in_sizes = t.sizes(0, range(2, t.rank(0)))
     if not any(pads):
         return "valid", x
     same = pads == same_pads(in_sizes, kernel, strides, dil, upper=True)
@@ -103,6 +103,77 @@ def add(a: str, a_shape: tuple | None, b: str, b_shape: tuple | None) -> tuple[s
     if not _misplaced(b_shape, a_shape):
         return f"ops.add({b}, {a})", note
     return f"ops.subtract({a}, ops.negative({b}))", note
+
+
+# Layers a generated model.py defines for itself, written only where used.
+HELPERS = {
+    "ReshapeTo": '''
+@keras.saving.register_keras_serializable(package="pipeline")
+class ReshapeTo(layers.Layer):
+    """Reshape to sizes known at run time only: a functional model is built before the sizes
+    of its inputs are.  Each size is an int, or ``[factor, [input, axis], ...]``: the factor
+    times those axes' sizes of the tensors given after ``x``."""
+
+    def __init__(self, sizes, **kwargs):
+        super().__init__(**kwargs)
+        self.sizes = sizes
+
+    def call(self, inputs):
+        x, refs = inputs[0], inputs[1:]
+        shape = []
+        for size in self.sizes:
+            if isinstance(size, int):
+                shape.append(size)
+                continue
+            value = size[0]
+            for i, axis in size[1:]:
+                value = value * ops.shape(refs[i])[axis]
+            shape.append(value)
+        return ops.reshape(x, shape)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(size if isinstance(size, int) else None for size in self.sizes)
+
+    def get_config(self):
+        return {**super().get_config(), "sizes": self.sizes}
+''',
+}
+
+
+def reshape_to(t: Translation, x: str, dims: list) -> str:
+    """``ReshapeTo(sizes)([x, *inputs])``: each varying size a product of the model inputs' axes.
+
+    Refused (``t.unsupported``) for sizes that are no such product (a division, a sum)."""
+    import sympy
+
+    places = t.gen.symbol_places()
+    refs: list[ir.Value] = []
+    sizes = []
+    for d in dims:
+        if isinstance(d, int):
+            sizes.append(d)
+            continue
+        factor, entry = 1, []
+        for part in sympy.Mul.make_args(sympy.expand(d)):
+            if part.is_Integer:
+                factor *= int(part)
+            elif part.is_Symbol and part.name in places:
+                value, axis = places[part.name]
+                if value not in refs:
+                    refs.append(value)
+                entry.append([refs.index(value), axis])
+            elif part.is_Pow and part.base.is_Symbol and part.base.name in places and part.exp.is_Integer:
+                value, axis = places[part.base.name]
+                if value not in refs:
+                    refs.append(value)
+                entry += [[refs.index(value), axis]] * int(part.exp)
+            else:
+                t.unsupported(f"a reshape to the size {d}, which is no product of the inputs' sizes")
+        sizes.append([factor, *entry])
+    t.gen.helpers.add("ReshapeTo")
+    name = t.gen.add_layer(t.layer_hint() + "_reshape", [])
+    args = ", ".join([x] + [t.gen.expr(v) for v in refs])
+    return f"ReshapeTo({sizes}, name={name!r})([{args}])"
 
 
 __all__ = ["KERAS_DTYPES", "add", "channels_last", "layer", "new_constant", "pool_pad", "spatial_padding",

@@ -65,6 +65,12 @@ class Op:
     def read(self, t) -> Any:
         return None
 
+    def needs(self, t) -> list[int]:
+        """The inputs the emitters read: all by default.  An op whose output size is known
+        without a shape input (a Reshape to sizes inference gave) does not need the nodes that
+        compute it, and they are not written."""
+        return list(range(len(t.node.inputs)))
+
     def emitter(self, target: str):
         fn = getattr(self, target, None)
         return fn if callable(fn) else None

@@ -14,19 +14,19 @@ from pathlib import Path
 import numpy as np
 import onnx_ir as ir
 
-from ..normalize.graph import static_shape
 from ..onnx_io import COLLECT_BYTES
 from ..sources import import_file
 from .codegen import Generator, py_literal
 from .docs import interface_doc
-from .keras_emit import KERAS_DTYPES
+from .keras_emit import HELPERS, KERAS_DTYPES
 
 
 class KerasGenerator(Generator):
     def __init__(self, graph: ir.Graph):
-        super().__init__(graph, "keras", reserved=("keras", "layers", "ops", "np", "os", "C", "HERE"))
+        super().__init__(graph, "keras", reserved=("keras", "layers", "ops", "np", "os", "C", "HERE", *HELPERS))
         self.layer_weights: dict[str, list[np.ndarray]] = {}
         self.constants: dict[str, np.ndarray] = {}
+        self.helpers: set[str] = set()  # keras_emit.HELPERS the model uses
 
     def add_layer(self, hint: str, weights: list) -> str:
         name = self.layer_names.take(hint)
@@ -53,15 +53,20 @@ def generate(model: ir.Model, out_dir: Path, title: str, origin: str, interface:
         name = gen.names.take(v.name)
         gen.values[v] = name
         input_names.append(name)
-        shape = static_shape(v)
-        if not shape:
+        shape = [d if isinstance(d, int) else None for d in v.shape] if v.shape is not None else None
+        if shape is None:
+            from ..errors import Unsupported
+
+            raise Unsupported("keras", [("input", v.name, "a graph input of unknown rank")])
+        if len(shape) == 0:
             from ..errors import Unsupported
 
             raise Unsupported("keras", [("input", v.name, "a rank-0 (scalar) graph input: every Keras model input has "
                                                           "a batch axis")])
         dtype = KERAS_DTYPES.get(v.dtype.value, "float32")
         extra = f", dtype={dtype!r}" if dtype != "float32" else ""
-        input_lines.append(f"{name} = keras.Input(shape={tuple(shape[1:])}, batch_size={shape[0]}, name={v.name!r}{extra})")
+        batch = f", batch_size={shape[0]}" if shape[0] is not None else ""  # a varying batch: any size
+        input_lines.append(f"{name} = keras.Input(shape={tuple(shape[1:])}{batch}, name={v.name!r}{extra})")
     _outputs_depend_on_inputs(graph)
     gen.run()
     outs = [gen.expr(v) for v in graph.outputs]
@@ -72,7 +77,8 @@ def generate(model: ir.Model, out_dir: Path, title: str, origin: str, interface:
 
     doc = interface_doc(graph, interface, "keras", title, origin, source_layout)
     lines = [f'"""{doc}"""', "", "import os", "", "import keras", "import numpy as np", "from keras import layers, ops", "",
-             "HERE = os.path.dirname(os.path.abspath(__file__))", "", "",
+             "HERE = os.path.dirname(os.path.abspath(__file__))", "",
+             *[HELPERS[h] for h in sorted(gen.helpers)], "",
              "def build() -> keras.Model:", '    """The model\'s structure (weights are random until load())."""']
     if gen.constants:
         lines.append('    C = np.load(os.path.join(HERE, "constants.npz"))')

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import onnx_ir as ir
 
-from .codegen import Generator, identifier, py_literal
+from .codegen import Generator, identifier, py_literal, python_size
 from .docs import interface_doc
 from .torch_emit import DTYPE_NAMES
 
@@ -26,6 +26,7 @@ class TorchGenerator(Generator):
         self.buffers: list[tuple[str, np.ndarray]] = []
         self.state: dict[str, np.ndarray] = {}
         self.attrs = set()
+        self.symbols: dict[str, str] = {}  # symbol -> its variable in forward
 
     def add_module(self, hint: str, ctor: str, weights: dict) -> str:
         attr = self.layer_names.take(hint)
@@ -35,6 +36,23 @@ class TorchGenerator(Generator):
             if arr is not None:
                 self.state[f"{attr}.{key}"] = np.ascontiguousarray(arr)
         return attr
+
+    def size_code(self, expr) -> str | None:
+        """A symbolic size as Python arithmetic on variables bound from the inputs' shapes at
+        the top of ``forward`` (``B = mixture.shape[0]``)."""
+        places = self.symbol_places()
+
+        def name_of(symbol: str) -> str:
+            if symbol not in places:
+                raise ValueError(symbol)
+            if symbol not in self.symbols:
+                self.symbols[symbol] = self.names.take(symbol)
+            return self.symbols[symbol]
+
+        try:
+            return python_size(expr, name_of)
+        except ValueError:
+            return None
 
     def constant(self, value: ir.Value, arr: np.ndarray) -> str:
         if arr.ndim == 0:
@@ -121,7 +139,9 @@ def generate(model: ir.Model, out_dir: Path, title: str, origin: str, interface:
         dtype = DTYPE_NAMES.get(ir.DataType.from_numpy(arr.dtype).value, "torch.float32")
         lines.append(f'        self.register_buffer("{attr}", torch.empty({tuple(arr.shape)}, dtype={dtype}))')
     lines += ["", f"    def forward(self, {', '.join(args)}):"]
-    lines += [f"        {line}" for line in release_dead(gen.lines, keep={*args, *_names(ret)})]
+    places = gen.symbol_places()
+    bindings = [f"{var} = {gen.values[places[sym][0]]}.shape[{places[sym][1]}]" for sym, var in gen.symbols.items()]
+    lines += [f"        {line}" for line in bindings + release_dead(gen.lines, keep={*args, *_names(ret)})]
     lines += [f"        return {ret}", "", "",
               "def load(weights: str = WEIGHTS) -> Model:",
               '    """Build the model, load its weights, and put it in eval mode."""',

@@ -265,7 +265,7 @@ class Softmax(Op):
     types = ("Softmax", "LogSoftmax")
 
     def read(self, t: Translation) -> tuple[int, bool]:
-        rank = len(t.shape(0))
+        rank = t.rank(0)
         if t.opset < 13:
             axis = t.int("axis", 1) % max(rank, 1)
             return axis, axis < rank - 1
@@ -279,18 +279,19 @@ class Softmax(Op):
             t.assign(f"{fn}({x}.flatten({axis}), dim={axis}).reshape({x}.shape)",
                      comment="opset < 13: over every axis from the given one")
         else:
-            rank = len(t.shape(0))
+            rank = t.rank(0)
             t.assign(f"{fn}({x}, dim={-1 if axis == rank - 1 else axis})")
 
     def keras(self, t: Translation, p) -> None:
         axis, flat = p
         fn = "ops.softmax" if t.op == "Softmax" else "ops.log_softmax"
-        x, shape = t.inp(0), t.shape(0)
+        x = t.inp(0)
         if flat:
+            shape = t.shape(0)
             t.assign(f"ops.reshape({fn}(ops.reshape({x}, {tuple(shape[:axis]) + (-1,)}), axis=-1), {tuple(shape)})",
                      comment="opset < 13: over every axis from the given one")
         else:
-            t.assign(f"{fn}({x}, axis={-1 if axis == len(shape) - 1 else axis})")
+            t.assign(f"{fn}({x}, axis={-1 if axis == t.rank(0) - 1 else axis})")
 
 
 @register

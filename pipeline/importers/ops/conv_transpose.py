@@ -201,7 +201,7 @@ class ConvTranspose(Op):
         else:
             expr = _grouped_conv_transpose(t, w, None, group, args)
         bias = None if b is None else K.new_constant(t, b.astype(np.float32), "bias")
-        made = [(n - 1) * s + max(k, s) for n, k, s in zip(t.shape(0)[2:], kernel, strides)]  # Keras' "valid" length
+        made = [(n - 1) * s + max(k, s) for n, k, s in zip(t.sizes(0, range(2, t.rank(0))), kernel, strides)]  # Keras' "valid" length
         self._crop_to_window(t, expr, made, kernel, strides, begins, extra, bias)
 
     @staticmethod
@@ -211,7 +211,7 @@ class ConvTranspose(Op):
         ``bias``.  ``kernel`` is the effective (dilated) kernel."""
         full = t.gen.names.take(t.layer_hint() + "_full")
         t.gen.emit(f"{full} = {expr}")
-        sizes = t.shape(0)[2:]
+        sizes = t.sizes(0, range(2, t.rank(0)))
         stops = [(n - 1) * s + k + x for n, k, s, x in zip(sizes, kernel, strides, extra)]
         window = ", ".join(f"{max(bg, 0) or ''}:{min(stop, m) if stop < m else ''}"
                            for bg, stop, m in zip(begins, stops, made))

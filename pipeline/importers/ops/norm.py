@@ -71,7 +71,7 @@ class BatchNormalization(Op):
         return BatchNorm(scale, bias, mean, var, t.float("epsilon", 1e-5))
 
     def torch(self, t: Translation, p: BatchNorm) -> None:
-        rank = len(t.shape(0))
+        rank = t.rank(0)
         nd = {2: 1, 3: 1, 4: 2, 5: 3}.get(rank)
         if nd is None:
             t.unsupported(f"rank-{rank} input")
@@ -82,7 +82,7 @@ class BatchNormalization(Op):
 
     def keras(self, t: Translation, p: BatchNorm) -> None:
         cl = K.channels_last(t)
-        axis = -1 if (cl or len(t.shape(0)) == 2) else 1
+        axis = -1 if (cl or t.rank(0) == 2) else 1
         args = [f"epsilon={_f32(p.eps)}"] + ([] if axis == -1 else [f"axis={axis}"])
         t.assign(K.layer(t, "BatchNormalization", args, [p.scale, p.bias, p.mean, p.var], t.inp(0)))
 
@@ -206,7 +206,7 @@ class InstanceNormalization(Op):
         return InstanceNorm(scale, bias, t.float("epsilon", 1e-5), match_group_norm(t.node))
 
     def torch(self, t: Translation, p: InstanceNorm) -> None:
-        m, rank = p.group, len(t.shape(0))
+        m, rank = p.group, t.rank(0)
         if m is None:
             if rank not in (3, 4, 5):
                 t.unsupported(f"rank-{rank} instance normalization")
@@ -257,7 +257,7 @@ class GroupNormalization(Op):
     traits = frozenset({"layout"})
 
     def read(self, t: Translation) -> GroupNorm:
-        groups, channels = t.int("num_groups"), t.shape(0)[1]
+        groups, channels = t.int("num_groups"), t.sizes(0, [1])[0]
         scale, bias = t.need_const(1, "scale").astype(np.float32), t.need_const(2, "bias").astype(np.float32)
         if scale.shape[0] != channels:
             scale, bias = np.repeat(scale, channels // groups), np.repeat(bias, channels // groups)
@@ -378,7 +378,7 @@ class LRN(Op):
     def keras(self, t: Translation, p: Lrn) -> None:
         """The window sum is a matmul with a 0/1 band matrix over the last (channel) axis."""
         K.channels_last(t)
-        channels = t.shape(0)[1]
+        channels = t.sizes(0, [1])[0]
         before, after = (p.size - 1) // 2, p.size // 2
         band = np.zeros((channels, channels), np.float32)
         for c in range(channels):

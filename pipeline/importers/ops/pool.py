@@ -78,7 +78,7 @@ def _ceil_pads_fit(t: Translation, shape, kernel, strides, begins, ends, dil) ->
     """
     if not all(0 <= bg <= en and bg <= k // 2 for bg, en, k in zip(begins, ends, kernel)):
         return False
-    out = t.out_shape()[2:]
+    out = t.out_sizes(0, range(2, t.rank(0)))
     return all(torch_pool_len(n, k, s, bg, d, True) == o
                for n, k, s, bg, d, o in zip(shape, kernel, strides, begins, dil, out))
 
@@ -108,13 +108,13 @@ class Pool(Op):
         rescale = None
         padded = False  # padded here, before an unpadded nn pool
         # AvgPool3d checks the *unpadded* input against the kernel: pad it explicitly instead
-        small_3d = not is_max and nd == 3 and any(n < k for n, k in zip(t.shape(0)[2:], kernel))
+        small_3d = not is_max and nd == 3 and any(n < k for n, k in zip(t.sizes(0, range(2, t.rank(0))), kernel))
         if begins == ends and all(bg <= k // 2 for bg, k in zip(begins, kernel)) and not small_3d:
             if any(begins):
                 args.append(f"padding={T.tuple_or_int(begins)}")
                 if not is_max:
                     args.append(f"count_include_pad={include_pad}")
-        elif not ceil and not small_3d and (is_max or not include_pad) and _ceil_pads_fit(t, t.shape(0)[2:], kernel,
+        elif not ceil and not small_3d and (is_max or not include_pad) and _ceil_pads_fit(t, t.sizes(0, range(2, t.rank(0))), kernel,
                                                                                             strides, begins, ends, dil):
             # TF "same" pooling: the extra end padding becomes PyTorch's ceil_mode windows,
             # which PyTorch clips to the input (and averages over what is left).
@@ -135,7 +135,7 @@ class Pool(Op):
                 t.unsupported("ceil_mode average pooling with asymmetric padding excluded from the mean")
             x = T.pad_first(t, x, list(zip(begins, ends)), nd)
             if not include_pad:  # the zero-padded mean divides by the whole window; TF by its real part
-                counts = valid_counts(t.shape(0)[2:], kernel, strides, begins, t.out_shape()[2:])
+                counts = valid_counts(t.sizes(0, range(2, t.rank(0))), kernel, strides, begins, t.out_sizes(0, range(2, t.rank(0))))
                 rescale = T.buffer(t, T.hint(t) + "_rescale", float(np.prod(kernel)) / counts)
         if ceil:
             args.append("ceil_mode=True")
@@ -155,7 +155,7 @@ class Pool(Op):
         if ceil and padded:
             # ONNX drops a ceil_mode window that would start in the end padding; on the padded
             # input PyTorch sees no padding and keeps it: crop it off
-            shape = t.shape(0)[2:]
+            shape = t.sizes(0, range(2, t.rank(0)))
             want = [pool_len(n, k, s, b, e, d, True)
                     for n, k, s, b, e, d in zip(shape, kernel, strides, begins, ends, dil)]
             got = [torch_pool_len(n + b + e, k, s, 0, d, True)
@@ -197,7 +197,7 @@ class Pool(Op):
             return
         x = t.inp(0)
         rescale = None
-        in_sizes = t.shape(0)[2:]
+        in_sizes = t.sizes(0, range(2, t.rank(0)))
         include_pad = p.include_pad
         counted = pads  # the padding a mean counting it counts: not the overhang of ceil_mode's windows
         if p.ceil:
@@ -252,7 +252,7 @@ def _torch_taps(t: Translation, x: str, plan, what: str = "dilated average pooli
 def _dilated_average(t: Translation, p: PoolPlan) -> None:
     """nn.AvgPool has no dilation (ONNX has since opset 19): each window's sum over the taps,
     then divided by the taps each window counts."""
-    plan = tap_pool(t.shape(0)[2:], p.kernel, p.strides, p.dil, p.pads, p.ceil, True, p.include_pad)
+    plan = tap_pool(t.sizes(0, range(2, t.rank(0))), p.kernel, p.strides, p.dil, p.pads, p.ceil, True, p.include_pad)
     x = _torch_taps(t, t.inp(0), plan)
     inverse = T.buffer(t, T.hint(t) + "_inverse_count", (1.0 / plan.divisor).astype(np.float32))
     t.assign(f"{x} * {inverse}", comment="mean: divided by the taps each window counts")
@@ -280,7 +280,7 @@ def _keras_taps(t: Translation, x: str, plan, is_max: bool) -> str:
 def _tap_pool(t: Translation, p: PoolPlan, is_max: bool) -> None:
     """A dilated max or average for Keras: the taps' max or sum, an average then divided by the
     taps each window counts."""
-    plan = tap_pool(t.shape(0)[2:], p.kernel, p.strides, p.dil, p.pads, p.ceil, not is_max, p.include_pad)
+    plan = tap_pool(t.sizes(0, range(2, t.rank(0))), p.kernel, p.strides, p.dil, p.pads, p.ceil, not is_max, p.include_pad)
     x = _keras_taps(t, t.inp(0), plan, is_max)
     if is_max:
         t.alias(x)
@@ -322,7 +322,7 @@ class LpPool(Op):
             mod = T.module(t, f"nn.LPPool{p.nd}d({', '.join(args)})")
             t.assign(f"self.{mod}({x})")
             return
-        taps = tap_pool(t.shape(0)[2:], p.kernel, p.strides, p.dil, p.pads, p.ceil, False, False)
+        taps = tap_pool(t.sizes(0, range(2, t.rank(0))), p.kernel, p.strides, p.dil, p.pads, p.ceil, False, False)
         powered = t.gen.names.take(T.hint(t) + "_powered")
         t.gen.emit(f"{powered} = {x}.abs().pow({_num(power)})")
         t.assign(f"{_torch_taps(t, powered, taps, 'p-norm pooling')}.pow({1 / power!r})", comment="the p-norm of each window")
@@ -330,7 +330,7 @@ class LpPool(Op):
     def keras(self, t: Translation, plan) -> None:
         K.channels_last(t)
         p, power = plan
-        taps = tap_pool(t.shape(0)[2:], p.kernel, p.strides, p.dil, p.pads, p.ceil, False, False)
+        taps = tap_pool(t.sizes(0, range(2, t.rank(0))), p.kernel, p.strides, p.dil, p.pads, p.ceil, False, False)
         powered = t.gen.names.take(t.layer_hint() + "_powered")
         t.gen.emit(f"{powered} = ops.power(ops.abs({t.inp(0)}), {_num(power)})")
         summed = _keras_taps(t, powered, taps, False)
@@ -345,13 +345,13 @@ class GlobalPool(Op):
     traits = frozenset({"layout"})
 
     def torch(self, t: Translation, plan) -> None:
-        dims = tuple(range(2, len(t.shape(0))))
+        dims = tuple(range(2, t.rank(0)))
         fn = "mean" if t.op == "GlobalAveragePool" else "amax"
         t.assign(f"{t.inp(0)}.{fn}(dim={dims}, keepdim=True)")
 
     def keras(self, t: Translation, plan) -> None:
         K.channels_last(t)
-        nd = len(t.shape(0)) - 2
+        nd = t.rank(0) - 2
         cls = f"Global{'Average' if t.op == 'GlobalAveragePool' else 'Max'}Pooling{nd}D"
         t.assign(K.layer(t, cls, ["keepdims=True"], None, t.inp(0)))
 
@@ -367,11 +367,11 @@ class GlobalLpPool(Op):
         return read_p(t)
 
     def torch(self, t: Translation, power: float) -> None:
-        dims = tuple(range(2, len(t.shape(0))))
+        dims = tuple(range(2, t.rank(0)))
         t.assign(f"torch.linalg.vector_norm({t.inp(0)}, {_num(power)}, dim={dims}, keepdim=True)")
 
     def keras(self, t: Translation, power: float) -> None:
         K.channels_last(t)
-        axes = tuple(range(1, len(t.shape(0)) - 1))
+        axes = tuple(range(1, t.rank(0) - 1))
         t.assign(f"ops.power(ops.sum(ops.power(ops.abs({t.inp(0)}), {_num(power)}), axis={axes}, keepdims=True), "
                  f"{1 / power!r})", comment="the p-norm over the spatial axes")

@@ -47,7 +47,7 @@ class Reduce(Op):
     traits = frozenset({"reduce"})
 
     def read(self, t: Translation) -> Reduction:
-        shape = t.shape(0)
+        shape = t.dims(0)
         rank = len(shape)
         axes = t.ints("axes")
         if axes is None and t.has_input(1):
@@ -100,9 +100,8 @@ class ArgExtreme(Op):
     types = ("ArgMax", "ArgMin")
 
     def read(self, t: Translation) -> ArgPlan:
-        shape = t.shape(0)
-        axis = t.int("axis", 0) % len(shape)
-        last = shape[axis] - 1 if t.int("select_last_index", 0) else None
+        axis = t.int("axis", 0) % t.rank(0)
+        last = t.sizes(0, [axis])[0] - 1 if t.int("select_last_index", 0) else None
         return ArgPlan(axis, bool(t.int("keepdims", 1)), last)
 
     def torch(self, t: Translation, p: ArgPlan) -> None:
@@ -136,7 +135,7 @@ class CumSum(Op):
     types = ("CumSum",)
 
     def read(self, t: Translation) -> CumPlan:
-        rank = len(t.shape(0))
+        rank = t.rank(0)
         axis = int(t.need_const(1, "the axis").reshape(-1)[0]) % rank
         return CumPlan(axis, bool(t.int("reverse", 0)), bool(t.int("exclusive", 0)))
 
@@ -185,7 +184,7 @@ class TopK(Op):
 
     def read(self, t: Translation) -> TopKPlan:
         k = t.int("k") if t.opset < 10 else int(t.need_const(1, "K").reshape(-1)[0])
-        rank = len(t.shape(0))
+        rank = t.rank(0)
         return TopKPlan(k, t.int("axis", -1) % rank, rank, bool(t.int("largest", 1)), bool(t.int("sorted", 1)))
 
     def torch(self, t: Translation, p: TopKPlan) -> None:

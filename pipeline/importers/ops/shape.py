@@ -24,7 +24,7 @@ class Transpose(Op):
     types = ("Transpose",)
 
     def read(self, t: Translation) -> list[int]:
-        return t.ints("perm") or list(reversed(range(len(t.shape(0)))))
+        return t.ints("perm") or list(reversed(range(t.rank(0))))
 
     def torch(self, t: Translation, perm: list[int]) -> None:
         t.assign(f"{t.inp(0)}.permute{tuple(perm)}", comment=layout_note(t.node, perm))
@@ -53,25 +53,53 @@ class Reshape(Op):
     traits = frozenset({"shape"})
 
     def read(self, t: Translation) -> bool:
-        t.out_shape()
+        if sum(not isinstance(d, int) for d in t.out_dims()) > 1:
+            for d in t.out_dims():
+                if not isinstance(d, int) and any(s.name.startswith("_unknown_") for s in d.free_symbols):
+                    t.unsupported("a reshape to sizes that shape inference could not work out")
         users = t.node.outputs[0].consumers()
         return t.op == "Reshape" and len(users) == 1 and linear_nd(users[0]) is not None
 
+    def needs(self, t: Translation) -> list[int]:
+        return [0]  # the output's sizes come from shape inference (ints, or expressions of the symbols)
+
+    @staticmethod
+    def _sizes(t: Translation, target: str) -> list[str] | None:
+        """The output's sizes as code: ints, ``-1`` for a lone varying one, run-time expressions
+        (PyTorch) for several; None when Keras needs a run-time reshape layer."""
+        dims = t.out_dims()
+        varying = [i for i, d in enumerate(dims) if not isinstance(d, int)]
+        if len(varying) == 1:
+            return [str(d) if isinstance(d, int) else "-1" for d in dims]
+        codes = [t.size_code(d) for d in dims]
+        if any(c is None for c in codes):
+            if target == "keras":
+                return None
+            t.unsupported(f"a reshape to sizes {dims} that cannot be written from the inputs' sizes")
+        return codes
+
     def torch(self, t: Translation, into_layer: bool) -> None:
-        x, shape = t.inp(0), t.out_shape()
+        x = t.inp(0)
+        sizes = self._sizes(t, "torch")
+        args = f"({sizes[0]},)" if len(sizes) == 1 else f"({', '.join(sizes)})" if sizes else "(())"
         if into_layer or _feeds_group_norm(t):
-            t.alias(f"{x}.reshape{T.shape_args(shape)}")  # unused: the Linear/GroupNorm takes the N-D input
+            t.alias(f"{x}.reshape{args}")  # unused: the Linear/GroupNorm takes the N-D input
         elif t.op == "Flatten" and t.int("axis", 1) == 1:
             t.assign(f"torch.flatten({x}, 1)")
         else:
-            t.assign(f"{x}.reshape{T.shape_args(shape)}")
+            t.assign(f"{x}.reshape{args}")
 
     def keras(self, t: Translation, into_layer: bool) -> None:
         x = t.inp(0)
+        sizes = self._sizes(t, "keras")
+        if sizes is None:
+            t.assign(K.reshape_to(t, x, t.out_dims()), comment="sizes known at run time only")
+            return
+        args = f"({sizes[0]},)" if len(sizes) == 1 else f"({', '.join(sizes)})"
         if into_layer:
-            t.alias(f"ops.reshape({x}, {shape_literal(t.out_shape())})")  # unused: the Dense takes the N-D input
+            t.alias(f"ops.reshape({x}, {args})")  # unused: the Dense takes the N-D input
         elif not keras_wrapped_group_norm(t):
-            t.assign(f"ops.reshape({x}, {shape_literal(t.out_shape())})")
+            t.assign(f"ops.reshape({x}, {args})")
 
 
 @register
@@ -97,7 +125,7 @@ class Split(Op):
     types = ("Split",)
 
     def read(self, t: Translation) -> tuple[int, list[int]]:
-        axis = t.int("axis", 0) % len(t.shape(0))
+        axis = t.int("axis", 0) % t.rank(0)
         return axis, [int(t.out_shape(j)[axis]) for j in range(len(t.node.outputs))]
 
     def torch(self, t: Translation, p) -> None:
@@ -223,7 +251,7 @@ class Pad(Op):
     types = ("Pad",)
 
     def read(self, t: Translation) -> PadPlan:
-        rank = len(t.shape(0))
+        rank = t.rank(0)
         mode = t.str("mode", "constant")
         if mode not in ("constant", "reflect", "edge", "wrap"):
             t.unsupported(f"pad mode {mode!r}")
@@ -271,7 +299,7 @@ class DepthToSpace(Op):
     traits = frozenset({"layout"})
 
     def read(self, t: Translation) -> tuple[int, str]:
-        if len(t.shape(0)) != 4:
+        if t.rank(0) != 4:
             t.unsupported("DepthToSpace of a tensor that is not 4-D")
         return t.int("blocksize"), t.str("mode", "DCR")
 
@@ -306,7 +334,7 @@ class SpaceToDepth(Op):
     traits = frozenset({"layout"})
 
     def read(self, t: Translation) -> int:
-        if len(t.shape(0)) != 4:
+        if t.rank(0) != 4:
             t.unsupported("SpaceToDepth of a tensor that is not 4-D")
         return t.int("blocksize")
 
