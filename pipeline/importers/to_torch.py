@@ -14,19 +14,20 @@ import onnx_ir as ir
 
 from .codegen import Generator, identifier, py_literal, python_size
 from .docs import interface_doc
-from .torch_emit import DTYPE_NAMES
+from .torch_emit import DTYPE_NAMES, HELPERS
 
 SMALL_CONST = 16  # int constants up to this size are written inline
 
 
 class TorchGenerator(Generator):
     def __init__(self, graph: ir.Graph):
-        super().__init__(graph, "torch", reserved=("self", "torch", "nn", "F", "load_file", "os"))
+        super().__init__(graph, "torch", reserved=("self", "torch", "nn", "F", "load_file", "os", *HELPERS))
         self.modules: list[tuple[str, str]] = []
         self.buffers: list[tuple[str, np.ndarray]] = []
         self.state: dict[str, np.ndarray] = {}
         self.attrs = set()
         self.symbols: dict[str, str] = {}  # symbol -> its variable in forward
+        self.helpers: set[str] = set()  # torch_emit.HELPERS the model uses
 
     def add_module(self, hint: str, ctor: str, weights: dict) -> str:
         attr = self.layer_names.take(hint)
@@ -130,7 +131,8 @@ def generate(model: ir.Model, out_dir: Path, title: str, origin: str, interface:
     doc = interface_doc(graph, interface, "torch", title, origin, source_layout)
     lines = [f'"""{doc}"""', "", "import os", "", "import torch", "import torch.nn.functional as F",
              "from safetensors.torch import load_file", "from torch import nn", "",
-             'WEIGHTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model.safetensors")', "", "",
+             'WEIGHTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model.safetensors")', "",
+             *[HELPERS[h] for h in sorted(gen.helpers)], "",
              "class Model(nn.Module):", f'    """{title}, converted to native torch.nn modules."""', "",
              "    def __init__(self):", "        super().__init__()"]
     for attr, ctor in gen.modules:

@@ -80,7 +80,8 @@ class SqueezeUnitConv(ir.passes.InPlacePass):
             if node.op_type not in ("Conv", "ConvTranspose") or node.domain != "":
                 continue
             x, w = node.inputs[0], node.inputs[1]
-            shape, warr = static_shape(x), const_array(w)
+            shape = None if x.shape is None else [d if isinstance(d, int) else None for d in x.shape]  # None: varies
+            warr = const_array(w)
             if shape is None or warr is None or len(shape) != 4 or warr.ndim != 4:
                 continue
             pads = list(node.attributes.get_ints("pads", [0] * 4))
@@ -100,17 +101,18 @@ class SqueezeUnitConv(ir.passes.InPlacePass):
                 vals = node.attributes.get_ints(name)
                 if vals is not None:
                     node.attributes[name] = ir.AttrInt64s(name, [vals[keep]])
-            node.attributes["pads"] = ir.AttrInt64s("pads", [pads[keep], pads[keep + 2]])
+            if node.attributes.get_string("auto_pad", "NOTSET") == "NOTSET":
+                node.attributes["pads"] = ir.AttrInt64s("pads", [pads[keep], pads[keep + 2]])
             out = node.outputs[0]
-            out_shape = static_shape(out)
+            out_shape = None if out.shape is None else list(out.shape)  # sizes may be symbols
             users = list(out.uses())
             was_output = out.is_graph_output()
             unsq = ir.node("Unsqueeze", [out, ax], name=(node.name or "conv") + "__unsqueeze")
             unsq.outputs[0].name = out.name + "__4d"
             graph.insert_after(node, unsq)
-            if out_shape is not None:
-                set_shape(unsq.outputs[0], out_shape, out.dtype)
-                set_shape(out, [d for j, d in enumerate(out_shape) if j != axis])
+            if out_shape is not None and len(out_shape) == 4:
+                unsq.outputs[0].shape, unsq.outputs[0].dtype = ir.Shape(out_shape), out.dtype
+                out.shape = ir.Shape([d for j, d in enumerate(out_shape) if j != axis])
             for user, idx in users:
                 user.replace_input_with(idx, unsq.outputs[0])
             if was_output:
@@ -133,9 +135,12 @@ def _unit_axis(node: ir.Node, shape: tuple[int, ...], warr: np.ndarray, pads: li
     1 there, so that the op maps a unit axis to a unit axis (stride and
     dilation do not matter on a size-1 axis with a size-1 kernel).
     """
-    if node.attributes.get_string("auto_pad", "NOTSET") != "NOTSET" or len(pads) != 4:
-        return None
     transposed = node.op_type == "ConvTranspose"
+    # "same" over a varying size stays auto_pad (normalize.padding); on a unit axis with a unit
+    # kernel it pads nothing, whatever the stride
+    auto_pad = node.attributes.get_string("auto_pad", "NOTSET")
+    if (auto_pad != "NOTSET" and (transposed or auto_pad == "VALID")) or len(pads) != 4:
+        return None
     outpad = list(node.attributes.get_ints("output_padding", [0, 0])) if transposed else [0, 0]
     out_attr = node.attributes.get_ints("output_shape") if transposed else None
     out_shape = static_shape(node.outputs[0])

@@ -222,6 +222,9 @@ class ExplicitPads(ir.passes.InPlacePass):
                 continue
             kernel = kernel_shape(node)
             shape = static_shape(node.inputs[0])
+            if kernel is not None and shape is None and mode != "VALID" and out_shape is None:
+                changed |= _same_without_sizes(node, kernel, mode)
+                continue
             if kernel is None or shape is None:
                 continue  # left for the importer to report
             n = len(kernel)
@@ -247,3 +250,21 @@ class ExplicitPads(ir.passes.InPlacePass):
             node.attributes["pads"] = ir.AttrInt64s("pads", pads)
             changed = True
         return ir.passes.PassResult(model, changed)
+
+
+def _same_without_sizes(node: ir.Node, kernel: list[int], mode: str) -> bool:
+    """``"same"`` padding over sizes that vary: explicit where no axis' padding depends on its
+    size, i.e. every axis is static or has stride 1 (then the total is ``(k - 1) * d``);
+    otherwise ``auto_pad`` stays and the importer pads at run time.  Not for ConvTranspose."""
+    if node.op_type == "ConvTranspose" or node.inputs[0].shape is None:
+        return False
+    n = len(kernel)
+    sizes = list(node.inputs[0].shape)[2:]
+    strides = list(node.attributes.get_ints("strides", [1] * n))
+    dilations = list(node.attributes.get_ints("dilations", [1] * n))
+    if len(sizes) != n or not all(isinstance(m, int) or s == 1 for m, s in zip(sizes, strides)):
+        return False
+    known = [m if isinstance(m, int) else 1 for m in sizes]  # stride 1: any size pads alike
+    node.attributes["auto_pad"] = ir.AttrString("auto_pad", "NOTSET")
+    node.attributes["pads"] = ir.AttrInt64s("pads", same_pads(known, kernel, strides, dilations, mode == "SAME_UPPER"))
+    return True

@@ -40,6 +40,7 @@ class ConvPlan:
     b: np.ndarray | None
     b_input: bool = False
     outpad: list[int] | None = None  # ConvTranspose only
+    same: str | None = None  # "SAME_UPPER"/"SAME_LOWER" left for run time: a strided axis whose size varies
 
     @property
     def functional(self) -> bool:
@@ -68,10 +69,14 @@ def read_conv(t: Translation, what: str) -> ConvPlan:
             b_input = True
         elif not np.any(b):
             b = None  # exporters emit a zero bias for bias=False
-    if t.str("auto_pad", "NOTSET") != "NOTSET":
-        t.unsupported("auto_pad with an unknown input shape")
+    auto_pad, same = t.str("auto_pad", "NOTSET"), None
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER") and what == "convolution":
+        same = auto_pad  # normalize's ExplicitPads made every size-independent case explicit
+    elif auto_pad not in ("NOTSET", "VALID"):
+        t.unsupported(f"auto_pad={auto_pad} over sizes that vary")
+    pads = [0] * (2 * nd) if auto_pad != "NOTSET" else t.ints("pads", [0] * (2 * nd))
     return ConvPlan(nd=nd, group=t.int("group", 1), kernel=list(wshape[2:]), strides=t.ints("strides", [1] * nd),
-                    dil=t.ints("dilations", [1] * nd), pads=t.ints("pads", [0] * (2 * nd)), w=w, b=b, b_input=b_input)
+                    dil=t.ints("dilations", [1] * nd), pads=pads, w=w, b=b, b_input=b_input, same=same)
 
 
 def torch_operands(t: Translation, p: ConvPlan, hint: str) -> tuple[str, str]:
@@ -145,6 +150,10 @@ class Conv(Op):
         padding, pairs = conv_padding(p.pads, p.kernel, p.strides, p.dil)
         if pairs is not None:
             x = T.pad_first(t, x, pairs, nd)
+        if p.same:  # with a stride, "same" pads by an amount that depends on the size
+            t.gen.helpers.add("same_padding")
+            x = (f"same_padding({x}, {tuple(p.kernel)}, {tuple(p.strides)}, {tuple(p.dil)}"
+                 f"{', upper=False' if p.same == 'SAME_LOWER' else ''})")
         if p.functional:
             self._torch_functional(t, p, x, padding)
             return
@@ -192,9 +201,14 @@ class Conv(Op):
         # TF's CPU DepthwiseConv2dNative needs equal strides: otherwise a grouped Conv2D
         depthwise = (group == in_ch and in_per_group == 1 and group > 1 and nd in (1, 2) and len(set(strides)) == 1
                      and not p.functional)
-        # DepthwiseConv1D has no padding="causal": an explicit ZeroPadding1D instead
-        padding, x = K.spatial_padding(t, t.inp(0), nd, p.pads, kernel, strides, dil,
-                                       allow_causal=not depthwise and not p.functional)
+        if p.same:  # TF's "same" is SAME_UPPER for every size
+            k_eff = [(k - 1) * d + 1 for k, d in zip(kernel, dil)]
+            if p.same == "SAME_LOWER" or subsample or (nd == 3 and any(k < s for k, s in zip(k_eff, strides))):
+                t.unsupported(f"{p.same} padding over a varying size with these strides and dilations")
+            padding, x = "same", t.inp(0)
+        else:  # DepthwiseConv1D has no padding="causal": an explicit ZeroPadding1D instead
+            padding, x = K.spatial_padding(t, t.inp(0), nd, p.pads, kernel, strides, dil,
+                                           allow_causal=not depthwise and not p.functional)
         if p.functional:
             self._keras_functional(t, p, x, padding, strides, subsample)
             return
