@@ -368,3 +368,45 @@ def test_normalize_keeps_symbols_through_reshape(tmp_path):
     assert str(reshape.outputs[0].shape) == "[B*K,128]"
     assert [str(d) for d in model.graph.outputs[0].shape] == ["B", "K", "64"]
     assert assert_symbolic_shapes_hold(model, source.inputs, [{"B": 1, "K": 3}, {"B": 3, "K": 7}]) >= 8
+
+
+@pytest.mark.parametrize("op, attrs", [
+    ("MaxPool", dict(kernel_shape=[3], strides=[2], pads=[0, 1], ceil_mode=1)),
+    ("MaxPool", dict(kernel_shape=[2], strides=[3], ceil_mode=1)),  # a window shorter than the stride
+    ("AveragePool", dict(kernel_shape=[3], strides=[2], pads=[1, 1], ceil_mode=1)),
+    ("MaxPool", dict(kernel_shape=[3], strides=[2], ceil_mode=1)),
+    ("AveragePool", dict(kernel_shape=[4], strides=[3], pads=[2, 1])),
+    ("Conv", dict(kernel_shape=[4], strides=[2], auto_pad="SAME_UPPER")),
+    ("Conv", dict(kernel_shape=[3], strides=[3], dilations=[2], pads=[1, 2])),
+    ("ConvTranspose", dict(kernel_shape=[3], strides=[2], pads=[1, 0])),
+])
+def test_symbolic_length_is_right_at_every_size(tmp_path, op, attrs):
+    """A pooled / convolved symbolic length is either an expression onnxruntime agrees with at
+    every size, or left as an opaque symbol (a ceil_mode pool whose last window may start in
+    the padding), never an expression that is wrong for some sizes."""
+    import sympy
+
+    from pipeline.normalize import load
+    from pipeline.normalize.symbolic import dims
+
+    inputs = ["x"]
+    inits = []
+    if op.startswith("Conv"):
+        w = np.ones((2, 2, attrs["kernel_shape"][0]), np.float32)
+        inits = [onnx.numpy_helper.from_array(w, "w")]
+        inputs.append("w")
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", 2, "L"])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    nodes = [helper.make_node(op, inputs, ["p"], **attrs), helper.make_node("Relu", ["p"], ["y"])]
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(helper.make_graph(nodes, "g", [x], [y], inits),
+                                opset_imports=[helper.make_opsetid("", 18)], ir_version=9), path)
+    pooled = next(iter(load(path).graph)).outputs[0]
+    length = dims(pooled)[2]
+    opaque = not any(s.name == "L" for s in length.free_symbols)
+    for size in range(4, 14):
+        want = run_onnx(str(path), {"x": np.zeros((1, 2, size), np.float32)})[0].shape[2]
+        if not opaque:
+            assert int(length.subs({sympy.Symbol("L", integer=True, positive=True): size})) == want, (str(length), size)
+    unsure = attrs.get("pads", [0, 0])[1] > 0 or attrs["strides"][0] > attrs["kernel_shape"][0]
+    assert opaque == (attrs.get("ceil_mode") == 1 and unsure)
