@@ -410,3 +410,23 @@ def test_symbolic_length_is_right_at_every_size(tmp_path, op, attrs):
             assert int(length.subs({sympy.Symbol("L", integer=True, positive=True): size})) == want, (str(length), size)
     unsure = attrs.get("pads", [0, 0])[1] > 0 or attrs["strides"][0] > attrs["kernel_shape"][0]
     assert opaque == (attrs.get("ceil_mode") == 1 and unsure)
+
+
+def test_keras_input_that_fixes_a_size_pins_it(tmp_path):
+    """A functional Keras model refuses any other size where its Input has one (except the
+    batch): a symbol there stays static, reported with the Input that fixes it."""
+    from pipeline.export import export
+    from pipeline.quiet import import_tensorflow
+    from pipeline.sources import resolve
+
+    _, keras = import_tensorflow()
+    inp = keras.Input(shape=(5, 3), name="x")
+    keras.Model(inp, keras.layers.Dense(2)(keras.layers.Flatten()(inp))).save(tmp_path / "f.keras")
+    source = resolve(str(tmp_path / "f.keras"), [parse_input("x=B=2,L=5,3")])
+    pins = export(source, make_inputs(source.inputs), tmp_path / "source.onnx")
+    assert [(p["symbol"], p["size"], p["places"]) for p in pins] == [("L", 5, [["x", 1]])]
+    assert "Input fixes" in pins[0]["reason"] and "[None, 5, 3]" in pins[0]["where"]
+    assert input_dims(tmp_path / "source.onnx") == ["B", 5, 3]
+    inputs = make_inputs([s.at({"B": 3}) for s in source.inputs])
+    want = np.asarray(source.obj(inputs["x"], training=False))
+    np.testing.assert_allclose(run_onnx(str(tmp_path / "source.onnx"), inputs)[0], want, rtol=1e-5, atol=1e-6)
