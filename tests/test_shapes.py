@@ -69,7 +69,7 @@ def test_input_syntax():
     assert ids.dtype == "int64" and ids.dims == (Symbol("B", 2), 16)
     assert parse_input("x=1,3,8").dims == (1, 3, 8) and parse_input("x=1,3,8").is_static
     # One symbol in several inputs is one size; a bare symbol takes it from elsewhere.
-    a, b = with_sizes([parse_input("a=B=4,3"), parse_input("b=B,5")])
+    _, b = with_sizes([parse_input("a=B=4,3"), parse_input("b=B,5")])
     assert b.shape == (4, 5) and b.dims[0] == Symbol("B", 4)
     assert with_sizes([parse_input("a=T,3")], {"T": 7})[0].shape == (7, 3)
 
@@ -251,7 +251,7 @@ def _hand_written(tmp_path, monkeypatch, returned: str):
     hand-written model.py (the importers do not yet emit symbolic shapes)."""
     import torch
 
-    import pipeline.importers as importers
+    from pipeline import importers
 
     path = tmp_path / "lin.py"
     path.write_text("import torch\n\nclass M(torch.nn.Module):\n    def __init__(self):\n        super().__init__()\n"
@@ -278,7 +278,7 @@ def _hand_written(tmp_path, monkeypatch, returned: str):
 
 def test_hand_written_model_right_at_every_size_passes(tmp_path, monkeypatch, capfd):
     path = _hand_written(tmp_path, monkeypatch, GOOD)
-    code, _, err, out = run(capfd, "convert", f"{path}:build", "--to", "torch", "--input", "x=B=4,8",
+    code, _, err, _ = run(capfd, "convert", f"{path}:build", "--to", "torch", "--input", "x=B=4,8",
                             "--out", str(tmp_path / "o"))
     assert code == 0, err
     shapes = json.loads((tmp_path / "o" / "report.json").read_text())["parity"]["shapes"]
