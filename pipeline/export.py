@@ -391,6 +391,11 @@ def _tf2onnx(fn, specs, path: Path, opset: int | None, output_names: list[str], 
                                        dict(zip(in_names, (s.name for s in specs))), held)
     except Exception as exc:
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        varying = [f"input {s.name!r} dimension {axis} ({d.name})" for s in specs for axis, d in enumerate(s.dims)
+                   if isinstance(d, Symbol)]
+        if varying:  # most often a layer that needs that size fixed (Flatten -> Dense over a symbolic length)
+            raise ExportError(f"tracing with symbolic {', '.join(varying)} failed: {type(exc).__name__}: {first}; "
+                              "if the model cannot vary it, give that dimension as INT (or pass --static)") from exc
         raise ExportError(f"tf2onnx failed: {type(exc).__name__}: {first}") from exc
     import onnx_ir as ir
 
@@ -414,7 +419,28 @@ def _export_keras(source: Source, path: Path, opset: int | None) -> None:
     def call(*xs):
         return model(list(xs) if len(xs) > 1 else xs[0], training=False)
 
-    return _tf2onnx(call, source.inputs, path, opset, source.output_names, keras_bn=True)
+    pins = _keras_input_pins(model, source.inputs)
+    specs = [_pinned(s, {p["symbol"]: p["size"] for p in pins}) for s in source.inputs]
+    return pins + _tf2onnx(call, specs, path, opset, source.output_names, keras_bn=True)
+
+
+def _keras_input_pins(model, specs) -> list[dict]:
+    """Symbols where the Keras model's ``Input`` fixes the size (any axis but the batch, which
+    Keras does not enforce): a functional model refuses any other size, so they stay static."""
+    from .spec import Symbol
+
+    pins: dict[str, dict] = {}
+    for spec, tensor in zip(specs, list(getattr(model, "inputs", None) or [])):
+        fixed = tuple(tensor.shape)
+        if len(fixed) != len(spec.dims):
+            continue
+        for axis, (d, size) in enumerate(zip(spec.dims, fixed)):
+            if axis > 0 and isinstance(d, Symbol) and size is not None:
+                pin = pins.setdefault(d.name, {"symbol": d.name, "size": int(size), "places": [],
+                                               "reason": f"the Keras model's Input fixes this dimension at {size}",
+                                               "where": f"keras.Input {spec.name!r} of shape {list(fixed)}"})
+                pin["places"].append([spec.name, axis])
+    return list(pins.values())
 
 
 def _export_savedmodel(source: Source, path: Path, opset: int | None) -> None:

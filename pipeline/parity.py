@@ -148,6 +148,7 @@ def candidate_size_sets(specs) -> list[dict[str, int]]:
     if len(examples) > 1:
         candidates += [{**examples, k: 1} for k in examples]
         candidates += [{**examples, k: odd_above(e)} for k, e in examples.items()]
+    candidates.append({k: 2 * e + 2 for k, e in examples.items()})  # when an example is 1, "all at 1" is no new set
     out = []
     for c in candidates:
         if c != examples and c not in out:

@@ -69,7 +69,7 @@ def test_input_syntax():
     assert ids.dtype == "int64" and ids.dims == (Symbol("B", 2), 16)
     assert parse_input("x=1,3,8").dims == (1, 3, 8) and parse_input("x=1,3,8").is_static
     # One symbol in several inputs is one size; a bare symbol takes it from elsewhere.
-    a, b = with_sizes([parse_input("a=B=4,3"), parse_input("b=B,5")])
+    _, b = with_sizes([parse_input("a=B=4,3"), parse_input("b=B,5")])
     assert b.shape == (4, 5) and b.dims[0] == Symbol("B", 4)
     assert with_sizes([parse_input("a=T,3")], {"T": 7})[0].shape == (7, 3)
 
@@ -251,7 +251,7 @@ def _hand_written(tmp_path, monkeypatch, returned: str):
     hand-written model.py (the importers do not yet emit symbolic shapes)."""
     import torch
 
-    import pipeline.importers as importers
+    from pipeline import importers
 
     path = tmp_path / "lin.py"
     path.write_text("import torch\n\nclass M(torch.nn.Module):\n    def __init__(self):\n        super().__init__()\n"
@@ -278,7 +278,7 @@ def _hand_written(tmp_path, monkeypatch, returned: str):
 
 def test_hand_written_model_right_at_every_size_passes(tmp_path, monkeypatch, capfd):
     path = _hand_written(tmp_path, monkeypatch, GOOD)
-    code, _, err, out = run(capfd, "convert", f"{path}:build", "--to", "torch", "--input", "x=B=4,8",
+    code, _, err, _ = run(capfd, "convert", f"{path}:build", "--to", "torch", "--input", "x=B=4,8",
                             "--out", str(tmp_path / "o"))
     assert code == 0, err
     shapes = json.loads((tmp_path / "o" / "report.json").read_text())["parity"]["shapes"]
@@ -368,3 +368,65 @@ def test_normalize_keeps_symbols_through_reshape(tmp_path):
     assert str(reshape.outputs[0].shape) == "[B*K,128]"
     assert [str(d) for d in model.graph.outputs[0].shape] == ["B", "K", "64"]
     assert assert_symbolic_shapes_hold(model, source.inputs, [{"B": 1, "K": 3}, {"B": 3, "K": 7}]) >= 8
+
+
+@pytest.mark.parametrize("op, attrs", [
+    ("MaxPool", dict(kernel_shape=[3], strides=[2], pads=[0, 1], ceil_mode=1)),
+    ("MaxPool", dict(kernel_shape=[2], strides=[3], ceil_mode=1)),  # a window shorter than the stride
+    ("AveragePool", dict(kernel_shape=[3], strides=[2], pads=[1, 1], ceil_mode=1)),
+    ("MaxPool", dict(kernel_shape=[3], strides=[2], ceil_mode=1)),
+    ("AveragePool", dict(kernel_shape=[4], strides=[3], pads=[2, 1])),
+    ("Conv", dict(kernel_shape=[4], strides=[2], auto_pad="SAME_UPPER")),
+    ("Conv", dict(kernel_shape=[3], strides=[3], dilations=[2], pads=[1, 2])),
+    ("ConvTranspose", dict(kernel_shape=[3], strides=[2], pads=[1, 0])),
+])
+def test_symbolic_length_is_right_at_every_size(tmp_path, op, attrs):
+    """A pooled / convolved symbolic length is either an expression onnxruntime agrees with at
+    every size, or left as an opaque symbol (a ceil_mode pool whose last window may start in
+    the padding), never an expression that is wrong for some sizes."""
+    import sympy
+
+    from pipeline.normalize import load
+    from pipeline.normalize.symbolic import dims
+
+    inputs = ["x"]
+    inits = []
+    if op.startswith("Conv"):
+        w = np.ones((2, 2, attrs["kernel_shape"][0]), np.float32)
+        inits = [onnx.numpy_helper.from_array(w, "w")]
+        inputs.append("w")
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", 2, "L"])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    nodes = [helper.make_node(op, inputs, ["p"], **attrs), helper.make_node("Relu", ["p"], ["y"])]
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(helper.make_graph(nodes, "g", [x], [y], inits),
+                                opset_imports=[helper.make_opsetid("", 18)], ir_version=9), path)
+    pooled = next(iter(load(path).graph)).outputs[0]
+    length = dims(pooled)[2]
+    opaque = not any(s.name == "L" for s in length.free_symbols)
+    for size in range(4, 14):
+        want = run_onnx(str(path), {"x": np.zeros((1, 2, size), np.float32)})[0].shape[2]
+        if not opaque:
+            assert int(length.subs({sympy.Symbol("L", integer=True, positive=True): size})) == want, (str(length), size)
+    unsure = attrs.get("pads", [0, 0])[1] > 0 or attrs["strides"][0] > attrs["kernel_shape"][0]
+    assert opaque == (attrs.get("ceil_mode") == 1 and unsure)
+
+
+def test_keras_input_that_fixes_a_size_pins_it(tmp_path):
+    """A functional Keras model refuses any other size where its Input has one (except the
+    batch): a symbol there stays static, reported with the Input that fixes it."""
+    from pipeline.export import export
+    from pipeline.quiet import import_tensorflow
+    from pipeline.sources import resolve
+
+    _, keras = import_tensorflow()
+    inp = keras.Input(shape=(5, 3), name="x")
+    keras.Model(inp, keras.layers.Dense(2)(keras.layers.Flatten()(inp))).save(tmp_path / "f.keras")
+    source = resolve(str(tmp_path / "f.keras"), [parse_input("x=B=2,L=5,3")])
+    pins = export(source, make_inputs(source.inputs), tmp_path / "source.onnx")
+    assert [(p["symbol"], p["size"], p["places"]) for p in pins] == [("L", 5, [["x", 1]])]
+    assert "Input fixes" in pins[0]["reason"] and "[None, 5, 3]" in pins[0]["where"]
+    assert input_dims(tmp_path / "source.onnx") == ["B", 5, 3]
+    inputs = make_inputs([s.at({"B": 3}) for s in source.inputs])
+    want = np.asarray(source.obj(inputs["x"], training=False))
+    np.testing.assert_allclose(run_onnx(str(tmp_path / "source.onnx"), inputs)[0], want, rtol=1e-5, atol=1e-6)

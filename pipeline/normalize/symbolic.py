@@ -21,7 +21,9 @@ import onnx_ir as ir
 
 logger = logging.getLogger(__name__)
 
-_UNNAMED = re.compile(r"^unk__\d+$")
+# Names for a size nobody computed: ONNX's ``unk__N``, onnxruntime's ``Op_3_o0__d2`` (an op its
+# inference has no rule for: ConvTranspose, or a ceil_mode pool left unknown on purpose).
+_UNNAMED = re.compile(r"^(unk__\d+|\w+_o\d+__d\d+)$")
 
 
 def has_symbols(model: ir.Model) -> bool:
@@ -106,6 +108,12 @@ def _symbolic_shape_inference(proto):
     class Inference(SymbolicShapeInference):
         def _compute_conv_pool_shape(self, node, channels_last=False):
             auto_pad = get_attribute(node, "auto_pad", b"NOTSET").decode("utf-8")
+            if get_attribute(node, "ceil_mode", 0):
+                shape = super()._compute_conv_pool_shape(node, channels_last)
+                attrs = {a: get_attribute(node, a) for a in ("kernel_shape", "strides", "pads", "dilations")}
+                for i in _ceil_pool_unsure_axes(attrs, self._get_sympy_shape(node, 0)):
+                    shape[(1 if channels_last else 2) + i] = self._new_symbolic_dim_from_output(node, 0, i + 2)
+                return shape
             if auto_pad not in ("SAME_UPPER", "SAME_LOWER") or get_attribute(node, "pads") is not None:
                 return super()._compute_conv_pool_shape(node, channels_last)
             shape = super()._compute_conv_pool_shape(node, channels_last)  # channels and batch
@@ -129,6 +137,27 @@ def _symbolic_shape_inference(proto):
         inference._infer_impl()
     inference._update_output_from_vi()
     return inference.out_mp_
+
+
+def _ceil_pool_unsure_axes(attrs: dict, x: list) -> list[int]:
+    """Spatial axes of a ceil_mode pool whose size over a symbolic input is not one formula.
+
+    ONNX's ceil formula counts a last window that starts inside the end padding; PyTorch and
+    onnxruntime drop it (``padding.pool_len``), which can happen only with end padding or a
+    stride longer than the window.  For such an axis the size is left unknown rather than
+    wrong for some values of the symbol."""
+    kernel = attrs.get("kernel_shape") or []
+    nd = len(kernel)
+    strides = attrs.get("strides") or [1] * nd
+    pads = attrs.get("pads") or [0] * (2 * nd)
+    dil = attrs.get("dilations") or [1] * nd
+    out = []
+    for i in range(nd):
+        n = x[2 + i] if len(x) == nd + 2 else None
+        if n is not None and not isinstance(n, int) and not getattr(n, "is_Integer", False) \
+                and (pads[nd + i] > 0 or strides[i] > dil[i] * (kernel[i] - 1) + 1):
+            out.append(i)
+    return out
 
 
 def _constants_as_tensors(graph) -> None:
@@ -269,8 +298,13 @@ def _spatial_dims(node: ir.Node) -> list | None:
     pads = node.attributes.get_ints("pads", [0] * (2 * nd))
     dil = node.attributes.get_ints("dilations", [1] * nd)
     ceil = bool(node.attributes.get_int("ceil_mode", 0))
+    unsure = _ceil_pool_unsure_axes({"kernel_shape": kernel, "strides": strides, "pads": pads, "dilations": dil},
+                                    xd) if ceil else []
     new = [xd[0], None]
     for i in range(nd):
+        if i in unsure:
+            new.append(None)
+            continue
         n, s = xd[2 + i], strides[i]
         span = dil[i] * (kernel[i] - 1) + 1
         total = 0 if auto_pad == "VALID" else pads[i] + pads[nd + i]
