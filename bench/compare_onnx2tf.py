@@ -26,7 +26,9 @@ unsimplified TorchScript graph then crashes onnx2tf 1.29.24 at the GELU's
 scalar-constant Div).  On the dynamo file onnx2tf fails even so, in its Constant
 op (a list-valued Constant); that row is kept to show it.
 
-Writes build/bench/onnx2tf.json and prints a Markdown table.
+Writes build/bench/onnx2tf.json, keeps every row with the commit and the machine in
+bench/results/onnx2tf.json (the README's table is generated from it) and prints a
+Markdown table.  Exits 1 when a product it measured is wrong or failed.
 """
 
 from __future__ import annotations
@@ -315,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated factories of models/torch_zoo.py")
     parser.add_argument("--runs", type=int, default=2, help="timed runs per tool per file; the minimum is kept")
     parser.add_argument("--no-dynamo", action="store_true", help="skip the dynamo-export file")
+    parser.add_argument("--results", default=str(ROOT / "bench" / "results" / "onnx2tf.json"),
+                        help="where the rows are kept with commit and machine ('' to skip)")
     parser.add_argument("--verify", nargs=4, metavar=("KIND", "PRODUCT", "INPUT", "REF"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.verify:
@@ -331,7 +335,18 @@ def main(argv: list[str] | None = None) -> int:
             rows = [r for r in rows if (r["model"], r["onnx_file"]) != (name, label)] + [row]
             (OUT / "onnx2tf.json").write_text(json.dumps({"protocol": __doc__, "rows": rows}, indent=2))
     print(table(rows))
-    return 0
+    if args.results:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import evidence
+
+        kept = evidence.write(Path(args.results), "onnx2tf", {"rows": rows},
+                              command=f"bench/compare_onnx2tf.py --models {args.models} --runs {args.runs}")
+        print(f"results: {kept}")
+    wrong = [f"{r['model']} ({r['onnx_file']})" for r in rows
+             if r["onnx_file"] == "torchscript-17" and not r["pipeline"]["check"].get("ok")]
+    if wrong:
+        print(f"pipeline's product failed or is wrong: {', '.join(wrong)}")
+    return 1 if wrong else 0
 
 
 if __name__ == "__main__":

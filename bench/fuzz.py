@@ -8,20 +8,24 @@ written to ``build/fuzz/last.json``:
 
 - ``cases`` (total and per rendering), ``seconds``, ``seed``, ``peak_rss_mb``, and
   ``complete`` (false in the partial summary rewritten at every progress line);
-- ``conversions``: per ``source->target``, counts of pass / refused / mismatch / crash
-  and the worst passing ``max_abs_err``;
+- ``conversions``: per ``source->target``, counts of pass / known_gap / refused /
+  mismatch / crash and the worst passing ``max_abs_err``; ``known_gap`` is an exit 3
+  that an entry of tests/known_gaps.py covers, ``refused`` any other exit 3 (a failure);
 - ``refusals``: reason -> count (exit 3, as the pipeline worded it), and one case each
   in ``refusal_examples``;
 - ``failures``: every mismatch or crash with its case (paste it into
   tests/test_fuzz_regressions.py to keep it).
 
-With ``--jobs N`` (default: the CPU count) the cases are split over N worker processes,
-worker ``i`` drawing its share from seed ``seed + i``; each writes ``last.part<i>.json`` as
-it goes and the parent merges them into the summary.
+Every run draws a new seed unless ``--seed`` is given (it is printed first, and stored in
+the summary: ``--seed N`` replays a run).  With ``--jobs N`` (default: the CPU count) the
+cases are split over N worker processes, worker ``i`` drawing its share from seed
+``seed + i``; each writes ``last.part<i>.json`` as it goes and the parent merges them.
+The finished summary is also stored with the commit and the machine in
+``bench/results/fuzz.json`` (``--results``), the file the README's fuzz numbers come from.
 
-Exit status 0 only if there was no mismatch and no crash.
+Exit status 0 only if there was no mismatch, no crash and no refusal outside the known gaps.
 
-    python bench/fuzz.py --cases 10000 [--seed 0] [--jobs 2] [--keras-share 0.02] [--torch-share 0.02]
+    python bench/fuzz.py --cases 10000 [--seed N] [--jobs 2] [--keras-share 0.02] [--torch-share 0.02]
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import collections
 import json
 import os
 import resource
+import secrets
 import subprocess
 import sys
 import threading
@@ -46,6 +51,7 @@ import fuzz_cases  # noqa: E402
 from hypothesis import given, seed, settings  # noqa: E402
 
 MAX_FAILURES_KEPT = 200
+STATUSES = ("pass", "known_gap", "refused", "mismatch", "crash")
 
 
 class Tally:
@@ -77,7 +83,7 @@ class Tally:
             self.conversions[key][v.status] += 1
             if v.status == "pass":
                 self.worst[key] = max(self.worst[key], v.max_abs_err or 0.0)
-            elif v.status == "refused":
+            elif v.status in ("refused", "known_gap"):
                 self.refusals[v.reason] += 1
                 self.refusal_examples.setdefault(v.reason, repr(case))
         if not outcome.ok:
@@ -102,7 +108,8 @@ class Tally:
         t = self.totals()
         rate = self.done / elapsed if elapsed else 0.0
         print(f"[{self.done:>6}/{self.total}] {elapsed / 60:5.1f} min  {rate:5.2f} cases/s  "
-              f"pass {t['pass']}  refused {t['refused']}  mismatch {t['mismatch']}  crash {t['crash']}  "
+              f"pass {t['pass']}  known gap {t['known_gap']}  refused {t['refused']}  mismatch {t['mismatch']}  "
+              f"crash {t['crash']}  "
               f"rss {peak_rss_mb():.0f} MB", flush=True)
 
     def summary(self, seed_value: int) -> dict:
@@ -113,7 +120,7 @@ class Tally:
             "seconds": round(time.perf_counter() - self.start, 1),
             "peak_rss_mb": round(peak_rss_mb()),
             "max_abs_err_allowed": fuzz_cases.MAX_ABS_ERR,
-            "conversions": {k: {**{s: v[s] for s in ("pass", "refused", "mismatch", "crash")},
+            "conversions": {k: {**{s: v[s] for s in STATUSES},
                                 "worst_passing_max_abs_err": self.worst.get(k, 0.0)}
                             for k, v in sorted(self.conversions.items())},
             "refusals": dict(self.refusals.most_common()),
@@ -151,12 +158,18 @@ def split(total: int, keras_share: float, torch_share: float) -> dict[str, int]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--cases", type=int, default=10000, help="number of cases (default 10000)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None,
+                   help="replay a run's seed (default: a new random seed, printed)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes (default: CPU count)")
     p.add_argument("--keras-share", type=float, default=0.02, help="share of real Keras models (default 0.02)")
     p.add_argument("--torch-share", type=float, default=0.02, help="share of real PyTorch modules (default 0.02)")
     p.add_argument("--out", default=str(REPO / "build" / "fuzz" / "last.json"))
+    p.add_argument("--results", default=str(REPO / "bench" / "results" / "fuzz.json"),
+                   help="where the finished summary is kept with commit and machine ('' to skip)")
     args = p.parse_args(argv)
+    if args.seed is None:
+        args.seed = secrets.randbelow(2**31)
+        print(f"fuzz: new seed {args.seed} (replay with --seed {args.seed})", flush=True)
     if args.cases < 1:
         p.error("--cases must be at least 1")
     if args.jobs < 1:
@@ -169,7 +182,14 @@ def main(argv=None) -> int:
     else:
         summary = run_parallel(args, jobs, out)
     out.write_text(json.dumps(summary, indent=2))
-    return report(summary, out)
+    code = report(summary, out)
+    if args.results:  # workers get --results '': only the merged summary is kept
+        import evidence
+
+        kept = evidence.write(Path(args.results), "fuzz", {**summary, "exit_code": code},
+                             command=f"bench/fuzz.py --cases {args.cases} --seed {args.seed} --jobs {args.jobs}")
+        print(f"results: {kept}")
+    return code
 
 
 def run(cases: int, seed_value: int, keras_share: float, torch_share: float, out: Path, tag: str = "") -> dict:
@@ -194,7 +214,7 @@ def run_parallel(args, jobs: int, out: Path) -> dict:
     for i, (n, part) in enumerate(zip(shares, parts)):
         part.unlink(missing_ok=True)
         cmd = [sys.executable, __file__, "--cases", str(n), "--seed", str(args.seed + i), "--jobs", "1",
-               "--keras-share", str(args.keras_share), "--torch-share", str(args.torch_share), "--out", str(part)]
+               "--keras-share", str(args.keras_share), "--torch-share", str(args.torch_share), "--out", str(part), "--results", ""]
         procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     relays = [threading.Thread(target=_relay, args=(proc, f"[w{i}] "), daemon=True) for i, proc in enumerate(procs)]
     for relay in relays:
@@ -227,7 +247,7 @@ def merge(parts: list[dict], seconds: float, seed_value: int) -> dict:
     refusals, examples, failures = collections.Counter(), {}, []
     for part in parts:
         for key, counts in part["conversions"].items():
-            conversions[key].update({s: counts[s] for s in ("pass", "refused", "mismatch", "crash")})
+            conversions[key].update({s: counts.get(s, 0) for s in STATUSES})
             worst[key] = max(worst[key], counts["worst_passing_max_abs_err"])
         refusals.update(part["refusals"])
         for reason, example in part["refusal_examples"].items():
@@ -243,7 +263,7 @@ def merge(parts: list[dict], seconds: float, seed_value: int) -> dict:
         "seconds": round(seconds, 1),
         "peak_rss_mb": max(p["peak_rss_mb"] for p in parts),
         "max_abs_err_allowed": fuzz_cases.MAX_ABS_ERR,
-        "conversions": {k: {**{s: v[s] for s in ("pass", "refused", "mismatch", "crash")},
+        "conversions": {k: {**{s: v[s] for s in STATUSES},
                             "worst_passing_max_abs_err": worst[k]} for k, v in sorted(conversions.items())},
         "refusals": dict(refusals.most_common()),
         "refusal_examples": {reason: examples[reason] for reason, _ in refusals.most_common()},
@@ -257,7 +277,8 @@ def report(summary: dict, out: Path) -> int:
     print(f"\n{summary['cases']} cases in {summary['seconds'] / 60:.1f} min "
           f"({summary['cases_by_rendering']}), peak RSS {summary['peak_rss_mb']} MB")
     for key, counts in summary["conversions"].items():
-        print(f"  {key:<14} pass {counts['pass']:>6}  refused {counts['refused']:>5}  mismatch {counts['mismatch']:>3}  "
+        print(f"  {key:<14} pass {counts['pass']:>6}  known gap {counts.get('known_gap', 0):>5}  "
+              f"refused {counts['refused']:>5}  mismatch {counts['mismatch']:>3}  "
               f"crash {counts['crash']:>3}  worst passing err {counts['worst_passing_max_abs_err']:.2g}")
     print("refusals (exit 3):")
     for reason, count in list(summary["refusals"].items())[:15]:

@@ -166,6 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", help="comma-separated constructor names (default: every one)")
     parser.add_argument("--out", default=str(REPO / "build" / "zoo"))
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per model")
+    parser.add_argument("--results", default=None,
+                        help="where the rows are kept with commit and machine (default: bench/results/zoo.json "
+                             "for the whole sweep, bench/results/zoo-partial.json with --models; '' to skip)")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: one model, in this process
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -185,6 +188,15 @@ def main(argv: list[str] | None = None) -> int:
         (out / "keras_applications.json").write_text(json.dumps(rows, indent=2))  # kept current as it goes
     (out / "keras_applications.md").write_text(markdown(rows))
     print(markdown(rows))
+    results = args.results if args.results is not None else \
+        str(REPO / "bench" / "results" / ("zoo-partial.json" if args.models else "zoo.json"))
+    if results:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import evidence
+
+        kept = evidence.write(Path(results), "zoo", {"max_rel_err_allowed": MAX_REL_ERR, "rows": rows},
+                              command="bench/keras_zoo.py" + (f" --models {args.models}" if args.models else ""))
+        print(f"results: {kept}")
     return 0 if all(r.get("passed") for r in rows) else 1
 
 

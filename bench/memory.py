@@ -18,7 +18,9 @@ Models: models/torch_zoo.py:big100m (six 4096x4096 Linear + GELU, a 4096->1000 h
 
 Reported: (peak - baseline) / weight bytes for both baselines, and the peak of
 each stage over the warm baseline in the same unit.  The issue's bound is about
-3x the weights.  Writes build/bench/memory.json and prints a Markdown table.
+3x the weights.  Writes build/bench/memory.json and bench/results/memory.json (with the
+commit and the machine; the README's table is generated from it), prints a Markdown
+table, and exits 1 when a direction fails or goes over the bound.
 """
 
 from __future__ import annotations
@@ -245,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--directions", default=",".join(DIRECTIONS))
     parser.add_argument("--child", choices=sorted(DIRECTIONS), help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("--results", default=str(ROOT / "bench" / "results" / "memory.json"),
+                        help="where the rows are kept with commit and machine ('' to skip)")
     args = parser.parse_args(argv)
     if args.child:
         sys.path.insert(0, str(ROOT))
@@ -255,10 +259,17 @@ def main(argv: list[str] | None = None) -> int:
     (OUT / "memory.json").write_text(json.dumps({"protocol": __doc__, "bound_x_weights": BOUND, "rows": rows},
                                                 indent=2))
     print(table(rows))
+    if args.results:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import evidence
+
+        kept = evidence.write(Path(args.results), "memory", {"bound_x_weights": BOUND, "rows": rows},
+                              command=f"bench/memory.py --directions {args.directions}")
+        print(f"results: {kept}")
     over = [r["direction"] for r in rows if "error" in r or r["peak_over_warm_x_weights"] > BOUND]
     if over:
         print(f"over {BOUND}x the weights (or failed): {', '.join(over)}")
-    return 0
+    return 1 if over else 0
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from .quiet import native_stderr_to_log
-from .referee import compare, laid_out_inputs, run_onnx
+from .errors import BadInput
+from .referee import compare, laid_out_inputs, non_finite, run_onnx
 from .sources import Source, import_file
 
 
@@ -42,6 +43,21 @@ def _to_numpy(x) -> np.ndarray:
 
 
 def run_source(source: Source, inputs: dict[str, np.ndarray], onnx_path: Path | None = None) -> list[np.ndarray]:
+    """The source model's outputs on ``inputs``; BadInput (exit 2) when any is not finite.
+
+    Parity compares NaN with NaN as equal, so a source that gives NaN (or an infinity) on
+    the parity inputs would let a wrong conversion pass there: refuse to call it proven.
+    """
+    outputs = _run_source(source, inputs, onnx_path)
+    names = list(source.output_names) + [f"#{i}" for i in range(len(source.output_names), len(outputs))]
+    reasons = [r for r in (non_finite(n, o) for n, o in zip(names, outputs)) if r]
+    if reasons:
+        raise BadInput(f"the source model's {'; '.join(reasons)} on the parity inputs, so parity cannot "
+                       "prove the conversion; fix the model, or try other inputs (--seed, --input)")
+    return outputs
+
+
+def _run_source(source: Source, inputs: dict[str, np.ndarray], onnx_path: Path | None = None) -> list[np.ndarray]:
     if source.framework == "torch":
         from .quiet import import_torch
 

@@ -21,17 +21,32 @@ class Comparison:
     max_rel_err: float
     passed: bool
     shape: list[int]
+    reason: str = ""  # why it failed when the numbers alone do not say (shape, dtype)
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
+def _failed(name: str, ref: np.ndarray, got: np.ndarray, reason: str) -> Comparison:
+    return Comparison(name, float("inf"), float("inf"), False, list(got.shape), reason)
+
+
 def compare(name: str, ref: np.ndarray, got: np.ndarray, atol: float, rtol: float) -> Comparison:
+    """Judge ``got`` against ``ref``: same shape, same dtype, every element within tolerance.
+
+    A dtype difference fails even when the values agree (an int32 output is not a float32
+    one: a user's code downstream sees the difference).  Non-finite elements pass only
+    where both sides hold the very same value (NaN at the same place, or the same
+    infinity); whether a reference full of NaN proves anything is the caller's question
+    (``non_finite``).
+    """
     ref = np.asarray(ref)
     got = np.asarray(got)
     if ref.shape != got.shape:
-        return Comparison(name, float("inf"), float("inf"), False, list(got.shape))
-    if ref.dtype == np.bool_ or got.dtype == np.bool_:
+        return _failed(name, ref, got, f"shape {list(got.shape)}, expected {list(ref.shape)}")
+    if ref.dtype != got.dtype:
+        return _failed(name, ref, got, f"dtype {got.dtype}, expected {ref.dtype}")
+    if ref.dtype == np.bool_:
         bad = int(np.count_nonzero(ref != got))
         return Comparison(name, float(bad), float(bad), bad == 0, list(ref.shape))
     if ref.size == 0:
@@ -39,7 +54,8 @@ def compare(name: str, ref: np.ndarray, got: np.ndarray, atol: float, rtol: floa
     work = np.result_type(ref.dtype, got.dtype, np.float32)
     r = ref.astype(work, copy=False)
     g = got.astype(work, copy=False)
-    diff = np.abs(g - r)
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf is handled below
+        diff = np.abs(g - r)
     max_abs = float(diff.max())
     if not np.isfinite(max_abs):  # slow path only when something is inf or nan
         same = (r == g) | (np.isnan(r) & np.isnan(g))
@@ -53,6 +69,24 @@ def compare(name: str, ref: np.ndarray, got: np.ndarray, atol: float, rtol: floa
     abs_ref += atol
     passed = bool(np.all(diff <= abs_ref))
     return Comparison(name, max_abs, max_rel, passed, list(ref.shape))
+
+
+def non_finite(name: str, ref: np.ndarray) -> str | None:
+    """Why a reference output proves nothing, or None: it holds NaN or an infinity.
+
+    ``compare`` lets NaN match NaN, so a source that gives NaN on the parity inputs would
+    pass against any converted model that also gives NaN there; the verdict must say so
+    instead of passing silently.
+    """
+    ref = np.asarray(ref)
+    if ref.dtype.kind not in "fc" or ref.size == 0:
+        return None
+    finite = np.isfinite(ref)
+    if finite.all():
+        return None
+    nan = int(np.count_nonzero(np.isnan(ref)))
+    inf = int(ref.size - np.count_nonzero(finite) - nan)
+    return f"output '{name}' has {nan} NaN and {inf} infinite values of {ref.size}"
 
 
 def laid_out_inputs(inputs: dict[str, np.ndarray], interface: dict) -> dict[str, np.ndarray]:

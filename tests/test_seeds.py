@@ -5,6 +5,7 @@ import re
 
 import numpy as np
 
+import oracle  # tests/oracle.py
 from pipeline.convert import Options, convert
 from pipeline.parity import load_generated
 
@@ -16,7 +17,9 @@ def test_seed_keras_conv1d_to_torch(tmp_path, cli):
     report = json.loads((out / "report.json").read_text())
     assert report["source"] == "keras" and report["target"] == "torch"
     assert report["parity"]["passed"]
-    assert report["parity"]["outputs"][0]["max_abs_err"] <= 1e-5
+    from models.seed_keras_conv1d import build
+
+    assert oracle.assert_matches(out, build()).max_abs_err <= 1e-5  # Keras itself vs model.py, fresh inputs
     assert set(report["timings_s"]) >= {"export", "normalize", "import", "parity"}
     for name in ("source.onnx", "normalized.onnx", "model.py", "model.safetensors", "report.json"):
         assert (out / name).is_file(), name
@@ -35,7 +38,9 @@ def test_seed_torch_encoder_to_keras(tmp_path):
     out = tmp_path / "encoder"
     result = convert(Options(model="seed_torch_encoder", to="keras", out=str(out)))
     assert result.exit_code == 0
-    assert result.report["parity"]["outputs"][0]["max_abs_err"] <= 1e-5
+    from models.seed_torch_encoder import INPUTS, build
+
+    assert oracle.assert_matches(out, build(), specs=INPUTS).max_abs_err <= 1e-5  # PyTorch itself vs model.py
     code = (out / "model.py").read_text()
     assert re.search(r"layers\.Conv1D\(64, 1, use_bias=False\b", code), code
     assert "ops.transpose" not in code  # the (B*K, L, 1) view needs no transpose channels-last

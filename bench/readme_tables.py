@@ -1,0 +1,134 @@
+"""Regenerate the README's result tables from ``bench/results/*.json``.
+
+Each table in README.md sits between ``<!-- results: NAME.json -->`` and ``<!-- /results -->``;
+this script replaces what is between them with the table rendered from that file, headed by
+where it came from (command, commit, machine).  A results file that does not exist yet
+leaves its block as it is.  ``--check`` changes nothing and exits 1 when the README is not
+what the files say.
+
+    python bench/readme_tables.py [--check] [--results DIR] [--readme README.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+BLOCK = re.compile(r"(<!-- results: (?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /results -->)", re.S)
+
+
+def provenance(record: dict, target: str) -> str:
+    m = record.get("machine") or {}
+    load = m.get("load_average")
+    dirty = " plus uncommitted changes" if record.get("dirty") else ""
+    return (f"From `bench/results/{record['kind']}.json` (`{target}`: `{record['command']}`), commit "
+            f"{record['commit']}{dirty}, {m.get('cpus')} CPUs, {m.get('memory_gib')} GiB, load average "
+            f"{'/'.join(str(x) for x in load) if load else 'n/a'} at the end, finished {record['finished_utc']}.")
+
+
+def zoo(record: dict) -> str:
+    data = record["data"]
+    lines = [provenance(record, "make zoo"), "",
+             "| model | input | parameters | export s | convert s | max rel err | result |",
+             "| --- | --- | ---: | ---: | ---: | ---: | --- |"]
+    for r in data["rows"]:
+        if "error" in r:
+            lines.append(f"| {r['model']} | | | | | | error: {r['error'][:80]} |")
+            continue
+        params = f"{r['parameters'] / 1e6:.1f} M" if r.get("parameters") else ""
+        lines.append(f"| {r['model']} | {r['input'][1]}x{r['input'][2]} | {params} | {r['export_s']:.1f} "
+                     f"| {r['convert_s']:.1f} | {r['max_rel_err']:.1e} | {'pass' if r['passed'] else 'FAIL'} |")
+    passed = sum(bool(r.get("passed")) for r in data["rows"])
+    lines += ["", f"**{passed} of {len(data['rows'])} pass** (max rel err <= {data['max_rel_err_allowed']:g})."]
+    return "\n".join(lines)
+
+
+def fuzz(record: dict) -> str:
+    d = record["data"]
+    totals = {s: sum(c.get(s, 0) for c in d["conversions"].values())
+              for s in ("pass", "known_gap", "refused", "mismatch", "crash")}
+    worst = max((c["worst_passing_max_abs_err"] for c in d["conversions"].values()), default=0.0)
+    per = ", ".join(f"{k} {sum(v.get(s, 0) for s in totals)}" for k, v in d["conversions"].items())
+    return "\n".join([
+        provenance(record, "make fuzz"), "",
+        f"Seed {d['seed']} (replay: `make fuzz ARGS='--seed {d['seed']}'`), {d['cases']:,} cases in "
+        f"{d['seconds'] / 60:.1f} min over {d.get('jobs', 1)} worker(s), {'complete' if d.get('complete') else 'INCOMPLETE'}: "
+        f"**{totals['pass']:,} conversions pass, {totals['known_gap']} known-gap refusals, {totals['refused']} other "
+        f"refusals, {totals['mismatch']} mismatches, {totals['crash']} crashes** (worst passing max abs error "
+        f"{worst:.1e}; per direction: {per})."])
+
+
+def onnx2tf(record: dict) -> str:
+    lines = [provenance(record, "make bench"), "",
+             "| model | ONNX file | parameters | onnx2tf s (check) | pipeline s (check) | onnx2tf / pipeline |",
+             "| --- | --- | --- | --- | --- | --- |"]
+
+    def side(s):
+        c = s["check"]
+        return f"{s['best']['seconds']} ({'ok' if c.get('ok') else 'failed'}" + \
+            (f", {c['max_abs_err']:.1e})" if "max_abs_err" in c else ")")
+
+    for r in record["data"]["rows"]:
+        ratio = f"**{r['ratio_onnx2tf_over_pipeline']}x**" if r["ratio_onnx2tf_over_pipeline"] else "n/a"
+        lines.append(f"| {r['model']} | {r['onnx_file']} | {r['parameters'] / 1e6:.1f} M | {side(r['onnx2tf'])} "
+                     f"| {side(r['pipeline'])} | {ratio} |")
+    return "\n".join(lines)
+
+
+def memory(record: dict) -> str:
+    lines = [provenance(record, "make bench"), "",
+             "| direction | peak (warm baseline) | peak (import baseline) | worst stage | export | normalize | import | parity |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in record["data"]["rows"]:
+        if "error" in r:
+            lines.append(f"| {r['direction']} | failed: {r['error'][:80]} | | | | | | |")
+            continue
+        st = r["stages"]
+        worst = max(st, key=lambda k: st[k]["peak_rss"])
+        cells = " | ".join(f"{st[k]['peak_over_warm_x_weights']}x" if k in st else "" for k in
+                           ("export", "normalize", "import", "parity"))
+        lines.append(f"| {r['direction']} | **{r['peak_over_warm_x_weights']}x** | {r['peak_over_imports_x_weights']}x "
+                     f"| {worst} | {cells} |")
+    lines += ["", f"Goal: at most {record['data']['bound_x_weights']}x the weights (`make bench-check`)."]
+    return "\n".join(lines)
+
+
+RENDER = {"zoo.json": zoo, "fuzz.json": fuzz, "onnx2tf.json": onnx2tf, "memory.json": memory}
+
+
+def render(text: str, folder: Path) -> str:
+    def block(m):
+        path = folder / m.group("name")
+        if m.group("name") not in RENDER or not path.is_file():
+            return m.group(0)
+        return m.group(1) + RENDER[m.group("name")](json.loads(path.read_text())) + "\n" + m.group(4)
+
+    return BLOCK.sub(block, text)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--check", action="store_true", help="exit 1 if the README differs; change nothing")
+    p.add_argument("--results", default=str(REPO / "bench" / "results"))
+    p.add_argument("--readme", default=str(REPO / "README.md"))
+    args = p.parse_args(argv)
+    readme = Path(args.readme)
+    text = readme.read_text()
+    new = render(text, Path(args.results))
+    if args.check:
+        if new != text:
+            print(f"{readme} is not what {args.results} says: run python bench/readme_tables.py")
+            return 1
+        return 0
+    if new != text:
+        readme.write_text(new)
+        print(f"updated {readme}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""The results plumbing: bench/check.py (``make bench-check``) fails when a stated goal is
+not met or not shown, and bench/readme_tables.py regenerates the README blocks from the
+stored files; the README in the repo is what bench/results/ says."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _bench(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+check = _bench("check")
+tables = _bench("readme_tables")
+evidence = _bench("evidence")
+
+
+def _records(tmp_path: Path, memory_x=2.4, ratio=7.8, zoo_passed=True, fuzz_failures=0, refused=0, cases=10_000):
+    rows_memory = [{"direction": "torch2keras", "peak_over_warm_x_weights": memory_x, "peak_over_imports_x_weights": 2.7,
+                    "parity_passed": True, "stages": {"export": {"peak_rss": 1, "peak_over_warm_x_weights": 1.6}}}]
+    side = {"best": {"seconds": 10.0}, "check": {"ok": True, "max_abs_err": 1e-6}}
+    rows_speed = [{"model": "resnet50", "onnx_file": "torchscript-17", "parameters": 25.6e6, "onnx2tf": side,
+                   "pipeline": side, "ratio_onnx2tf_over_pipeline": ratio}]
+    rows_zoo = [{"model": "MobileNet", "input": [1, 32, 32, 3], "parameters": 4.3e6, "export_s": 1.0,
+                 "convert_s": 2.0, "max_rel_err": 3e-7, "passed": zoo_passed}]
+    fuzz = {"cases": cases, "seed": 5, "seconds": 60.0, "jobs": 2, "complete": True, "failures_total": fuzz_failures,
+            "conversions": {"onnx->torch": {"pass": cases, "known_gap": 0, "refused": refused, "mismatch": 0,
+                                            "crash": 0, "worst_passing_max_abs_err": 1e-6}}}
+    for kind, data in (("memory", {"bound_x_weights": 3.0, "rows": rows_memory}), ("onnx2tf", {"rows": rows_speed}),
+                       ("zoo", {"max_rel_err_allowed": 1e-4, "rows": rows_zoo}), ("fuzz", fuzz)):
+        evidence.write(tmp_path / f"{kind}.json", kind, data, command=f"bench {kind}")
+    return tmp_path
+
+
+def test_goals_met_exit_0(tmp_path, capsys):
+    assert check.main(["--results", str(_records(tmp_path))]) == 0
+    assert "every goal met" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("kwargs,needle", [
+    ({"memory_x": 3.2}, "3.2x the weights"),
+    ({"ratio": 0.8}, "onnx2tf / pipeline = 0.8"),
+    ({"ratio": None}, "no ratio"),
+    ({"zoo_passed": False}, "zoo: 1 of 1 fail"),
+    ({"fuzz_failures": 2}, "2 failing cases"),
+    ({"refused": 3}, "3 refusals outside the known gaps"),
+    ({"cases": 50}, "50 cases < 10000"),
+])
+def test_a_goal_not_met_exits_1(tmp_path, capsys, kwargs, needle):
+    assert check.main(["--results", str(_records(tmp_path, **kwargs))]) == 1
+    assert needle in capsys.readouterr().out
+
+
+def test_a_missing_result_is_a_goal_not_shown(tmp_path, capsys):
+    (_records(tmp_path) / "memory.json").unlink()
+    assert check.main(["--results", str(tmp_path)]) == 1
+    assert "memory.json: missing (run `make bench`)" in capsys.readouterr().out
+
+
+def test_records_carry_commit_and_machine(tmp_path):
+    record = json.loads((_records(tmp_path) / "zoo.json").read_text())
+    assert record["commit"] and record["machine"]["cpus"] and record["command"] == "bench zoo"
+
+
+def test_readme_blocks_are_regenerated_from_the_files(tmp_path):
+    folder = _records(tmp_path / "results")
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n<!-- results: zoo.json -->\nold table\n<!-- /results -->\n"
+                      "<!-- results: nothing.json -->\nkept as is\n<!-- /results -->\n")
+    assert tables.main(["--check", "--results", str(folder), "--readme", str(readme)]) == 1
+    assert tables.main(["--results", str(folder), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert "old table" not in text and "| MobileNet | 32x32 | 4.3 M |" in text and "**1 of 1 pass**" in text
+    assert "From `bench/results/zoo.json`" in text and "kept as is" in text
+    assert tables.main(["--check", "--results", str(folder), "--readme", str(readme)]) == 0
+
+
+def test_repo_readme_is_what_bench_results_say():
+    assert tables.main(["--check"]) == 0, "run python bench/readme_tables.py"
