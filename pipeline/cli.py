@@ -132,6 +132,25 @@ def _print_result(result) -> None:
         print(f"  kept the earlier passing conversion in {str(result.out_dir)[:-len('.failed')]}/")
 
 
+def registered_models() -> list[tuple[str, str]]:
+    """Every MODEL name ``models/`` offers, zoo members one by one, with the inputs each is converted on."""
+    from .batch import zoo_members
+    from .sources import MODELS_DIR, _declared_inputs, _load_module_from_file, list_registered
+
+    out = []
+    for name in list_registered():
+        members = zoo_members(name)
+        module = _load_module_from_file(MODELS_DIR / f"{name}.py")
+        if members is None:
+            pairs = [(name, getattr(module, "INPUTS", None))]
+        else:
+            pairs = [(f"{name}:{m}", module.SHAPES[m]) for m in members]
+        for label, declared in pairs:
+            specs = _declared_inputs(declared, label)
+            out.append((label, "  ".join(s.describe() for s in specs) or "(inputs: pass --input)"))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
@@ -162,10 +181,8 @@ def main(argv: list[str] | None = None) -> int:
             report = explain(args.layer, shape)["report"]
             return 0 if report["parity"]["passed"] else 1
         if args.command == "models":
-            from .sources import list_registered
-
-            for name in list_registered():
-                print(name)
+            for name, inputs in registered_models():
+                print(f"{name:<28} {inputs}")
             return 0
     except PipelineError as exc:
         if debug:
