@@ -341,7 +341,7 @@ class Display:
             from rich.console import Console
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-            self.live = Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+            self.live = Progress(TextColumn("{task.description}", markup=False), BarColumn(), TimeElapsedColumn(),
                                  console=Console(file=self.stream), transient=False)
             self.bar = self.live.add_task(self._text(), total=total, completed=done)
             self.live.start()
@@ -372,7 +372,7 @@ class Display:
         if self.live is None:
             self._line(line)
         else:
-            self.live.console.print(line)
+            self.live.console.print(line, markup=False, highlight=False)
         self.tick()
 
     def tick(self) -> None:
