@@ -265,8 +265,8 @@ def run_batch(path: str, force: bool = False, stream=sys.stdout, jobs: int | Non
         jobs = jobs or default_jobs(max_memory)
         runner = lambda display: run_local(tasks, jobs, limits, display)  # noqa: E731
     display = Display(len(names), done=len(rows))
-    try:
-        finished, interrupted = runner(display)
+    try:  # nothing to run: no workers, no cluster
+        finished, interrupted = runner(display) if tasks else ({}, False)
     finally:
         display.close()
     rows.update(finished)
