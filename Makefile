@@ -7,15 +7,17 @@ STAMP  := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL := 3
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help setup convert batch explain test test-slow fuzz bench zoo clean
+.PHONY: help setup convert batch explain test test-slow test-ray fuzz bench bench-batch zoo clean
 
 help:
 	@echo "make setup                          create .venv (Python 3.11) with the pinned stack"
 	@echo "make convert MODEL=name [TO=torch|keras] [ARGS='--layout target ...']"
-	@echo "make batch CONFIG=configs/seeds.yaml"
+	@echo "make batch CONFIG=configs/seeds.yaml [ARGS='--jobs 2 | --ray [ADDRESS]']"
 	@echo "make test                           fast test suite (what CI runs)"
 	@echo "make test-slow                      slow tests: model zoos"
+	@echo "make test-ray                       batch --ray on a local Ray cluster (slow test)"
 	@echo "make bench [ARGS='--models resnet50 --runs 1']  speed vs onnx2tf, peak memory at 100M parameters (build/bench/)"
+	@echo "make bench-batch [ARGS='--models A,B']  keras.applications as one batch: --jobs 1 vs 2 vs --ray (build/bench/batch/)"
 	@echo "make zoo [ARGS='--models A,B']      every keras.applications model -> PyTorch, table in build/zoo/"
 	@echo "make fuzz [N=10000]                 deep conv/pool fuzzing, summary in build/fuzz/last.json"
 
@@ -48,9 +50,15 @@ test: setup
 test-slow: setup
 	$(PY) -m pytest -q -m slow $(ARGS)
 
+test-ray: setup
+	$(PY) -m pytest -q -m slow tests/test_batch_ray.py $(ARGS)
+
 bench: setup
 	$(PY) bench/compare_onnx2tf.py $(ARGS)
 	$(PY) bench/memory.py
+
+bench-batch: setup
+	$(PY) bench/batch.py $(ARGS)
 
 zoo: setup
 	$(PY) bench/keras_zoo.py $(ARGS)

@@ -27,6 +27,7 @@ from .errors import BadInput
 CONNECT_TIMEOUT_S = 5.0
 OBJECT_STORE_BYTES = 512 << 20  # a local instance's shared memory; larger results spill to disk
 CANCEL_GRACE_S = 10.0
+CHUNK_BYTES = 64 << 20
 
 
 def import_ray():
@@ -78,7 +79,7 @@ def connect(ray, address: str, jobs: int | None) -> None:
 
 
 def convert_on_node(task: dict, limits: dict) -> dict:
-    """The Ray task: one entry converted on this node; its row, log and files as bytes."""
+    """The Ray task: one entry converted on this node; its row and log, and its files as chunks of bytes."""
     from .batch_worker import run_one
 
     work = Path(tempfile.mkdtemp(prefix="pipeline-ray-"))
@@ -89,16 +90,30 @@ def convert_on_node(task: dict, limits: dict) -> dict:
         cwd = task.get("cwd")
         local = dict(task, out=str(node_root / task["name"]), cwd=cwd if cwd and Path(cwd).is_dir() else str(work))
         row = run_one(local, limits, work)
-        files = {str(f.relative_to(node_root)): f.read_bytes() for f in sorted(node_root.rglob("*")) if f.is_file()}
+        log_file = node_root / f"{task['name']}.log"
         # The row and the log name this node's folder; the driver's is where the entry lands.
-        log = files.pop(f"{task['name']}.log", b"").replace(str(node_root).encode(), str(driver_out.parent).encode())
+        log = log_file.read_bytes().replace(str(node_root).encode(), str(driver_out.parent).encode())
+        files = {str(f.relative_to(node_root)): _put_chunks(f) for f in sorted(node_root.rglob("*"))
+                 if f.is_file() and f != log_file}
         row = json.loads(json.dumps(row, default=str).replace(str(node_root), str(driver_out.parent)))
         return {"row": row, "files": files, "log": log, "node": socket.gethostname()}
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def install(task: dict, result: dict) -> dict:
+def _put_chunks(path: Path) -> list:
+    """A file as object-store chunks: neither the task nor the driver holds a large model's files whole."""
+    import ray
+
+    refs = []
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK_BYTES):
+            refs.append(ray.put(chunk))
+            del chunk
+    return refs
+
+
+def install(task: dict, result: dict, get) -> dict:
     """Write one task's log and files under ``output_dir`` as a local run would; return its row."""
     from .convert import _install
 
@@ -113,9 +128,11 @@ def install(task: dict, result: dict) -> dict:
         tmp = out.with_name(f".{name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         try:
-            for rel, data in mine.items():
+            for rel, chunks in mine.items():
                 (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-                (tmp / rel).write_bytes(data)
+                with open(tmp / rel, "wb") as f:
+                    for ref in chunks:
+                        f.write(get(ref))
             final = _install(tmp, out, row.get("status") == "passed")
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -152,7 +169,7 @@ def run_ray(tasks: list[dict], address: str, jobs: int | None, limits: dict, dis
             for ref in done:
                 task, started = in_flight.pop(ref)
                 try:
-                    row = install(task, ray.get(ref))
+                    row = install(task, ray.get(ref), ray.get)
                 except (KeyboardInterrupt, OSError):
                     raise
                 except Exception as exc:  # the task's process died on both tries
