@@ -13,10 +13,14 @@ Schema::
         atol: 1.0e-4              # optional, also rtol, opset, layout, seed
         fold_bn: true             # optional (default false): fold BatchNorm into the layer before it
 
-One failing entry never stops the others.  A summary table is printed and
-written to ``output_dir/summary.json``; the exit code is 0 only if every entry
-passed.  An entry whose model, settings and pipeline version are unchanged
-since its last passing conversion is skipped unless ``--force``.
+A ``model`` that names a whole zoo (``torch_zoo``) stands for one entry per member.
+
+Every entry is converted in its own worker process (``batch_worker``), so not even a
+crash stops the others; ``--jobs N`` runs N at once and ``--ray`` runs them as Ray
+tasks (``batch_ray``).  A summary table is printed and written to
+``output_dir/summary.json``; the exit code is 0 only if every entry passed, and
+neither depends on the mode.  An entry whose model, settings and pipeline version are
+unchanged since its last passing conversion is skipped unless ``--force``.
 """
 
 from __future__ import annotations
