@@ -256,6 +256,10 @@ def run_batch(path: str, force: bool = False, stream=sys.stdout, jobs: int | Non
     from .batch_worker import Display, default_jobs, run_local
 
     config = load_config(path)
+    if ray is not None:
+        from .batch_ray import import_ray
+
+        import_ray()  # without Ray, --ray is a usage error even when every entry is up to date
     out_root = Path(config["output_dir"])
     out_root.mkdir(parents=True, exist_ok=True)
     names = [e["name"] for e in config["entries"]]

@@ -151,10 +151,10 @@ def _died(task: dict, exc: BaseException) -> dict:
 def run_ray(tasks: list[dict], address: str, jobs: int | None, limits: dict, display) -> tuple[dict[str, dict], bool]:
     """Run the tasks on Ray, at most ``jobs`` (default: the cluster's CPUs) in flight; (rows, interrupted)."""
     ray = import_ray()
-    connect(ray, address, jobs)
     rows: dict[str, dict] = {}
     in_flight: dict = {}
     try:
+        connect(ray, address, jobs)
         remote = ray.remote(num_cpus=1, max_retries=1)(convert_on_node)
         width = jobs or max(1, int(ray.cluster_resources().get("CPU", 1)))
         cwd = os.getcwd()
