@@ -66,7 +66,7 @@ def connect(ray, address: str, jobs: int | None) -> None:
         root = str(Path(__file__).resolve().parent.parent)
         path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
         kwargs.update(num_cpus=jobs or os.cpu_count() or 1, object_store_memory=OBJECT_STORE_BYTES,
-                      runtime_env={"env_vars": {"PYTHONPATH": path}})
+                      runtime_env={"env_vars": {"PYTHONPATH": path}}, _node_ip_address="127.0.0.1")
     else:
         _check_reachable(address)
         kwargs["address"] = address
@@ -82,7 +82,8 @@ def convert_on_node(task: dict, limits: dict) -> dict:
     """The Ray task: one entry converted on this node; its row and log, and its files as chunks of bytes."""
     from .batch_worker import run_one
 
-    work = Path(tempfile.mkdtemp(prefix="pipeline-ray-"))
+    _remove_stale()
+    work = Path(tempfile.mkdtemp(prefix=f"pipeline-ray-{os.getpid()}-"))
     try:
         node_root = work / "out"
         node_root.mkdir()
@@ -111,6 +112,16 @@ def _put_chunks(path: Path) -> list:
             refs.append(ray.put(chunk))
             del chunk
     return refs
+
+
+def _remove_stale() -> None:
+    """Remove the folders of earlier tasks on this node whose process was killed before it could."""
+    if not Path("/proc/self").exists():  # no way to tell a live task's folder from a dead one's
+        return
+    for folder in Path(tempfile.gettempdir()).glob("pipeline-ray-*-*"):
+        pid = folder.name.split("-")[2]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def install(task: dict, result: dict, get) -> dict:
