@@ -13,10 +13,14 @@ Schema::
         atol: 1.0e-4              # optional, also rtol, opset, layout, seed
         fold_bn: true             # optional (default false): fold BatchNorm into the layer before it
 
-One failing entry never stops the others.  A summary table is printed and
-written to ``output_dir/summary.json``; the exit code is 0 only if every entry
-passed.  An entry whose model, settings and pipeline version are unchanged
-since its last passing conversion is skipped unless ``--force``.
+A ``model`` that names a whole zoo (``torch_zoo``) stands for one entry per member.
+
+Every entry is converted in its own worker process (``batch_worker``), so not even a
+crash stops the others; ``--jobs N`` runs N at once and ``--ray`` runs them as Ray
+tasks (``batch_ray``).  A summary table is printed and written to
+``output_dir/summary.json``; the exit code is 0 only if every entry passed, and
+neither depends on the mode.  An entry whose model, settings and pipeline version are
+unchanged since its last passing conversion is skipped unless ``--force``.
 """
 
 from __future__ import annotations
@@ -119,14 +123,21 @@ def validate(data, path: str) -> dict:
         if name in names:
             raise BadInput(f"{path}: {where}.name: {name!r} is used twice")
         names.add(name)
-        specs = []
-        inputs = entry.get("inputs") or {}
-        if not isinstance(inputs, dict):
-            raise BadInput(f"{path}: {where}.inputs: expected a mapping NAME: [dims]")
-        for iname, spec in inputs.items():
-            specs.append(_input_spec(str(iname), spec, f"{path}: {where}.inputs.{iname}"))
+        specs = parse_inputs(entry.get("inputs"), where, path)
         settings = {**defaults, **_settings(entry, where, path)}
-        entries.append({"name": name, "model": entry["model"], "inputs": specs, **settings})
+        members = zoo_members(entry["model"])
+        if members is None:
+            entries.append({"name": name, "model": entry["model"], "inputs": specs, **settings})
+            continue
+        if specs:
+            raise BadInput(f"{path}: {where}.inputs: {entry['model']!r} names a whole zoo, whose members "
+                           "have their own inputs; list a member (ZOO:member) to set them")
+        for member in members:  # a whole zoo: one entry per member, NAME_member
+            sub = f"{name}_{member}"
+            if sub in names:
+                raise BadInput(f"{path}: {where}.name: {sub!r} (zoo member) is used twice")
+            names.add(sub)
+            entries.append({"name": sub, "model": f"{entry['model']}:{member}", "inputs": [], **settings})
     return {"output_dir": out_dir, "entries": entries}
 
 
@@ -150,6 +161,37 @@ def _input_spec(name: str, spec, where: str) -> InputSpec:
                         dtype)
 
 
+def parse_inputs(inputs, where: str, path: str) -> list[InputSpec]:
+    """An entry's ``inputs``: ``NAME: [dims]`` or ``NAME: {shape: [dims], dtype: int64}`` (see ``_input_spec``)."""
+    inputs = inputs or {}
+    if not isinstance(inputs, dict):
+        raise BadInput(f"{path}: {where}.inputs: expected a mapping NAME: [dims]")
+    return [_input_spec(str(iname), spec, f"{path}: {where}.inputs.{iname}") for iname, spec in inputs.items()]
+
+
+def zoo_members(model: str) -> list[str] | None:
+    """The members of a registered zoo (``models/ZOO.py`` with a ``SHAPES`` dict and no ``build``), else None.
+
+    Read from the file's syntax tree, so naming a zoo in a batch file imports no framework.
+    """
+    import ast
+    import re
+
+    from .sources import MODELS_DIR
+
+    file = MODELS_DIR / f"{model}.py"
+    if not re.fullmatch(r"[A-Za-z_]\w*", model) or not file.is_file():
+        return None
+    tree = ast.parse(file.read_text())
+    if any(isinstance(n, ast.FunctionDef) and n.name == "build" for n in tree.body):
+        return None
+    for node in tree.body:
+        if (isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "SHAPES" for t in node.targets)
+                and isinstance(node.value, ast.Dict)):
+            return [k.value for k in node.value.keys if isinstance(k, ast.Constant) and isinstance(k.value, str)]
+    return None
+
+
 def _fingerprint(entry: dict) -> str:
     """Hash of what decides an entry's result: settings, the model's file, pipeline's version."""
     from .sources import MODELS_DIR
@@ -161,7 +203,8 @@ def _fingerprint(entry: dict) -> str:
     h.update(json.dumps(settings, sort_keys=True, default=str).encode())
     h.update(json.dumps([(s.name, s.shape, s.dtype) for s in entry["inputs"]]).encode())
     model = entry["model"]
-    candidates = [Path(model), Path(model.rpartition(":")[0]) if ":" in model else None, MODELS_DIR / f"{model}.py"]
+    candidates = [Path(model), Path(model.rpartition(":")[0]) if ":" in model else None, MODELS_DIR / f"{model}.py",
+                  MODELS_DIR / f"{model.partition(':')[0]}.py"]  # a zoo member: ZOO:member
     for c in candidates:
         if c is not None and c.is_file():
             h.update(c.read_bytes())
@@ -175,53 +218,90 @@ def _fingerprint(entry: dict) -> str:
     return h.hexdigest()
 
 
-def run_batch(path: str, force: bool = False, stream=sys.stdout) -> int:
-    from .convert import Options, Progress, convert
 
-    config = load_config(path)
+STATUS_OK = ("passed", "skipped")
+
+
+def _up_to_date(out: Path, digest: str) -> bool:
+    """True when ``out`` holds a passing conversion of exactly this entry (same fingerprint)."""
+    try:
+        old = json.loads((out / "report.json").read_text())
+        return old.get("input_hash") == digest and bool(old["parity"]["passed"])
+    except Exception:
+        return False
+
+
+def plan(config: dict, force: bool) -> tuple[list[dict], dict[str, dict]]:
+    """Split the entries into tasks to run and rows already settled (skipped, up to date).
+
+    A task is plain JSON (it crosses a process or a Ray task): the entry's settings,
+    its inputs as lists, where it lands and the fingerprint its report will carry.
+    """
     out_root = Path(config["output_dir"])
-    out_root.mkdir(parents=True, exist_ok=True)
-    rows = []
-    total = len(config["entries"])
-    for i, entry in enumerate(config["entries"], 1):
+    tasks, settled = [], {}
+    for entry in config["entries"]:
         name = entry["name"]
         out = out_root / name
         digest = _fingerprint(entry)
-        print(f"[{i}/{total}] {name}: {entry['model']}", file=sys.stderr, flush=True)
-        row = {"name": name, "model": entry["model"], "out": str(out)}
-        previous = out / "report.json"
-        if not force and previous.is_file():
-            try:
-                old = json.loads(previous.read_text())
-                if old.get("input_hash") == digest and old["parity"]["passed"]:
-                    rows.append({**row, "status": "skipped", "exit_code": 0, "detail": "unchanged since last pass"})
-                    continue
-            except Exception:
-                pass
-        start = time.perf_counter()
-        opts = Options(model=entry["model"], to=entry.get("to"), out=str(out), inputs=entry["inputs"],
-                       atol=entry.get("atol", 1e-4), rtol=entry.get("rtol", 1e-4), opset=entry.get("opset"),
-                       layout=entry.get("layout", "source"), seed=entry.get("seed", 0),
-                       fold_bn=entry.get("fold_bn", False))
-        try:
-            result = convert(opts, Progress(True))
-            worst = max((c["max_abs_err"] for c in result.report["parity"]["outputs"]), default=0.0)
-            report_path = result.out_dir / "report.json"
-            rep = json.loads(report_path.read_text())
-            rep["input_hash"] = digest
-            report_path.write_text(json.dumps(rep, indent=2))
-            status = "passed" if result.exit_code == 0 else "parity-failed"
-            rows.append({**row, "status": status, "exit_code": result.exit_code, "target": rep["target"],
-                         "max_abs_err": worst, "detail": str(result.out_dir)})
-        except PipelineError as exc:
-            rows.append({**row, "status": "error", "exit_code": exc.exit_code, "detail": str(exc)})
-        except Exception as exc:  # keep going: one entry's bug must not stop the batch
-            rows.append({**row, "status": "error", "exit_code": EXIT_INTERNAL,
-                         "detail": f"internal error: {type(exc).__name__}: {str(exc)[:300]}"})
-        rows[-1]["seconds"] = round(time.perf_counter() - start, 2)
-        print(f"    {rows[-1]['status']} ({rows[-1]['seconds']}s)", file=sys.stderr, flush=True)
-    failed = [r for r in rows if r["status"] not in ("passed", "skipped")]
-    summary = {"config": str(path), "output_dir": str(out_root), "passed": not failed, "entries": rows}
+        if not force and _up_to_date(out, digest):
+            settled[name] = {"name": name, "model": entry["model"], "out": str(out), "status": "skipped",
+                             "exit_code": 0, "detail": "unchanged since last pass"}
+            continue
+        task = {k: v for k, v in entry.items() if k != "inputs"}
+        task["inputs"] = [[s.name, list(s.shape), s.dtype] for s in entry["inputs"]]
+        task.update(out=str(out), digest=digest)
+        tasks.append(task)
+    return tasks, settled
+
+
+def run_batch(path: str, force: bool = False, stream=sys.stdout, jobs: int | None = None,
+              ray: str | None = None, timeout: float | None = None, max_memory: int | None = None,
+              debug: bool = False) -> int:
+    """Convert every entry of a batch file, each in a fresh worker process; return the batch's exit code.
+
+    ``jobs`` entries run at once on this machine, or, with ``ray`` (an address, or "local" for a
+    Ray instance started here), as Ray tasks.  The summary and the exit code do not depend on either.
+    """
+    from .batch_worker import Display, default_jobs, run_local
+
+    config = load_config(path)
+    if ray is not None:
+        from .batch_ray import import_ray
+
+        import_ray()  # without Ray, --ray is a usage error even when every entry is up to date
+    out_root = Path(config["output_dir"])
+    out_root.mkdir(parents=True, exist_ok=True)
+    names = [e["name"] for e in config["entries"]]
+    tasks, rows = plan(config, force)
+    limits = {"timeout": timeout, "max_memory": max_memory, "debug": debug}
+    if ray is not None:
+        from .batch_ray import run_ray
+
+        runner = lambda display: run_ray(tasks, ray, jobs, limits, display)  # noqa: E731
+    else:
+        jobs = jobs or default_jobs(max_memory)
+        runner = lambda display: run_local(tasks, jobs, limits, display)  # noqa: E731
+    display = Display(len(names), done=len(rows))
+    try:  # nothing to run: no workers, no cluster
+        finished, interrupted = runner(display) if tasks else ({}, False)
+    finally:
+        display.close()
+    rows.update(finished)
+    for name in names:
+        if name not in rows:
+            entry = next(e for e in config["entries"] if e["name"] == name)
+            rows[name] = {"name": name, "model": entry["model"], "out": str(out_root / name), "status": "not-run",
+                          "exit_code": 130, "detail": "interrupted before it finished"}
+    ordered = [rows[n] for n in names]
+    return _summarize(path, out_root, ordered, interrupted, stream)
+
+
+def _summarize(path: str, out_root: Path, rows: list[dict], interrupted: bool, stream) -> int:
+    """Write ``summary.json``, print the table, return the batch's exit code."""
+    failed = [r for r in rows if r["status"] not in STATUS_OK]
+    not_run = [r["name"] for r in rows if r["status"] == "not-run"]
+    summary = {"config": str(path), "output_dir": str(out_root), "passed": not failed,
+               "interrupted": interrupted, "not_run": not_run, "entries": rows}
     (out_root / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     width = max(len(r["name"]) for r in rows)
     print(f"{'name':<{width}}  {'status':<13} {'exit':>4}  detail", file=stream)
@@ -231,6 +311,8 @@ def run_batch(path: str, force: bool = False, stream=sys.stdout) -> int:
             detail = f"max_abs_err={r['max_abs_err']:.3g}  -> {detail}"
         print(f"{r['name']:<{width}}  {r['status']:<13} {r['exit_code']:>4}  {detail}", file=stream)
     print(f"{len(rows) - len(failed)} of {len(rows)} entries ok; summary in {out_root / 'summary.json'}", file=stream)
+    if interrupted:
+        return 130
     if not failed:
         return 0
     codes = {r["exit_code"] for r in failed}

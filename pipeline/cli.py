@@ -49,6 +49,40 @@ def _add_convert_args(p: argparse.ArgumentParser) -> None:
                    help="skip running onnxruntime after every normalize pass")
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
+def _memory_size(text: str) -> int:
+    """``4G``, ``1500M``, ``512K`` or a number of bytes."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    t = text.strip().upper().removesuffix("IB").removesuffix("B")
+    scale = units.get(t[-1:], 1)
+    try:
+        value = float(t[:-1] if t[-1:] in units else t) * scale
+    except ValueError:
+        value = 0
+    if not value >= 1 << 20:
+        raise argparse.ArgumentTypeError(f"expected a memory size of at least 1M such as 4G or 1500M, got {text!r}")
+    return int(value)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m pipeline", description="Convert models between PyTorch and Keras through ONNX.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and framework logs")
@@ -60,6 +94,17 @@ def build_parser() -> argparse.ArgumentParser:
     batch = sub.add_parser("batch", help="convert every model listed in a YAML file")
     batch.add_argument("config", metavar="FILE.yaml")
     batch.add_argument("--force", action="store_true", help="convert even entries that are up to date")
+    batch.add_argument("--jobs", type=_positive_int, metavar="N",
+                       help="entries converted at once, each in its own process (default: as many as the cores "
+                            "and free memory allow; 1 runs them in file order)")
+    batch.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                       help="run the entries as Ray tasks on the cluster at ADDRESS (host:port or ray://host:port), "
+                            "or on a Ray instance started here when no address is given; needs pip install .[cluster]")
+    batch.add_argument("--timeout", type=_positive_float, metavar="SECONDS",
+                       help="stop an entry that runs longer (its row: timed-out)")
+    batch.add_argument("--max-memory", dest="max_memory", type=_memory_size, metavar="SIZE",
+                       help="stop an entry whose worker uses more resident memory, e.g. 4G or 1500M "
+                            "(its row: out-of-memory)")
     batch.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
     exp = sub.add_parser("explain", help="show one layer's exact equivalent in the other framework")
     exp.add_argument("layer", metavar="LAYER_EXPRESSION",
@@ -125,6 +170,24 @@ def _dims(texts: list[str]) -> dict[str, int]:
         sizes[name] = size
     return sizes
 
+def registered_models() -> list[tuple[str, str]]:
+    """Every MODEL name ``models/`` offers, zoo members one by one, with the inputs each is converted on."""
+    from .batch import zoo_members
+    from .sources import MODELS_DIR, _declared_inputs, _load_module_from_file, list_registered
+
+    out = []
+    for name in list_registered():
+        members = zoo_members(name)
+        module = _load_module_from_file(MODELS_DIR / f"{name}.py")
+        if members is None:
+            pairs = [(name, getattr(module, "INPUTS", None))]
+        else:
+            pairs = [(f"{name}:{m}", module.SHAPES[m]) for m in members]
+        for label, declared in pairs:
+            specs = _declared_inputs(declared, label)
+            out.append((label, "  ".join(s.describe() for s in specs) or "(inputs: pass --input)"))
+    return out
+
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -146,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "batch":
             from .batch import run_batch
 
-            return run_batch(args.config, force=args.force)
+            return run_batch(args.config, force=args.force, jobs=args.jobs, ray=args.ray, timeout=args.timeout,
+                             max_memory=args.max_memory, debug=debug)
         if args.command == "explain":
             from .explain import explain
             from .spec import parse_input
@@ -155,10 +219,8 @@ def main(argv: list[str] | None = None) -> int:
             report = explain(args.layer, shape)["report"]
             return 0 if report["parity"]["passed"] else 1
         if args.command == "models":
-            from .sources import list_registered
-
-            for name in list_registered():
-                print(name)
+            for name, inputs in registered_models():
+                print(f"{name:<28} {inputs}")
             return 0
     except PipelineError as exc:
         if debug:

@@ -376,6 +376,32 @@ def _savedmodel_source(path: Path, overrides: list[InputSpec]) -> Source:
     return Source("tf", path.name, str(path), (loaded, fn), specs, sorted(fn.structured_outputs))
 
 
+def _registered_source(model: str, overrides: list[InputSpec]) -> Source | None:
+    """``NAME`` (``models/NAME.py`` with ``build()`` and ``INPUTS``) or ``ZOO:member``; None for other MODELs.
+
+    A zoo (``models/ZOO.py`` with a ``SHAPES`` dict NAME -> inputs and no ``build``) is
+    converted one member at a time: ``torch_zoo:resnet`` calls ``resnet()`` with the
+    inputs ``SHAPES["resnet"]`` declares.  The zoo's name alone lists its members.
+    """
+    zoo, _, member = model.partition(":")
+    file = MODELS_DIR / f"{zoo}.py"
+    if not re.fullmatch(r"[A-Za-z_]\w*", zoo) or not file.is_file() or (member and not member.isidentifier()):
+        return None
+    module = _load_module_from_file(file)
+    shapes = getattr(module, "SHAPES", None)
+    if not isinstance(shapes, dict) or (not member and hasattr(module, "build")):
+        attr = member or "build"
+        return _call_factory(module, attr, f"models/{zoo}.py", overrides, zoo if attr == "build" else f"{zoo}_{attr}")
+    if member not in shapes:
+        members = ", ".join(f"{zoo}:{m}" for m in shapes)
+        what = f"has no member {member!r}" if member else "is a zoo: name one member"
+        raise BadInput(f"{model}: models/{zoo}.py {what} ({members})")
+    single = type(module)(f"{module.__name__}_{member}")  # the member as a one-model module
+    setattr(single, member, getattr(module, member))
+    single.INPUTS = shapes[member]
+    return _call_factory(single, member, f"models/{zoo}.py", overrides, f"{zoo}_{member}")
+
+
 def resolve(model: str, overrides: list[InputSpec] | None = None, dims: dict[str, int] | None = None) -> Source:
     """Turn the MODEL argument into a :class:`Source`; raise BadInput if it cannot be.
 
@@ -402,6 +428,9 @@ def _resolve(model: str, overrides: list[InputSpec]) -> Source:
             raise BadInput(f"{model}: the file is empty")
         loader = {".onnx": _onnx_source, ".keras": _keras_file_source, ".h5": _keras_file_source, ".pt2": _pt2_source}[suffix]
         return loader(path, overrides)
+    registered = _registered_source(model, overrides)
+    if registered is not None:
+        return registered
     if ":" in model:
         where, _, attr = model.rpartition(":")
         if not attr.isidentifier():
@@ -418,10 +447,6 @@ def _resolve(model: str, overrides: list[InputSpec]) -> Source:
             stem = where.rsplit(".", 1)[-1]
         name = stem if attr in ("build", "model", "factory") else f"{stem}_{attr}"
         return _call_factory(module, attr, where, overrides, name)
-    registered = MODELS_DIR / f"{model}.py"
-    if re.fullmatch(r"[A-Za-z_]\w*", model) and registered.is_file():
-        module = _load_module_from_file(registered)
-        return _call_factory(module, "build", f"models/{model}.py", overrides, model)
     known = ", ".join(list_registered()) or "none"
     raise BadInput(
         f"unknown MODEL {model!r}: not a registered name (known: {known}), "
