@@ -7,16 +7,17 @@ STAMP  := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL := 3
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help setup convert batch explain test test-slow fuzz bench zoo clean
+.PHONY: help setup convert batch explain test test-slow conformance fuzz bench zoo clean
 
 help:
 	@echo "make setup                          create .venv (Python 3.11) with the pinned stack"
 	@echo "make convert MODEL=name [TO=torch|keras] [ARGS='--layout target ...']"
 	@echo "make batch CONFIG=configs/seeds.yaml"
 	@echo "make test                           fast test suite (what CI runs)"
-	@echo "make test-slow                      slow tests: model zoos"
+	@echo "make test-slow                      slow tests: model zoos, the whole ONNX conformance suite"
 	@echo "make bench [ARGS='--models resnet50 --runs 1']  speed vs onnx2tf, peak memory at 100M parameters (build/bench/)"
 	@echo "make zoo [ARGS='--models A,B']      every keras.applications model -> PyTorch, table in build/zoo/"
+	@echo "make conformance [ARGS='--tests gemm']  ONNX backend node tests -> both targets, judged against the spec (bench/results/)"
 	@echo "make fuzz [N=10000]                 deep conv/pool fuzzing, summary in build/fuzz/last.json"
 
 setup: $(STAMP)
@@ -47,6 +48,9 @@ test: setup
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow $(ARGS)
+
+conformance: setup
+	$(PY) bench/conformance.py $(ARGS)
 
 bench: setup
 	$(PY) bench/compare_onnx2tf.py $(ARGS)

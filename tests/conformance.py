@@ -35,6 +35,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+REPO = Path(__file__).resolve().parent.parent
 NODE_DIR = Path(onnx.__file__).parent / "backend" / "test" / "data" / "node"
 TARGETS = ("torch", "keras")
 VARIANTS = ("shipped", "constants")
