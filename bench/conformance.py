@@ -107,7 +107,11 @@ def counts(records: list[dict], target: str, variant: str) -> dict:
     mine = [r for r in records if r["target"] == target and r["variant"] == variant]
     c = collections.Counter(r["status"] for r in mine)
     refused = collections.Counter(reason_key(r.get("reason", "")) for r in mine if r["status"] == "refused")
+    seconds = sorted(r["seconds"] for r in mine if "seconds" in r)
     return {"run": len(mine), **{s: c.get(s, 0) for s in STATUSES},
+            "passed_with_other_dtype": sorted(r["test"] for r in mine if r["status"] == "pass" and r.get("dtypes_differ")),
+            "seconds": {"total": round(sum(seconds), 1), "median": seconds[len(seconds) // 2] if seconds else None,
+                        "max": seconds[-1] if seconds else None},
             "refused_exit": dict(collections.Counter(str(r.get("exit_code")) for r in mine if r["status"] == "refused")),
             "refused_by_reason": dict(refused.most_common())}
 
@@ -163,11 +167,13 @@ def summary_lines(result: dict) -> list[str]:
     lines = []
     for target in result["targets"]:
         lines.append(f"to {target}:")
-        lines.append(f"  {'variant':10} {'run':>5} {'pass':>5} {'refused':>8} {'internal':>9} {'wrong':>6}")
+        lines.append(f"  {'variant':10} {'run':>5} {'pass':>5} {'refused':>8} {'internal':>9} {'wrong':>6}"
+                     f" {'median s':>9} {'max s':>7}")
         for variant in conformance.VARIANTS:
             c = result["summary"].get(target, {}).get(variant)
             if c:
-                lines.append(f"  {variant:10} {c['run']:5} {c['pass']:5} {c['refused']:8} {c['internal']:9} {c['wrong']:6}")
+                lines.append(f"  {variant:10} {c['run']:5} {c['pass']:5} {c['refused']:8} {c['internal']:9} {c['wrong']:6}"
+                             f" {c['seconds']['median'] or 0:9.2f} {c['seconds']['max'] or 0:7.1f}")
     skipped = collections.Counter((s["target"], s["status"]) for s in result["skipped"])
     lines.append("left out: " + ", ".join(f"{t} {s}: {n}" for (t, s), n in sorted(skipped.items())))
     lines.append(f"onnxruntime departs from the spec on {len(result['referee_departs'])} in-scope tests "
@@ -200,7 +206,10 @@ def render(result: dict) -> str:
            f"{m['cpus']} cores. Results: `bench/results/conformance.json`. A test is in scope when every op "
            "in it has a translator; *constants* makes every input after the first an initializer "
            "(tests with one input run once, as shipped); the generated `model.py` is judged against the "
-           "spec's expected outputs (float32 |err| ≤ 1e-5 + 1e-3·|expected|, integers exact).", ""]
+           "spec's expected outputs (float32 |err| ≤ 1e-5 + 1e-3·|expected|, integers exact). "
+           f"{len({r['test'] for r in result['records'] if r.get('restamped_from')})} in-scope tests stamped with an "
+           "opset newer than onnxruntime 1.23 runs (24) but valid at opset 23 too (the ops re-issued for new element "
+           "types only) run stamped 23.", ""]
     for target in result["targets"]:
         out += [f"**To {'PyTorch' if target == 'torch' else 'Keras'}**", "",
                 "| variant | tests run | passed | refused (exit 2 / 3) | internal errors | wrong |",
