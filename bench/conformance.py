@@ -27,6 +27,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -303,7 +304,15 @@ def op_usage(out: Path) -> int:
     from pipeline.spec import make_inputs
 
     used, failed = {}, {}
-    for label, model, specs in zoo_sources():
+    sources = zoo_sources()
+
+    def write(complete: bool) -> None:  # after every model: an interrupted count keeps what it has
+        ops = collections.Counter(op for found in used.values() for op in found)
+        out.write_text(json.dumps({"commit": commit(), "command": "python bench/conformance.py --op-usage",
+                                   "complete": complete, "models": used, "failed": failed,
+                                   "ops": dict(ops.most_common())}, indent=1))
+
+    for label, model, specs in sources:
         path = Path(tempfile.mkdtemp(prefix="op-usage-")) / "source.onnx"
         try:
             source = resolve(model, specs)
@@ -313,9 +322,10 @@ def op_usage(out: Path) -> int:
         except Exception as exc:
             failed[label] = f"{type(exc).__name__}: {conformance.first_line(exc)}"
             print(f"{label}: {failed[label]}", flush=True)
-    ops = collections.Counter(op for found in used.values() for op in found)
-    out.write_text(json.dumps({**commit(), "command": "python bench/conformance.py --op-usage", "models": used,
-                               "failed": failed, "ops": dict(ops.most_common())}, indent=1))
+        finally:
+            shutil.rmtree(path.parent, ignore_errors=True)
+        write(False)
+    write(True)
     print(f"written: {out}")
     return 0
 
