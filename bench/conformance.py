@@ -193,6 +193,7 @@ def catalog_lines(result: dict) -> list[str]:
     return lines
 
 
+TABLE_ROWS = 25  # untranslated ops with a table row; the rest are listed on one line
 _ELEMENT_TYPE = re.compile(r"unsupported element type (\w+)")
 
 
@@ -249,13 +250,21 @@ def render(result: dict) -> str:
     if usage:
         rows = sorted(rows, key=lambda r: (-usage.get(r["op"], 0), -max(r["torch"], r["keras"]), r["op"]))
     out += ["Node tests left out for want of a translator, by op" +
-            (" (most used in exported models first: models using it, of the zoo's "
-             f"{result.get('op_usage_models', '?')})" if usage else " (most tests first)") + ":", "",
+            (" (most used in exported models first: how many of the "
+             f"{result.get('op_usage_models', '?')} models of {result.get('op_usage_sources', '?')}, exported as "
+             "`make convert` exports them, have the op in their ONNX graph as written, before constant folding; "
+             "`python bench/conformance.py --op-usage` writes `bench/results/op-usage.json`)"
+             if usage else " (most tests first)") + ":", "",
             "| op | " + ("models using it | " if usage else "") + "tests (PyTorch) | tests (Keras) |",
             "| --- | " + ("---: | " if usage else "") + "---: | ---: |"]
-    for r in rows:
+    for r in rows[:TABLE_ROWS]:
         used = f"{usage.get(r['op'], 0)} | " if usage else ""
         out.append(f"| {r['op']} | {used}{r['torch']} | {r['keras']} |")
+    if rows[TABLE_ROWS:]:
+        unused = not any(usage.get(r["op"]) for r in rows[TABLE_ROWS:])
+        out += ["", f"and {len(rows) - TABLE_ROWS} more{', in no exported model here' if usage and unused else ''} "
+                "(tests, PyTorch / Keras): "
+                + ", ".join(f"{r['op']} ({r['torch']}/{r['keras']})" for r in rows[TABLE_ROWS:]) + "."]
     out += ["", MARK_END]
     return "\n".join(out)
 
@@ -360,6 +369,8 @@ def derive(result: dict) -> dict:
     if OP_USAGE.exists():
         usage = json.loads(OP_USAGE.read_text())
         result["op_usage"], result["op_usage_models"] = usage["ops"], len(usage["models"])
+        prefixes = sorted({label.rsplit(".", 1)[0] for label in usage["models"]})
+        result["op_usage_sources"] = ", ".join(f"`models/{p}.py`" if p.endswith("_zoo") else f"`{p}`" for p in prefixes)
     return dict(sorted(result.items(), key=lambda kv: kv[0] in ("skipped", "records")))
 
 
