@@ -7,18 +7,19 @@ STAMP  := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL := 3
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help setup convert batch explain test test-slow test-ray fuzz bench bench-check bench-batch zoo clean
+.PHONY: help setup convert batch explain test test-slow test-ray conformance fuzz bench bench-check bench-batch zoo clean
 
 help:
 	@echo "make setup                          create .venv (Python 3.11) with the pinned stack"
 	@echo "make convert MODEL=name [TO=torch|keras] [ARGS='--layout target ...']"
 	@echo "make batch CONFIG=configs/seeds.yaml [ARGS='--jobs 2 | --ray [ADDRESS]']"
 	@echo "make test                           fast test suite (what CI runs)"
-	@echo "make test-slow                      slow tests: model zoos"
+	@echo "make test-slow                      slow tests: model zoos, the whole ONNX conformance suite"
 	@echo "make test-ray                       batch --ray on a local Ray cluster (slow test)"
 	@echo "make bench [ARGS='--models resnet50 --runs 1']  speed vs onnx2tf, peak memory at 100M parameters (build/bench/)"
 	@echo "make bench-batch [ARGS='--models A,B']  keras.applications as one batch: --jobs 1 vs 2 vs --ray (build/bench/batch/)"
 	@echo "make zoo [ARGS='--models A,B']      every keras.applications model -> PyTorch, table in build/zoo/"
+	@echo "make conformance [ARGS='--tests gemm']  ONNX backend node tests -> both targets, judged against the spec (bench/results/)"
 	@echo "make fuzz [N=10000] [ARGS='--seed N']  deep conv/pool fuzzing (a new seed each run), bench/results/fuzz.json"
 	@echo "make bench-check                    exit 1 unless bench/results/ shows every stated goal met"
 
@@ -53,6 +54,9 @@ test-slow: setup
 
 test-ray: setup
 	$(PY) -m pytest -q -m slow tests/test_batch_ray.py $(ARGS)
+
+conformance: setup
+	$(PY) bench/conformance.py $(ARGS)
 
 # Each bench keeps its results (with commit and machine) in bench/results/ and the README's
 # tables are regenerated from them; both benches run even when the first misses its goal.
