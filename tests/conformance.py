@@ -54,19 +54,14 @@ TOLERANCE = {
 
 
 def translator_ops(target: str) -> set[str]:
-    """The ONNX op types the importer for ``target`` has a translator for.
+    """The ONNX op types the importer for ``target`` has an emitter for (in some opset), from
+    the op registry.  ``Constant`` nodes need no translator: the generators write them as
+    constants."""
+    from pipeline.importers import registry
 
-    The one place that knows where the importers keep their op tables: when they move
-    (an op-family registry), only this function changes.  ``Constant`` nodes need no
-    translator: the generators write them as constants.
-    """
-    if target == "torch":
-        from pipeline.importers.torch_ops import OPS
-    elif target == "keras":
-        from pipeline.importers.keras_ops import OPS
-    else:
+    if target not in registry.TARGETS:
         raise ValueError(target)
-    return set(OPS) | {"Constant"}
+    return set(registry.translatable(target)) | {"Constant"}
 
 
 # --- reading a test ----------------------------------------------------------------------

@@ -34,24 +34,7 @@ SUBSET = [
 ]
 
 # (test, target, variant) -> what it does today.  Measured with bench/conformance.py.
-FAILING: dict[tuple[str, str, str], str] = {
-    ("test_batchnorm_example_training_mode", "torch", "constants"):
-        "internal: KeyError: value 'output_mean' used before it is defined (training-mode outputs)",
-    ("test_layer_normalization_4d_axis_negative_1", "torch", "constants"):
-        "internal: KeyError: value 'Mean' used before it is defined (optional outputs)",
-    ("test_layer_normalization_4d_axis_negative_1", "keras", "constants"):
-        "internal: KeyError: value 'Mean' used before it is defined (optional outputs)",
-    ("test_gemm_default_vector_bias", "torch", "constants"):
-        "internal: ValueError: input operand has more dimensions than allowed by the axis remapping",
-    ("test_gemm_default_vector_bias", "keras", "constants"):
-        "internal: ValueError: input operand has more dimensions than allowed by the axis remapping",
-    ("test_gather_negative_indices", "torch", "constants"): "internal: IndexError: index out of range in self",
-    ("test_clip_default_inbounds", "torch", "shipped"):
-        "internal: RuntimeError: torch.clamp: At least one of 'min' or 'max' must not be None",
-    ("test_einsum_batch_matmul", "keras", "constants"):
-        "internal: ValueError: Number of dimensions in the subscript does not match ... the operand",
-    ("test_softsign", "keras", "shipped"): "internal: AttributeError: module 'keras.ops' has no attribute 'soft_sign'",
-}
+FAILING: dict[tuple[str, str, str], str] = {}  # every subset case passes or is refused with a reason
 
 
 def _cases() -> list:
