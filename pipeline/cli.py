@@ -125,6 +125,11 @@ def _print_result(result) -> None:
         for c in comps:
             mark = "ok " if c["passed"] else "BAD"
             print(f"  {mark} {label:<20} {c['name']:<24} max_abs={c['max_abs_err']:.3g}  max_rel={c['max_rel_err']:.3g}")
+    for problem in par.get("problems", []):
+        print(f"  BAD {problem}")
+    spec = par.get("spec_referee") or {}
+    if spec.get("ran") is False:
+        print(f"  --  second referee (onnx.reference) not run: {spec['why']}")
     for shape_set in par.get("shapes", [])[1:]:
         sizes = ", ".join(f"{k}={v}" for k, v in shape_set["sizes"].items())
         if shape_set.get("passed") is None:

@@ -1,0 +1,60 @@
+"""The second referee: where onnxruntime departs from the ONNX spec, parity must not call a
+conversion checked.  The expected outputs here are the spec's own (the backend node tests)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from pipeline.referee import run_onnx, spec_opinion
+
+NODE_TESTS = Path(onnx.__file__).parent / "backend" / "test" / "data" / "node"
+
+
+def _node_test(name: str):
+    folder = NODE_TESTS / name
+    model = onnx.load(str(folder / "model.onnx"))
+    data = folder / "test_data_set_0"
+    inputs = {i.name: numpy_helper.to_array(onnx.load_tensor(str(data / f"input_{k}.pb")))
+              for k, i in enumerate(model.graph.input)}
+    expected = [numpy_helper.to_array(onnx.load_tensor(str(data / f"output_{k}.pb")))
+                for k in range(len(model.graph.output))]
+    return folder / "model.onnx", inputs, expected, [o.name for o in model.graph.output]
+
+
+def test_referees_disagree_where_onnxruntime_departs_from_the_spec():
+    """onnxruntime 1.23's align_corners downsampling is not the spec's (its own node test says so)."""
+    path, inputs, expected, names = _node_test("test_resize_downsample_scales_linear_align_corners")
+    ort = run_onnx(str(path), inputs)
+    assert not np.allclose(ort[0], expected[0], atol=1e-4)  # the premise: onnxruntime is off here
+    opinion = spec_opinion(path, inputs, ort, names, 1e-4, 1e-4)
+    assert opinion["ran"] and not opinion["agree"], opinion
+
+
+def test_referees_agree_where_onnxruntime_follows_the_spec():
+    path, inputs, expected, names = _node_test("test_conv_with_strides_padding")
+    ort = run_onnx(str(path), inputs)
+    np.testing.assert_allclose(ort[0], expected[0], atol=1e-5)
+    opinion = spec_opinion(path, inputs, ort, names, 1e-4, 1e-4)
+    assert opinion["ran"] and opinion["agree"], opinion
+
+
+def test_the_reference_is_not_asked_where_it_departs_itself():
+    """onnx.reference runs opset-11 Softmax by the opset-13 rule: no opinion there, said why."""
+    path, inputs, _, names = _node_test("test_softmax_axis_1")
+    model = onnx.load(str(path))
+    del model.opset_import[:]
+    model.opset_import.append(onnx.helper.make_opsetid("", 11))
+    model.ir_version = 7
+    old = Path(str(path)).parent
+    assert old.exists()
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        file = Path(tmp) / "m.onnx"
+        onnx.save(model, file)
+        opinion = spec_opinion(file, inputs, run_onnx(str(file), inputs), names, 1e-4, 1e-4)
+    assert not opinion["ran"] and "Softmax" in opinion["why"]
