@@ -91,6 +91,8 @@ def read_resize(t: Translation) -> Resize:
             t.unsupported("Resize axes other than the spatial ones")
     mode = t.str("mode", "nearest")
     old_style = t.op == "Upsample" or t.opset < 11
+    if t.op == "Upsample" and t.opset < 7:
+        t.unsupported("Upsample before opset 7 (the experimental height_scale/width_scale form)")
     if old_style:
         coord, rounding = "asymmetric", "floor"
         attr = t.node.attributes.get_floats("scales", None)
@@ -131,7 +133,7 @@ def read_resize(t: Translation) -> Resize:
     if coord not in COORDS:
         t.unsupported(f"{mode} resize with {coord} coordinates")
     if old_style and mode == "nearest" and downscales:
-        t.unsupported("nearest downscaling before opset 11 (the rounding was left open; onnxruntime rounds up)")
+        t.unsupported("nearest downscaling before opset 11 (the spec left its rounding open)")
     roi = _crop_box(t, rank, axes) if coord == "tf_crop_and_resize" else None
     return Resize(mode, coord, rounding, tuple(shape), tuple(out), spatial_scales,
                   t.float("cubic_coeff_a", -0.75), bool(t.int("exclude_outside", 0)), antialias,
