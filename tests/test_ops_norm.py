@@ -109,3 +109,22 @@ def test_old_batch_norm_training_or_per_position_forms_are_refused(tmp_path, ops
     out.mkdir()
     with pytest.raises(Unsupported, match=why):
         importers.generate("torch", ir.serde.deserialize_model(proto), out, "t", "test", {}, "onnx")
+
+
+@pytest.mark.parametrize("target", ["torch", "keras"])
+def test_scale_from_a_graph_input_takes_the_functional_form(tmp_path, target):
+    """A BatchNormalization or LayerNormalization scale that is not a constant (here a graph input) was
+    refused ("statistics must be a constant"): the functional forms take it as a tensor."""
+    c, d = 3, 5
+    consts = {"b": rng.normal(size=c), "m": rng.normal(size=c), "v": rng.uniform(0.5, 1.5, c),
+              "ln_b": rng.normal(size=d)}
+    nodes = [helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["bn"], epsilon=1e-3),
+             helper.make_node("LayerNormalization", ["z", "ln_s", "ln_b"], ["ln"], axis=-1)]
+    proto = model(nodes, [("x", [2, c, 4, 4]), ("s", [c]), ("z", [2, 4, d]), ("ln_s", [d])],
+                  [("bn", [2, c, 4, 4]), ("ln", [2, 4, d])], {k: v.astype(np.float32) for k, v in consts.items()}, 18)
+    result = convert_model(tmp_path, proto, target)
+    stages = result.report["parity"]["stages"]
+    assert result.exit_code == 0, stages
+    assert len(stages["converted_vs_source"]) == 2, stages
+    code = (tmp_path / target / "model.py").read_text()
+    assert code.count("computed at run time") == 2, code

@@ -111,19 +111,27 @@ CASES = [  # (x shape, output shape, attributes, (scales or sizes, values))
     ([1, 2, 9, 8], [1, 2, 5, 3], {"mode": "linear", "antialias": 1}, ("sizes", [1, 2, 5, 3])),
     ([1, 2, 9, 8], [1, 2, 4, 4], {"mode": "cubic", "antialias": 1}, ("scales", [1, 1, 0.5, 0.5])),
     ([1, 2, 6, 4], [1, 2, 3, 2], {"keep_aspect_ratio_policy": "not_larger", "axes": [2, 3]}, ("sizes", [3, 3])),
+    ([1, 2, 5, 6], [1, 2, 4, 3], {"mode": "linear", "coordinate_transformation_mode": "tf_crop_and_resize",
+                                  "extrapolation_value": 7.0, "_roi": [0, 0, 0.3, -0.2, 1, 1, 0.9, 1.3]},
+     ("sizes", [1, 2, 4, 3])),
 ]
 
 
 @pytest.mark.parametrize("target", ["torch", "keras"])
 def test_resize_without_a_matching_layer_follows_the_spec(tmp_path, target):
     """Modes no PyTorch or Keras layer computes as the spec does (nearest modes, cubic options,
-    half_pixel_symmetric, antialiasing, keep_aspect_ratio_policy): the spec's per-axis weights
+    half_pixel_symmetric, antialiasing, keep_aspect_ratio_policy, tf_crop_and_resize): the spec's per-axis weights
     instead.  Both targets used to refuse most of these."""
     cases = []
     for x_shape, out_shape, attrs, (kind, values) in CASES:
         dtype = np.float32 if kind == "scales" else np.int64
-        inputs = ("x", "", "scales") if kind == "scales" else ("x", "", "", "sizes")
-        cases.append((x_shape, out_shape, "Resize", inputs, {kind: np.array(values, dtype)}, attrs))
+        attrs = dict(attrs)
+        consts = {kind: np.array(values, dtype)}
+        roi = attrs.pop("_roi", None)
+        if roi is not None:  # tf_crop_and_resize's box, past the input's edges on the width
+            consts["roi"] = np.array(roi, np.float32)
+        inputs = ("x", "roi" if roi else "", "scales") if kind == "scales" else ("x", "roi" if roi else "", "", "sizes")
+        cases.append((x_shape, out_shape, "Resize", inputs, consts, attrs))
     model = resize_graph(cases)
     feed = feeds(model)
     got, _ = translate_and_run(tmp_path, model, target, feed)

@@ -34,13 +34,20 @@ def _f32(value: float) -> str:
 
 @dataclass
 class BatchNorm:
-    """Inference-mode batch normalization: ``scale * (x - mean) / sqrt(var + eps) + bias`` per channel."""
+    """Inference-mode batch normalization: ``scale * (x - mean) / sqrt(var + eps) + bias`` per channel.
 
-    scale: np.ndarray
-    bias: np.ndarray
-    mean: np.ndarray
-    var: np.ndarray
+    The four vectors are None when any of them is computed at run time: the functional form then.
+    """
+
+    scale: np.ndarray | None
+    bias: np.ndarray | None
+    mean: np.ndarray | None
+    var: np.ndarray | None
     eps: float
+
+    @property
+    def layer(self) -> bool:
+        return self.scale is not None
 
 
 @register
@@ -67,10 +74,17 @@ class BatchNormalization(Op):
             t.unsupported("BatchNormalization with spatial=0 (statistics per channel and position)")
         if extra:
             t.unsupported(f"BatchNormalization's training-mode outputs {', '.join(extra)} (batch statistics)")
-        scale, bias, mean, var = (t.need_const(i, "statistics") for i in range(1, 5))
-        return BatchNorm(scale, bias, mean, var, t.float("epsilon", 1e-5))
+        stats = [t.const(i) for i in range(1, 5)]
+        if any(s is None for s in stats):
+            stats = [None] * 4
+        return BatchNorm(*stats, t.float("epsilon", 1e-5))
 
     def torch(self, t: Translation, p: BatchNorm) -> None:
+        if not p.layer:
+            scale, bias, mean, var = (t.inp(i) for i in range(1, 5))
+            t.assign(f"F.batch_norm({t.inp(0)}, {mean}, {var}, {scale}, {bias}, False, 0.0, {_f32(p.eps)})",
+                     comment="statistics computed at run time")
+            return
         rank = t.rank(0)
         nd = {2: 1, 3: 1, 4: 2, 5: 3}.get(rank)
         if nd is None:
@@ -83,6 +97,11 @@ class BatchNormalization(Op):
     def keras(self, t: Translation, p: BatchNorm) -> None:
         cl = K.channels_last(t)
         axis = -1 if (cl or t.rank(0) == 2) else 1
+        if not p.layer:
+            scale, bias, mean, var = (t.inp(i) for i in range(1, 5))
+            t.assign(f"ops.batch_normalization({t.inp(0)}, {mean}, {var}, axis={axis}, offset={bias}, scale={scale}, "
+                     f"epsilon={_f32(p.eps)})", comment="statistics computed at run time")
+            return
         args = [f"epsilon={_f32(p.eps)}"] + ([] if axis == -1 else [f"axis={axis}"])
         t.assign(K.layer(t, "BatchNormalization", args, [p.scale, p.bias, p.mean, p.var], t.inp(0)))
 
@@ -95,16 +114,19 @@ class LayerNorm:
     """Normalization over the axes ``axis..`` (``shape``), then ``scale`` and ``bias`` of that shape.
 
     ``mean`` / ``inv_std``: whether the optional outputs Mean and InvStdDev (keepdims shapes)
-    are read; they are written as the spec's own expressions.
+    are read; they are written as the spec's own expressions.  ``runtime``: the scale or bias
+    is computed at run time (``scale`` and ``bias`` are None then): the functional form.
     """
 
     axis: int
     shape: tuple[int, ...]
-    scale: np.ndarray
+    scale: np.ndarray | None
     bias: np.ndarray | None
     eps: float
     mean: bool
     inv_std: bool
+    runtime: bool = False
+    has_bias: bool = True
 
 
 @register
@@ -115,14 +137,16 @@ class LayerNormalization(Op):
         shape = t.shape(0)
         axis = t.int("axis", -1) % len(shape)
         norm_shape = tuple(shape[axis:])
-        scale = np.broadcast_to(t.need_const(1, "scale"), norm_shape).astype(np.float32)
-        bias = t.const(2) if t.has_input(2) else None
-        if t.has_input(2) and bias is None:
-            t.unsupported("non-constant bias")
-        if bias is not None:
-            bias = np.broadcast_to(bias, norm_shape).astype(np.float32)
+        scale, bias = t.const(1), t.const(2) if t.has_input(2) else None
+        runtime = scale is None or (t.has_input(2) and bias is None)
+        if runtime:
+            scale = bias = None
+        else:
+            scale = np.broadcast_to(scale, norm_shape).astype(np.float32)
+            bias = None if bias is None else np.broadcast_to(bias, norm_shape).astype(np.float32)
         outs = list(t.node.outputs) + [None] * 2
-        return LayerNorm(axis, norm_shape, scale, bias, t.float("epsilon", 1e-5), used(outs[1]), used(outs[2]))
+        return LayerNorm(axis, norm_shape, scale, bias, t.float("epsilon", 1e-5), used(outs[1]), used(outs[2]),
+                         runtime, t.has_input(2))
 
     @staticmethod
     def _dims(p: LayerNorm) -> str:
@@ -130,6 +154,14 @@ class LayerNormalization(Op):
         return "-1" if p.axis == rank - 1 else str(tuple(range(p.axis, rank)))
 
     def torch(self, t: Translation, p: LayerNorm) -> None:
+        if p.runtime:
+            x, shape = t.inp(0), p.shape
+            scale = t.inp(1) if tuple(t.shape(1)) == shape else f"{t.inp(1)}.expand{shape}"
+            bias = "None" if not p.has_bias else t.inp(2) if tuple(t.shape(2)) == shape else f"{t.inp(2)}.expand{shape}"
+            t.assign(f"F.layer_norm({x}, {shape}, {scale}, {bias}, {_f32(p.eps)})",
+                     comment="scale or bias computed at run time")
+            self._torch_stats(t, p, x, t.gen.names.take("layer_norm_mean"))
+            return
         weights = {"weight": p.scale}
         args = [str(p.shape if len(p.shape) > 1 else p.shape[0]), f"eps={_f32(p.eps)}"]
         if p.bias is None:
@@ -139,15 +171,22 @@ class LayerNormalization(Op):
         mod = T.module(t, f"nn.LayerNorm({', '.join(args)})", weights)
         x = t.inp(0)
         t.assign(f"self.{mod}({x})")
+        self._torch_stats(t, p, x, mod + "_mean")
+
+    def _torch_stats(self, t: Translation, p: LayerNorm, x: str, mean_hint: str) -> None:
         if p.mean or p.inv_std:  # Mean = ReduceMean(x); InvStdDev = 1 / sqrt(ReduceMean((x - Mean)^2) + eps)
             dims = self._dims(p)
             expr = f"{x}.mean(dim={dims}, keepdim=True)"
-            mean = t.assign(expr, 1, comment="Mean") if p.mean else self._temp(t, mod + "_mean", expr)
+            mean = t.assign(expr, 1, comment="Mean") if p.mean else self._temp(t, mean_hint, expr)
             if p.inv_std:
                 t.assign(f"torch.reciprocal(torch.sqrt(({x} - {mean}).square().mean(dim={dims}, keepdim=True)"
                          f" + {_f32(p.eps)}))", 2, comment="InvStdDev")
 
     def keras(self, t: Translation, p: LayerNorm) -> None:
+        if p.runtime:
+            self._keras_runtime(t, p)
+            self._keras_stats(t, p, t.inp(0))
+            return
         rank = p.axis + len(p.shape)
         axis_arg = "-1" if p.axis == rank - 1 else str(list(range(p.axis, rank)))
         args = [f"axis={axis_arg}", f"epsilon={_f32(p.eps)}"]
@@ -158,6 +197,24 @@ class LayerNormalization(Op):
             weights.append(p.bias)
         x = t.inp(0)
         t.assign(K.layer(t, "LayerNormalization", args, weights, x))
+        self._keras_stats(t, p, x)
+
+    def _keras_runtime(self, t: Translation, p: LayerNorm) -> None:
+        """``(x - mean) / sqrt(var + eps) * scale + bias``, the spec's expression (Keras has no functional
+        layer norm over several axes)."""
+        x, dims = t.inp(0), self._dims(p)
+        mean = self._temp(t, t.layer_hint() + "_mean", f"ops.mean({x}, axis={dims}, keepdims=True)")
+        normed = self._temp(t, t.layer_hint() + "_normalized",
+                            f"ops.divide(ops.subtract({x}, {mean}), ops.sqrt(ops.add(ops.var({x}, axis={dims}, "
+                            f"keepdims=True), {_f32(p.eps)})))")
+        scaled = f"ops.multiply({normed}, {t.inp(1)})"
+        if not p.has_bias:
+            t.assign(scaled, comment="scale computed at run time")
+            return
+        expr, note = K.add(scaled, t.shape(0), t.inp(2), t.shape(2))
+        t.assign(expr, comment=note or "scale or bias computed at run time")
+
+    def _keras_stats(self, t: Translation, p: LayerNorm, x: str) -> None:
         if p.mean or p.inv_std:
             dims = self._dims(p)
             expr = f"ops.mean({x}, axis={dims}, keepdims=True)"

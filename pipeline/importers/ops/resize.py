@@ -27,7 +27,7 @@ from ..codegen import Translation
 from ..registry import Op, register
 
 COORDS = ("half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners", "asymmetric",
-          "tf_half_pixel_for_nn")
+          "tf_half_pixel_for_nn", "tf_crop_and_resize")
 _NEAREST = {  # (coordinate_transformation_mode, nearest_mode) -> PyTorch mode
     ("asymmetric", "floor"): "nearest",  # src = floor(dst / scale)
     ("half_pixel", "round_prefer_ceil"): "nearest-exact",  # src = floor((dst + 0.5) / scale)
@@ -49,6 +49,8 @@ class Resize:
     cubic_a: float
     exclude_outside: bool
     antialias: bool = False  # set only where it changes anything: some axis shrinks
+    roi: list[tuple[float, float]] | None = None  # tf_crop_and_resize: (start, end) per spatial axis
+    extrapolation: float = 0.0  # tf_crop_and_resize: the value of outputs that map outside the input
 
     @property
     def spatial(self) -> list[tuple[int, int, float]]:
@@ -89,6 +91,8 @@ def read_resize(t: Translation) -> Resize:
             t.unsupported("Resize axes other than the spatial ones")
     mode = t.str("mode", "nearest")
     old_style = t.op == "Upsample" or t.opset < 11
+    if t.op == "Upsample" and t.opset < 7:
+        t.unsupported("Upsample before opset 7 (the experimental height_scale/width_scale form)")
     if old_style:
         coord, rounding = "asymmetric", "floor"
         attr = t.node.attributes.get_floats("scales", None)
@@ -129,17 +133,36 @@ def read_resize(t: Translation) -> Resize:
     if coord not in COORDS:
         t.unsupported(f"{mode} resize with {coord} coordinates")
     if old_style and mode == "nearest" and downscales:
-        t.unsupported("nearest downscaling before opset 11 (the rounding was left open; onnxruntime rounds up)")
+        t.unsupported("nearest downscaling before opset 11 (the spec left its rounding open)")
+    roi = _crop_box(t, rank, axes) if coord == "tf_crop_and_resize" else None
     return Resize(mode, coord, rounding, tuple(shape), tuple(out), spatial_scales,
-                  t.float("cubic_coeff_a", -0.75), bool(t.int("exclude_outside", 0)), antialias)
+                  t.float("cubic_coeff_a", -0.75), bool(t.int("exclude_outside", 0)), antialias,
+                  roi, t.float("extrapolation_value", 0.0))
+
+
+def _crop_box(t: Translation, rank: int, axes: list[int] | None) -> list[tuple[float, float]]:
+    """tf_crop_and_resize's ``roi`` (starts then ends, as fractions of each axis) for the spatial axes."""
+    roi = t.const(1) if t.has_input(1) else None
+    if roi is None or roi.size == 0:
+        t.unsupported("tf_crop_and_resize without a constant roi")
+    values = [float(v) for v in roi.reshape(-1)]
+    n = len(values) // 2
+    box = dict(zip(axes or range(rank), zip(values[:n], values[n:])))
+    if any(box.get(a, (0.0, 1.0)) != (0.0, 1.0) for a in (0, 1)):
+        t.unsupported("tf_crop_and_resize cropping the batch or channel axis")
+    return [box[a] for a in range(2, rank)]
 
 
 # -- the spec's weights ------------------------------------------------------------------------------
 
 
-def _source(o: int, n_in: int, scale: float, coord: str, n_out: int) -> float:
+def _source(o: int, n_in: int, scale: float, coord: str, n_out: int, box=None) -> float:
     """Output ``o``'s input coordinate (the spec's coordinate transformation for one axis)."""
     length = scale * n_in  # not rounded: the spec's "length_resized"
+    if coord == "tf_crop_and_resize":
+        start, end = box
+        step = (end - start) * (n_in - 1)
+        return (step / 2 if length == 1 else o * step / (length - 1)) + start * (n_in - 1)
     if coord == "align_corners":
         return 0.0 if length == 1 else o * (n_in - 1) / (length - 1)
     if coord == "asymmetric":
@@ -187,15 +210,19 @@ def _coeffs(p: Resize, ratio: float, scale: float) -> np.ndarray:
     return _cubic(p.cubic_a, np.array([ratio + 1, ratio, 1 - ratio, 2 - ratio]))
 
 
-def axis_weights(p: Resize, n_in: int, n_out: int, scale: float) -> np.ndarray:
-    """``(n_out, n_in)`` weights of the spec's interpolation along one axis (float64).
+def axis_weights(p: Resize, n_in: int, n_out: int, scale: float, box=None) -> tuple[np.ndarray, np.ndarray]:
+    """``(n_out, n_in)`` weights of the spec's interpolation along one axis (float64), and which
+    outputs map outside the input (tf_crop_and_resize: they take the extrapolation value).
 
     The neighbours of ``x`` are the ``n`` nearest integers (ties to the smaller); an index
     past an edge reads the edge, or with ``exclude_outside`` gets no weight.
     """
-    weights = np.zeros((n_out, n_in))
+    weights, outside = np.zeros((n_out, n_in)), np.zeros(n_out, bool)
     for o in range(n_out):
-        x = _source(o, n_in, scale, p.coord, n_out)
+        x = _source(o, n_in, scale, p.coord, n_out, box)
+        if p.coord == "tf_crop_and_resize" and not 0 <= x <= n_in - 1:
+            outside[o] = True
+            continue
         ratio = 1.0 if float(x).is_integer() else x - math.floor(x)
         coeffs = _coeffs(p, ratio, scale)
         n = len(coeffs)
@@ -206,41 +233,53 @@ def axis_weights(p: Resize, n_in: int, n_out: int, scale: float) -> np.ndarray:
             coeffs = np.where((idx < 0) | (idx >= n_in), 0.0, coeffs)
             coeffs = coeffs / coeffs.sum()
         np.add.at(weights[o], np.clip(idx, 0, n_in - 1), coeffs)
-    return weights
+    return weights, outside
 
 
 def _per_axis(p: Resize):
-    """``(k, weights)`` for each spatial axis ``k`` the resize changes (an identity is skipped)."""
+    """``(k, weights, outside)`` for each spatial axis ``k`` the resize changes (an identity is skipped)."""
     for k, (n_in, n_out, scale) in enumerate(p.spatial):
-        w = axis_weights(p, n_in, n_out, scale)
+        w, outside = axis_weights(p, n_in, n_out, scale, p.roi[k] if p.roi else None)
         if not (n_in == n_out and np.array_equal(w, np.eye(n_in))):
-            yield k, w
+            yield k, w, outside
 
 
 def linear_resize_matrix(n_in: int, n_out: int, coord: str, scale: float) -> np.ndarray:
     """``(n_out, n_in)`` float32 weights of ONNX linear Resize along one axis."""
     p = Resize("linear", coord, "", (1, 1, n_in), (1, 1, n_out), [scale], -0.75, False)
-    return axis_weights(p, n_in, n_out, scale).astype(np.float32)
+    return axis_weights(p, n_in, n_out, scale)[0].astype(np.float32)
 
 
 _LETTERS = {"d": "e", "h": "p", "w": "q"}  # a resized axis' new einsum letter (lowercase, for Keras)
 _AXIS_NAMES = {"d": "depth", "h": "height", "w": "width"}
 
 
-def _by_weights(t: Translation, p: Resize, x: str, first: int, channels_last: bool, emit_axis) -> None:
-    """The output as one gather (nearest) or einsum (linear, cubic) per resized axis."""
+def _by_weights(t: Translation, p: Resize, x: str, first: int, channels_last: bool, emit_axis, add_fill) -> None:
+    """The output as one gather (nearest) or einsum (linear, cubic) per resized axis; ``add_fill`` adds
+    tf_crop_and_resize's extrapolation value where an output maps outside the input."""
     letters = "dhw"[-len(p.spatial):]
-    for k, w in _per_axis(p):
+    rank = len(p.shape)
+    shape = [p.shape[0], *p.shape[2:], p.shape[1]] if channels_last else list(p.shape)
+    for k, w, outside in _per_axis(p):
         a = letters[k]
         note = f"{p.mode} resize of the {_AXIS_NAMES[a]} ({p.coord})"
         var = t.gen.names.take(f"{t.layer_hint()}_{a}")
-        if p.mode == "nearest":
+        shape[first + k] = w.shape[0]
+        fill = None
+        if p.extrapolation and outside.any():  # broadcast along this axis of the result
+            fill = (outside * np.float32(p.extrapolation)).astype(np.float32)
+            fill = fill.reshape((-1,) + (1,) * (rank - 1 - first - k))
+        if p.mode == "nearest" and not outside.any():
             expr = emit_axis(first + k, w.argmax(axis=1).astype(np.int64), f"{a}_index", None)
         else:
             axes = f"n{letters}c" if channels_last else f"nc{letters}"
             eq = f"{_LETTERS[a]}{a},{axes}->{axes.replace(a, _LETTERS[a])}"
             expr = emit_axis(first + k, w.astype(np.float32), f"{a}_weights", eq)
-        t.gen.emit(f"{var} = {expr.format(x=x)}", note)
+        expr = expr.format(x=x)
+        if fill is not None:
+            expr = add_fill(expr, tuple(shape), fill, f"{a}_outside")
+            note += f"; {p.extrapolation} outside the box"
+        t.gen.emit(f"{var} = {expr}", note)
         x = var
     t.alias(x)
 
@@ -280,7 +319,10 @@ class ResizeOp(Op):
                 buf = T.buffer(t, f"{T.hint(t)}_{name}", arr)
                 return f"{{x}}.index_select({axis}, {buf})" if eq is None else f"torch.einsum({eq!r}, {buf}, {{x}})"
 
-            _by_weights(t, p, t.inp(0), 2, False, emit_axis)
+            def add_fill(expr, shape, fill, name):
+                return f"{expr} + {T.buffer(t, f'{T.hint(t)}_{name}', fill)}"
+
+            _by_weights(t, p, t.inp(0), 2, False, emit_axis, add_fill)
             return
         mode, extra = native
         if p.scales is not None:  # PyTorch then maps coordinates with 1 / scale, as ONNX does
@@ -319,7 +361,10 @@ def _keras_by_weights(t: Translation, p: Resize, channels_last: bool) -> None:
         const = K.new_constant(t, arr, name)
         return f"ops.take({{x}}, {const}, axis={axis})" if eq is None else f"ops.einsum({eq!r}, {const}, {{x}})"
 
-    _by_weights(t, p, t.inp(0), 1 if channels_last else 2, channels_last, emit_axis)
+    def add_fill(expr, shape, fill, name):
+        return K.add(expr, shape, K.new_constant(t, fill, name), fill.shape)[0]
+
+    _by_weights(t, p, t.inp(0), 1 if channels_last else 2, channels_last, emit_axis, add_fill)
 
 
 @register
