@@ -128,7 +128,29 @@ class RefreshShapes(ir.passes.InPlacePass):
             if not _ceil_pool_shapes(model.graph, kept):
                 break
         infer_symbolic(model)  # symbolic inputs only: sizes ONNX's inference left unknown become expressions
+        _sequences_stay_sequences(model.graph)
         return ir.passes.PassResult(model, False)
+
+
+_SEQUENCE_MAKERS = frozenset({"SplitToSequence", "SequenceConstruct", "SequenceEmpty", "SequenceInsert", "SequenceErase"})
+
+
+def _sequences_stay_sequences(graph: ir.Graph) -> None:
+    """onnx_ir's shape inference types a tensor sequence (SplitToSequence's output) as a tensor,
+    which onnxruntime then refuses: the outputs of ops that make sequences get their sequence
+    type back, the element type from their tensor input."""
+    for node in graph:
+        if node.domain not in ("", "ai.onnx") or node.op_type not in _SEQUENCE_MAKERS:
+            continue
+        out = node.outputs[0]
+        if isinstance(out.type, ir.SequenceType):
+            continue
+        element = next((v.dtype for v in node.inputs if v is not None and v.dtype is not None), None)
+        if element is None and node.op_type == "SequenceEmpty":
+            element = ir.DataType(node.attributes.get_int("dtype", 1))
+        if element is not None:
+            out.type = ir.SequenceType(ir.TensorType(element))
+            out.shape = None
 
 
 def _ceil_pool_shapes(graph: ir.Graph, kept: set) -> bool:
