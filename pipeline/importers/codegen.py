@@ -259,23 +259,18 @@ class Translation:
 
     def sizes(self, i: int, axes) -> tuple[int, ...]:
         """Input ``i``'s sizes on ``axes``, which must be static (other axes may vary)."""
-        dims = self.dims(i)
-        out = []
-        for a in axes:
-            d = dims[a % len(dims)]
-            if not isinstance(d, int):
-                self.unsupported(f"input {i} varies in size on axis {a} ({d}), where this op needs a fixed size")
-            out.append(d)
-        return tuple(out)
+        return self._fixed(self.dims(i), axes, f"input {i}")
 
     def out_sizes(self, j: int, axes) -> tuple[int, ...]:
         """Output ``j``'s sizes on ``axes``, which must be static."""
-        dims = self.out_dims(j)
+        return self._fixed(self.out_dims(j), axes, f"output {j}")
+
+    def _fixed(self, dims: list, axes, what: str) -> tuple[int, ...]:
         out = []
         for a in axes:
             d = dims[a % len(dims)]
             if not isinstance(d, int):
-                self.unsupported(f"output {j} varies in size on axis {a} ({d}), where this op needs a fixed size")
+                self.unsupported(f"{what} varies in size on axis {a} ({d}), where this op needs a fixed size")
             out.append(d)
         return tuple(out)
 

@@ -129,6 +129,18 @@ def assign_subsampled(t: Translation, expr: str, strides: list[int] | None) -> N
     t.assign(f"{full}[:, {steps}, :]")
 
 
+def _torch_options(p: ConvPlan, padding: str | None) -> list[str]:
+    """The keyword arguments ``nn.ConvNd`` and ``F.convNd`` share, where not their defaults."""
+    opts = [f"stride={T.tuple_or_int(p.strides)}"] if any(s != 1 for s in p.strides) else []
+    if padding is not None:
+        opts.append(f"padding={padding}")
+    if any(d != 1 for d in p.dil):
+        opts.append(f"dilation={T.tuple_or_int(p.dil)}")
+    if p.group != 1:
+        opts.append(f"groups={p.group}")
+    return opts
+
+
 @register
 class Conv(Op):
     """``y[n, o] = b[o] + sum over the group's input channels and the kernel of w * x``, over
@@ -157,15 +169,7 @@ class Conv(Op):
         if p.functional:
             self._torch_functional(t, p, x, padding)
             return
-        args = [str(in_ch), str(out_ch), f"kernel_size={T.tuple_or_int(p.kernel)}"]
-        if any(s != 1 for s in p.strides):
-            args.append(f"stride={T.tuple_or_int(p.strides)}")
-        if padding is not None:
-            args.append(f"padding={padding}")
-        if any(d != 1 for d in p.dil):
-            args.append(f"dilation={T.tuple_or_int(p.dil)}")
-        if p.group != 1:
-            args.append(f"groups={p.group}")
+        args = [str(in_ch), str(out_ch), f"kernel_size={T.tuple_or_int(p.kernel)}", *_torch_options(p, padding)]
         if p.b is None:
             args.append("bias=False")
         mod = T.module(t, f"nn.Conv{nd}d({', '.join(args)})", {"weight": p.w, "bias": p.b})
@@ -175,15 +179,7 @@ class Conv(Op):
     def _torch_functional(t: Translation, p: ConvPlan, x: str, padding: str | None) -> None:
         """``F.convNd``: the weight (or bias) is a tensor the graph computes."""
         w, b = torch_operands(t, p, T.hint(t))
-        args = [x, w, b]
-        if any(s != 1 for s in p.strides):
-            args.append(f"stride={T.tuple_or_int(p.strides)}")
-        if padding is not None:
-            args.append(f"padding={padding}")
-        if any(d != 1 for d in p.dil):
-            args.append(f"dilation={T.tuple_or_int(p.dil)}")
-        if p.group != 1:
-            args.append(f"groups={p.group}")
+        args = [x, w, b, *_torch_options(p, padding)]
         t.assign(f"F.conv{p.nd}d({', '.join(args)})", comment="the weight is computed at run time")
 
     def keras(self, t: Translation, p: ConvPlan) -> None:
