@@ -128,8 +128,9 @@ def _print_result(result) -> None:
     for problem in par.get("problems", []):
         print(f"  BAD {problem}")
     spec = par.get("spec_referee") or {}
-    if spec.get("ran") is False:
-        print(f"  --  second referee (onnx.reference) not run: {spec['why']}")
+    if spec.get("ran"):
+        print(f"  {'ok ' if spec['agree'] else 'BAD'} second referee (onnx.reference) on source.onnx: "
+              f"{'agrees' if spec['agree'] else 'disagrees'} with onnxruntime")
     for shape_set in par.get("shapes", [])[1:]:
         sizes = ", ".join(f"{k}={v}" for k, v in shape_set["sizes"].items())
         if shape_set.get("passed") is None:

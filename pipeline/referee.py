@@ -152,6 +152,12 @@ def run_onnx(model, inputs: dict[str, np.ndarray], outputs: list[str] | None = N
 
 SPEC_MAX_NODES = 60
 SPEC_MAX_ELEMENTS = 200_000  # weights and inputs together
+# The reference is asked only about graphs with an op where onnxruntime 1.23 is known to depart
+# from the spec (found by the ONNX backend node tests: Resize's align_corners downsampling, which
+# Upsample shares).  It has gaps of its own elsewhere (onnx 1.19: Conv with auto_pad=VALID and
+# strides gets the output shape wrong; opset-11 Softmax is run by the opset-13 rule), where a
+# disagreement would not say which referee is wrong.
+SPEC_CHECKED_OPS = frozenset({"Resize", "Upsample"})
 # Ops whose older versions onnx.reference (1.19) runs by the newest version's rule, so it, not
 # onnxruntime, departs from the spec there: Softmax before opset 13 flattens the trailing axes.
 SPEC_DEPARTS = {("Softmax", 13), ("LogSoftmax", 13), ("Hardmax", 13)}  # (op, first version it gets right)
@@ -173,6 +179,8 @@ def spec_opinion(onnx_path, inputs: dict[str, np.ndarray], ort_outputs: list[np.
     if len(graph.node) > SPEC_MAX_NODES or elements > SPEC_MAX_ELEMENTS:
         return {"ran": False, "why": f"graph larger than the reference implementation is run on "
                                      f"({len(graph.node)} nodes, {elements} elements)"}
+    if not any(n.op_type in SPEC_CHECKED_OPS for n in graph.node):
+        return {"ran": False, "why": "no op where onnxruntime is known to depart from the spec"}
     if any(n.op_type in ("Loop", "Scan", "If") for n in graph.node):
         return {"ran": False, "why": "control flow"}
     departs = sorted({op for op, fixed in SPEC_DEPARTS if opset < fixed and any(n.op_type == op for n in graph.node)})

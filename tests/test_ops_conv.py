@@ -108,8 +108,8 @@ def test_conv_auto_pad(tmp_path, to, mode):
 @pytest.mark.parametrize("to", ["torch", "keras"])
 def test_weight_normalized_grouped_conv(tmp_path, to):
     """wav2vec2's positional convolution: ``weight = v * g / ||v||`` computed in the graph from
-    initializers, grouped and padded.  ``v`` has more elements than constant folding takes, so
-    the weight stays a computation: the functional form."""
+    initializers, grouped and padded.  Every input of the computation is a constant, so
+    normalize folds it however large ``v`` is, and the weight is a plain layer's."""
     nodes = [helper.make_node("ReduceL2", ["v", "axes"], ["norm"], keepdims=1),
              helper.make_node("Div", ["g", "norm"], ["scale"]),
              helper.make_node("Mul", ["v", "scale"], ["w"]),
@@ -123,4 +123,4 @@ def test_weight_normalized_grouped_conv(tmp_path, to):
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, tmp_path / "g.onnx")
     code = converted(tmp_path, tmp_path / "g.onnx", to)
-    assert ("F.conv1d(" if to == "torch" else "ops.conv(") in code
+    assert ("nn.Conv1d(16, 16, kernel_size=80" if to == "torch" else "layers.Conv1D(16, 80") in code
