@@ -127,7 +127,7 @@ def test_crash_memory_and_timeout_are_rows_and_lose_nothing(tmp_path, files):
     assert {n: r["status"] for n, r in rows.items()} == {"keep": "crashed", "late": "crashed", "hog": "out-of-memory"}
     assert rows["keep"]["returncode"] == -signal.SIGABRT and "SIGABRT" in rows["keep"]["detail"]
     assert "export" in "\n".join(rows["late"]["log_tail"])  # the log shows how far it got
-    assert "2.4 GiB" in rows["hog"]["detail"]
+    assert "past --max-memory 2.44 GiB" in rows["hog"]["detail"]
     # Alone, so that a loaded machine cannot push the others past the timeout.
     hang = run_cli("batch", str(write_config(tmp_path / "c.yaml", out, [("hang", f"{facs}:hang")])),
                    "--timeout", "10")
