@@ -107,7 +107,7 @@ def worker_main(argv: list[str]) -> int:
 
 
 def _size(n: float) -> str:
-    return f"{n / (1 << 30):.1f} GiB"
+    return f"{n / (1 << 30):.2f} GiB"
 
 
 def _tree_rss(pid: int) -> int:
