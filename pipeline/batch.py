@@ -29,11 +29,10 @@ import hashlib
 import json
 import re
 import sys
-import time
 from pathlib import Path
 
 from . import __version__
-from .errors import EXIT_INTERNAL, BadInput, PipelineError
+from .errors import BadInput
 from .spec import DTYPES, InputSpec
 
 ENTRY_KEYS = {"name", "model", "to", "inputs", "atol", "rtol", "opset", "layout", "seed", "fold_bn"}
