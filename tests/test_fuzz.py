@@ -34,7 +34,7 @@ from fuzz_cases import (
     run_case,
     torch_model,
 )
-from hypothesis import example, find, given, settings
+from hypothesis import example, given, settings
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding=.same.:UserWarning")
 
@@ -166,27 +166,36 @@ FEATURE_PARAMS = [(r, label, p) for r, items in FEATURES.items() for label, p in
 FEATURE_IDS = [f"{r}-{label}" for r, label, _ in FEATURE_PARAMS]
 
 
-@pytest.mark.parametrize("render,label,predicate", FEATURE_PARAMS, ids=FEATURE_IDS)
-def test_generator_reaches(render, label, predicate):
-    """hypothesis.find raises if no generated case has the feature (no conversion runs)."""
-    found = find(cases(render), predicate, settings=settings(profile(render), max_examples=2000))
-    assert predicate(found)
-
-
 PROPERTY_TESTS = {"onnx": test_onnx_graph_converts_to_torch_and_keras,
                   "keras": test_keras_model_converts_to_torch,
                   "torch": test_torch_module_converts_to_keras}
 
 
+_PROFILE_CASES: dict = {}
+
+
 def profile_cases(render: str) -> list:
     """The cases the property test of ``render`` runs under the current FUZZ_PROFILE
     (``ci``: derandomized, so the very cases CI converts), collected without converting."""
-    _COLLECT[:] = [[]]
-    try:
-        PROPERTY_TESTS[render]()
-        return _COLLECT[0]
-    finally:
-        _COLLECT.clear()
+    if render not in _PROFILE_CASES:
+        _COLLECT[:] = [[]]
+        try:
+            PROPERTY_TESTS[render]()
+            _PROFILE_CASES[render] = _COLLECT[0]
+        finally:
+            _COLLECT.clear()
+    return _PROFILE_CASES[render]
+
+
+@pytest.mark.parametrize("render,label,predicate", FEATURE_PARAMS, ids=FEATURE_IDS)
+def test_generator_reaches(render, label, predicate):
+    """The feature is among the cases this profile really converts (no conversion runs here).
+
+    Stronger than asking hypothesis to find such a case anywhere in 2000 draws, as this test
+    did before: a feature the generator can reach but the ci profile never draws is tested
+    by nobody."""
+    seen = profile_cases(render)
+    assert any(predicate(c) for c in seen), f"no {label!r} in the {len(seen)} {render} cases of this profile"
 
 
 def test_examples_are_valid_cases():
