@@ -178,3 +178,13 @@ def test_a_sequence_the_importers_cannot_write_is_refused_not_called_bad_input(t
     path = graph(tmp_path, nodes, {"x": x, "i": i}, ["y"], {"sizes": np.array([3, 5], np.int64)}, opset=18)
     with pytest.raises(Unsupported, match="SequenceAt"):
         convert(Options(model=str(path), to="torch", out=str(tmp_path / "out")))
+
+
+@pytest.mark.parametrize("mode", ["edge", "wrap", "reflect"])
+@pytest.mark.parametrize("target", TARGETS)
+def test_pad_modes(tmp_path, target, mode):
+    """TensorFlow has no edge or wrap padding (PyTorch's replicate and circular): Keras crashed."""
+    x = rng.standard_normal((2, 3, 5, 4)).astype(np.float32)
+    consts = {"pads": np.array([0, 0, 2, 1, 0, 0, 1, 3], np.int64)}
+    path = graph(tmp_path, [helper.make_node("Pad", ["x", "pads"], ["y"], mode=mode)], {"x": x}, ["y"], consts, opset=18)
+    converted_matches(tmp_path, path, {"x": x}, target)

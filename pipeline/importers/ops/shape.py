@@ -285,10 +285,40 @@ class Pad(Op):
         t.assign(f"F.pad({t.inp(0)}, {tuple(order)}{extra})")
 
     def keras(self, t: Translation, p: PadPlan) -> None:
+        if p.mode in ("edge", "wrap"):  # TensorFlow pads constant, reflect and symmetric only
+            self._keras_by_slices(t, p)
+            return
         extra = f", mode={p.mode!r}" if p.mode != "constant" else ""
         if p.value is not None:
             extra += f", constant_values={p.value}"
         t.assign(f"ops.pad({t.inp(0)}, {[tuple(w) for w in p.widths]}{extra})")
+
+    @staticmethod
+    def _keras_by_slices(t: Translation, p: PadPlan) -> None:
+        """Edge (PyTorch's replicate) and wrap (circular) padding as concatenated slices, axis by axis:
+        the first and last element repeated, or the other end's elements."""
+        x = t.inp(0)
+        rank = len(p.widths)
+        for axis, (begin, end) in enumerate(p.widths):
+            if not begin and not end:
+                continue
+            n = t.sizes(0, [axis])[0]
+            lead = ":, " * axis
+
+            def part(lo, hi):
+                return f"{x}[{lead}{lo}:{hi}]"
+
+            if p.mode == "edge":
+                parts = [part(0, 1)] * begin + [x] + [part(n - 1, n)] * end
+            else:
+                if begin > n or end > n:
+                    t.unsupported(f"wrap padding wider than the axis ({begin}, {end} on {n})")
+                parts = ([part(n - begin, n)] if begin else []) + [x] + ([part(0, end)] if end else [])
+            var = t.gen.names.take(f"{t.layer_hint()}_{p.mode}_{axis}")
+            t.gen.emit(f"{var} = ops.concatenate([{', '.join(parts)}], axis={axis - rank})",
+                       f"{p.mode} padding of axis {axis}")
+            x = var
+        t.alias(x)
 
 
 @register
