@@ -70,6 +70,7 @@ def generate(model: ir.Model, out_dir: Path, title: str, origin: str, interface:
     _outputs_depend_on_inputs(graph)
     gen.run()
     outs = [gen.expr(v) for v in graph.outputs]
+    outs = _outputs_of_their_own(gen, graph, outs)
     gen.release_weights()
     ins = input_names[0] if len(input_names) == 1 else "[" + ", ".join(input_names) + "]"
     ret = outs[0] if len(outs) == 1 else "[" + ", ".join(outs) + "]"
@@ -101,6 +102,21 @@ def generate(model: ir.Model, out_dir: Path, title: str, origin: str, interface:
     if weight_bytes >= COLLECT_BYTES:  # the Keras model's reference cycles would keep its weights alive
         gc.collect()
     return {"files": files, "node_vars": gen.node_vars, "parameters": params, "note": note}
+
+
+def _outputs_of_their_own(gen: KerasGenerator, graph: ir.Graph, outs: list[str]) -> list[str]:
+    """Model outputs made by one operation (both halves of a Split) share its name, which
+    ``keras.Model`` refuses: each gets an ``Identity`` layer named after the output."""
+    makers = [v.producer() for v in graph.outputs]
+    own = []
+    for value, expr, maker in zip(graph.outputs, outs, makers):
+        if maker is not None and makers.count(maker) > 1:
+            name = gen.add_layer(value.name or "output", [])
+            var = gen.names.take(value.name or "output")
+            gen.emit(f"{var} = layers.Identity(name={name!r})({expr})", "its own name: outputs of one operation")
+            expr = var
+        own.append(expr)
+    return own
 
 
 def _outputs_depend_on_inputs(graph: ir.Graph) -> None:

@@ -188,9 +188,18 @@ class TopK(Op):
         return TopKPlan(k, t.int("axis", -1) % rank, rank, bool(t.int("largest", 1)), bool(t.int("sorted", 1)))
 
     def torch(self, t: Translation, p: TopKPlan) -> None:
-        args = [t.inp(0), str(p.k), f"dim={p.axis}"] + ([] if p.largest else ["largest=False"])
-        args += [] if p.sorted else ["sorted=False"]
-        t.gen.emit(f"{t.out(0)}, {t.out(1)} = torch.topk({', '.join(args)})")
+        """Sorted: a stable ``torch.sort``, then the first ``k`` — ONNX puts the lower index first
+        among equal values, which ``torch.topk`` does not promise; unsorted: ``torch.topk``."""
+        if not p.sorted:
+            args = [t.inp(0), str(p.k), f"dim={p.axis}"] + ([] if p.largest else ["largest=False"])
+            t.gen.emit(f"{t.out(0)}, {t.out(1)} = torch.topk({', '.join(args + ['sorted=False'])})")
+            return
+        ordered = t.gen.names.take(f"{t.out(0)}_sorted")
+        order = t.gen.names.take(f"{t.out(1)}_order")
+        t.gen.emit(f"{ordered}, {order} = torch.sort({t.inp(0)}, dim={p.axis}, descending={p.largest}, stable=True)",
+                   "top-k with ties in index order, as ONNX wants")
+        t.assign(f"{ordered}.narrow({p.axis}, 0, {p.k})", 0)
+        t.assign(f"{order}.narrow({p.axis}, 0, {p.k})", 1)
 
     def keras(self, t: Translation, p: TopKPlan) -> None:
         """``ops.top_k`` works on the last axis, largest first: other axes move last and back, the
