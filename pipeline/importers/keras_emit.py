@@ -52,10 +52,15 @@ def tf_3d_same_shifts(in_sizes, kernel, strides, dil) -> bool:
 
 def spatial_padding(t: Translation, x: str, nd: int, pads, kernel, strides, dil, allow_causal=False):
     """Return (padding string, x) — possibly after an explicit ZeroPadding layer."""
-    in_sizes = t.sizes(0, range(2, t.rank(0)))
     if not any(pads):
         return "valid", x
-    same = pads == same_pads(in_sizes, kernel, strides, dil, upper=True)
+    # Keras' "same" pads by (k - 1) * d over a stride-1 axis whatever its size; over a strided
+    # one the amount depends on the size, so a varying size there gets the explicit pads.
+    dims = t.dims(0)[2:]
+    varying = [not isinstance(n, int) for n in dims]
+    in_sizes = [1 if v else n for v, n in zip(varying, dims)]
+    same = (not any(v and s != 1 for v, s in zip(varying, strides))
+            and pads == same_pads(in_sizes, kernel, strides, dil, upper=True))
     if same and not tf_3d_same_shifts(in_sizes, kernel, strides, dil):
         return "same", x
     begins, ends = pads[:nd], pads[nd:]

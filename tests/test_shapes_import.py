@@ -1,0 +1,141 @@
+"""Converted models run at every size the source accepts (issue 14, item 8: coverage).
+
+Each conversion is checked on its own, not through ``report.json``: the generated
+``model.py`` is loaded here and run at several sizes (1 and an odd size among them)
+against the source model run directly (the PyTorch module, the Keras model).  The code
+must carry no example size where the source had a symbol, and a Keras target's saved
+``model.keras`` must keep its ``None`` dimensions.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import pipeline.quiet  # noqa: E402,F401  (silences TensorFlow before anything imports it)
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from pipeline.convert import Options, convert  # noqa: E402
+from pipeline.sources import import_file  # noqa: E402
+from pipeline.spec import parse_input  # noqa: E402
+
+
+def converted(tmp_path, model: str, to: str, *inputs: str, name: str = "out"):
+    """Convert ``model`` with symbolic ``inputs``; return the output directory and the
+    generated module (imported here, as a user would)."""
+    out = tmp_path / f"{name}_{to}"
+    result = convert(Options(model=model, to=to, out=str(out), inputs=[parse_input(s) for s in inputs]))
+    assert result.exit_code == 0, result.report.get("error") or result.report.get("parity")
+    return out, import_file(out / "model.py", "_test_shapes_import")
+
+
+def run_generated(module, to: str, x: np.ndarray) -> np.ndarray:
+    model = module.load()
+    if to == "torch":
+        import torch
+
+        with torch.no_grad():
+            return model(torch.from_numpy(x)).numpy()
+    return np.asarray(model(x, training=False))
+
+
+def keras_file_keeps_none(out, want: tuple) -> None:
+    """``model.keras`` reloads (the generated module is imported: its layers are registered)
+    with the input's varying sizes still ``None``."""
+    import keras
+
+    reloaded = keras.models.load_model(out / "model.keras", compile=False)
+    assert tuple(reloaded.inputs[0].shape) == want
+
+
+def keras_source(tmp_path, layer_factory, channels: int, name: str) -> str:
+    """A Keras model on ``Input(shape=(None, channels))`` (batch and steps vary), saved as .keras."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    x = keras.Input(shape=(None, channels), name="x")
+    model = keras.Model(x, layer_factory()(x), name=name)
+    path = tmp_path / f"{name}.keras"
+    model.save(path)
+    return str(path)
+
+
+# -- seed 2: the Conv-TasNet encoder with symbolic B and K ---------------------------------------
+
+SEED2_SIZES = [(4, 10), (1, 1), (3, 7), (2, 13)]
+
+
+@pytest.mark.parametrize("to", ["keras", "torch"])
+def test_seed_torch_encoder_any_batch_and_frames(tmp_path, to):
+    import torch
+
+    from models.seed_torch_encoder import build
+
+    out, module = converted(tmp_path, "seed_torch_encoder", to, "mixture=B=4,K=10,128")
+    code = (out / "model.py").read_text()
+    body = code.split('"""', 2)[2]  # the docstring states the example; the code must not use it
+    assert "batch_size" not in body
+    assert not re.search(r"\b(4, 10|40)\b", body), body
+    assert "(B, K, 128)" in code  # the docstring names the symbols
+    source = build()
+    rng = np.random.default_rng(0)
+    for b, k in SEED2_SIZES:
+        x = rng.standard_normal((b, k, 128)).astype(np.float32)
+        with torch.no_grad():
+            want = source(torch.from_numpy(x)).numpy()
+        got = run_generated(module, to, x)
+        assert got.shape == (b, k, 64)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5, err_msg=f"B={b}, K={k}")
+    if to == "keras":
+        keras_file_keeps_none(out, (None, None, 128))
+
+
+# -- seed 1: the Keras Conv1D with symbolic batch and steps ---------------------------------------
+
+def seed1_layer():
+    """The seed's own Conv1D(1024, 5, "same") with its weights, to call on an Input whose batch
+    and steps vary (the seed model's Input fixes them at 256 x 237)."""
+    from models.seed_keras_conv1d import build
+
+    return build().get_layer("conv1d")
+
+
+def check_keras_source(tmp_path, path: str, to: str, spec: str, sizes, channels: int, fixed: list[int]):
+    """Convert the Keras model at ``path`` and compare it at ``sizes`` ((batch, steps) pairs)."""
+    import keras
+
+    source = keras.models.load_model(path, compile=False)
+    out, module = converted(tmp_path, path, to, spec)
+    body = (out / "model.py").read_text().split('"""', 2)[2]
+    assert "batch_size" not in body
+    for example in fixed:  # sizes of the example that depend on the symbols
+        assert not re.search(rf"\b{example}\b", body), (example, body)
+    rng = np.random.default_rng(0)
+    for n, steps in sizes:
+        x = rng.standard_normal((n, steps, channels)).astype(np.float32)
+        want = np.asarray(source(x, training=False))
+        got = run_generated(module, to, x)
+        assert got.shape == want.shape, (n, steps)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4, err_msg=f"size {(n, steps)}")
+    if to == "keras":
+        keras_file_keeps_none(out, (None, None, channels))
+
+
+@pytest.mark.parametrize("to", ["torch", "keras"])
+def test_seed_keras_conv1d_any_batch_and_steps(tmp_path, to):
+    path = keras_source(tmp_path, seed1_layer, 21, "seed1_symbolic")
+    check_keras_source(tmp_path, path, to, "x=N=3,T=37,21", [(3, 37), (1, 1), (2, 8), (1, 51)], 21, [37])
+
+
+@pytest.mark.parametrize("to", ["keras", "torch"])
+def test_strided_even_kernel_same_conv1d_pads_by_the_length(tmp_path, to):
+    """Stride 2, kernel 4, "same": the padding is 1 + (L odd) at the end, so it depends on the length."""
+    import keras
+
+    path = keras_source(tmp_path, lambda: keras.layers.Conv1D(6, 4, strides=2, padding="same", name="conv"), 21,
+                        "strided_same")
+    check_keras_source(tmp_path, path, to, "x=B=2,L=15,21", [(2, 15), (1, 1), (3, 16), (1, 9), (2, 2)], 21, [15, 8])
