@@ -134,6 +134,9 @@ class ReshapeTo(layers.Layer):
             for i, axis in size[1:]:
                 value = value * ops.shape(refs[i])[axis]
             shape.append(value)
+        return self.apply(x, shape)
+
+    def apply(self, x, shape):
         return ops.reshape(x, shape)
 
     def compute_output_shape(self, input_shape):
@@ -142,11 +145,20 @@ class ReshapeTo(layers.Layer):
     def get_config(self):
         return {**super().get_config(), "sizes": self.sizes}
 ''',
+    "BroadcastTo": '''
+@keras.saving.register_keras_serializable(package="pipeline")
+class BroadcastTo(ReshapeTo):
+    """Broadcast to sizes known at run time only (given as ``ReshapeTo``'s)."""
+
+    def apply(self, x, shape):
+        return ops.broadcast_to(x, shape)
+''',
 }
 
 
-def reshape_to(t: Translation, x: str, dims: list) -> str:
-    """``ReshapeTo(sizes)([x, *inputs])``: each varying size a product of the model inputs' axes.
+def reshape_to(t: Translation, x: str, dims: list, helper: str = "ReshapeTo") -> str:
+    """``ReshapeTo(sizes)([x, *inputs])``: each varying size a product of the model inputs' axes
+    (``helper="BroadcastTo"``: broadcast to them).
 
     Refused (``t.unsupported``) for sizes that are no such product (a division, a sum)."""
     import sympy
@@ -175,10 +187,10 @@ def reshape_to(t: Translation, x: str, dims: list) -> str:
             else:
                 t.unsupported(f"a reshape to the size {d}, which is no product of the inputs' sizes")
         sizes.append([factor, *entry])
-    t.gen.helpers.add("ReshapeTo")
-    name = t.gen.add_layer(t.layer_hint() + "_reshape", [])
+    t.gen.helpers.update({"ReshapeTo", helper})  # BroadcastTo is a ReshapeTo
+    name = t.gen.add_layer(t.layer_hint() + ("_reshape" if helper == "ReshapeTo" else "_expand"), [])
     args = ", ".join([x] + [t.gen.expr(v) for v in refs])
-    return f"ReshapeTo({sizes}, name={name!r})([{args}])"
+    return f"{helper}({sizes}, name={name!r})([{args}])"
 
 
 __all__ = ["KERAS_DTYPES", "add", "channels_last", "layer", "new_constant", "pool_pad", "spatial_padding",

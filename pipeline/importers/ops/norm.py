@@ -112,9 +112,9 @@ class LayerNormalization(Op):
     types = ("LayerNormalization",)
 
     def read(self, t: Translation) -> LayerNorm:
-        shape = t.shape(0)
-        axis = t.int("axis", -1) % len(shape)
-        norm_shape = tuple(shape[axis:])
+        rank = t.rank(0)
+        axis = t.int("axis", -1) % rank
+        norm_shape = t.sizes(0, range(axis, rank))  # the axes before may vary in size
         scale = np.broadcast_to(t.need_const(1, "scale"), norm_shape).astype(np.float32)
         bias = t.const(2) if t.has_input(2) else None
         if t.has_input(2) and bias is None:

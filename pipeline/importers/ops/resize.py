@@ -78,8 +78,10 @@ def read_resize(t: Translation) -> Resize:
     Upsample and Resize-10 take ``(X, scales)`` (Upsample-7: a ``scales`` attribute) and map
     coordinates asymmetrically with floor rounding; Resize-11 on takes ``(X, roi, scales, sizes)``.
     """
-    shape, out = t.shape(0), t.out_shape()
-    rank = len(shape)
+    rank = t.rank(0)
+    # the batch may vary; the weights and layers are made for the channel and spatial sizes
+    shape = (t.dims(0)[0], *t.sizes(0, range(1, rank)))
+    out = (t.out_dims()[0], *t.out_sizes(0, range(1, rank)))
     if rank not in (3, 4, 5) or tuple(out[:2]) != tuple(shape[:2]):
         t.unsupported("resizing other axes than the spatial ones of an (N, C, ...) tensor")
     axes = t.ints("axes")
