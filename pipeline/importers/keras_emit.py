@@ -117,7 +117,7 @@ HELPERS = {
 class ReshapeTo(layers.Layer):
     """Reshape to sizes known at run time only: a functional model is built before the sizes
     of its inputs are.  Each size is an int, or ``[factor, [input, axis], ...]``: the factor
-    times those axes' sizes of the tensors given after ``x``."""
+    times those axes' sizes of the tensors given after ``x`` (one may be -1: what is left)."""
 
     def __init__(self, sizes, **kwargs):
         super().__init__(**kwargs)
@@ -140,7 +140,7 @@ class ReshapeTo(layers.Layer):
         return ops.reshape(x, shape)
 
     def compute_output_shape(self, input_shape):
-        return tuple(size if isinstance(size, int) else None for size in self.sizes)
+        return tuple(size if isinstance(size, int) and size >= 0 else None for size in self.sizes)
 
     def get_config(self):
         return {**super().get_config(), "sizes": self.sizes}
@@ -166,9 +166,13 @@ def reshape_to(t: Translation, x: str, dims: list, helper: str = "ReshapeTo") ->
     places = t.gen.symbol_places()
     refs: list[ir.Value] = []
     sizes = []
+    inferred = [d for d in dims if not isinstance(d, int) and _product_of(d, places) is None]
     for d in dims:
         if isinstance(d, int):
             sizes.append(d)
+            continue
+        if len(inferred) == 1 and d is inferred[0] and helper == "ReshapeTo":
+            sizes.append(-1)  # the one size that is no product: what is left
             continue
         factor, entry = 1, []
         for part in sympy.Mul.make_args(sympy.expand(d)):
@@ -187,10 +191,29 @@ def reshape_to(t: Translation, x: str, dims: list, helper: str = "ReshapeTo") ->
             else:
                 t.unsupported(f"a reshape to the size {d}, which is no product of the inputs' sizes")
         sizes.append([factor, *entry])
+    if sizes.count(-1) == 1 and sum(isinstance(z, list) for z in sizes) == 0:
+        return f"ops.reshape({x}, {tuple(sizes)})"
     t.gen.helpers.update({"ReshapeTo", helper})  # BroadcastTo is a ReshapeTo
     name = t.gen.add_layer(t.layer_hint() + ("_reshape" if helper == "ReshapeTo" else "_expand"), [])
     args = ", ".join([x] + [t.gen.expr(v) for v in refs])
     return f"{helper}({sizes}, name={name!r})([{args}])"
+
+
+def _product_of(d, places: dict):
+    """``d`` as ``(factor, [symbol, ...])`` when it is an integer times the inputs' sizes, else None."""
+    import sympy
+
+    factor, symbols = 1, []
+    for part in sympy.Mul.make_args(sympy.expand(d)):
+        if part.is_Integer:
+            factor *= int(part)
+        elif part.is_Symbol and part.name in places:
+            symbols.append(part.name)
+        elif part.is_Pow and part.base.is_Symbol and part.base.name in places and part.exp.is_Integer:
+            symbols += [part.base.name] * int(part.exp)
+        else:
+            return None
+    return factor, symbols
 
 
 __all__ = ["KERAS_DTYPES", "add", "channels_last", "layer", "new_constant", "pool_pad", "spatial_padding",

@@ -42,9 +42,12 @@ from .patterns import fuse_patterns, group_norm_chains
 from .transpose import _axes
 
 def _resizes_only_spatial(node: ir.Node) -> bool:
-    """A Resize that keeps N and C (scales/sizes of 1 / unchanged on axes 0 and 1)."""
-    x, y = static_shape(node.inputs[0]), static_shape(node.outputs[0])
-    return x is not None and y is not None and x[:2] == y[:2]
+    """A Resize that keeps N and C (scales/sizes of 1 / unchanged on axes 0 and 1); either may
+    be a symbol (one name is one size)."""
+    from .symbolic import dims
+
+    x, y = dims(node.inputs[0]), dims(node.outputs[0])
+    return x is not None and y is not None and len(x) == len(y) and x[:2] == y[:2]
 
 
 def _unsqueezed_axes(value: ir.Value) -> set[int]:
