@@ -241,3 +241,28 @@ def test_torch_zoo_any_size_to_keras(tmp_path, family, axes, sizes):
     body = (out / "model.py").read_text().split('"""', 2)[2]
     assert "batch_size" not in body
     check_against_torch(module, source, sizes, dtype)
+
+
+@pytest.mark.slow
+def test_layout_target_with_symbols(tmp_path):
+    """``--layout target`` on a CNN with symbolic batch, height and width: a channels-last Keras
+    model on ``(None, None, None, 3)`` that equals PyTorch on the transposed input at every size."""
+    import torch
+
+    path = tmp_path / "resnet.onnx"
+    source = export_symbolic_onnx(path, "resnet", {0: ("N", 2), 2: ("H", 16), 3: ("W", 16)})
+    out = tmp_path / "out"
+    result = convert(Options(model=str(path), to="keras", out=str(out), layout="target",
+                             dims={"N": 2, "H": 32, "W": 32}))
+    assert result.exit_code == 0, result.report.get("error") or result.report.get("parity")
+    assert result.report["interface"]["inputs"]["x"] == [0, 2, 3, 1]
+    module = import_file(out / "model.py", "_test_shapes_import")
+    assert "keras.Input(shape=(None, None, 3), name='x')" in (out / "model.py").read_text()
+    rng = np.random.default_rng(0)
+    for shape in [(2, 3, 32, 32), (1, 3, 1, 1), (3, 3, 17, 23)]:
+        x = rng.standard_normal(shape).astype(np.float32)
+        with torch.no_grad():
+            want = source(torch.from_numpy(x)).numpy()
+        got = run_generated(module, "keras", np.ascontiguousarray(x.transpose(0, 2, 3, 1)))
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4, err_msg=f"input shape {shape}")
+    keras_file_keeps_none(out, (None, None, None, 3))

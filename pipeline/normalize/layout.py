@@ -252,7 +252,7 @@ class InterfaceLayout(ir.passes.InPlacePass):
             users = x.consumers()
             if not any(is_free_transpose(u) and perm_of(u) == inward for u in users):
                 continue
-            shape = static_shape(x)
+            shape = None if x.shape is None else list(x.shape)  # sizes may be symbols
             new = ir.Value(name=x.name, type=x.type)
             x.name = x.name + "__source_layout"
             if shape is not None:
