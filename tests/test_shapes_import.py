@@ -14,14 +14,13 @@ import re
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-import pipeline.quiet  # noqa: E402,F401  (silences TensorFlow before anything imports it)
+import numpy as np
+import pytest
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-from pipeline.convert import Options, convert  # noqa: E402
-from pipeline.sources import import_file  # noqa: E402
-from pipeline.spec import parse_input  # noqa: E402
+import pipeline.quiet  # noqa: F401  (silences TensorFlow before anything imports it)
+from pipeline.convert import Options, convert
+from pipeline.sources import import_file
+from pipeline.spec import parse_input
 
 
 def converted(tmp_path, model: str, to: str, *inputs: str, name: str = "out"):
