@@ -160,7 +160,8 @@ def reshape_to(t: Translation, x: str, dims: list, helper: str = "ReshapeTo") ->
     """``ReshapeTo(sizes)([x, *inputs])``: each varying size a product of the model inputs' axes
     (``helper="BroadcastTo"``: broadcast to them).
 
-    Refused (``t.unsupported``) for sizes that are no such product (a division, a sum)."""
+    One size that is no such product (a division, a sum) is ``-1`` in a reshape, what is left;
+    more, or any in a broadcast, are refused (``t.unsupported``)."""
     import sympy
 
     places = t.gen.symbol_places()
@@ -189,7 +190,8 @@ def reshape_to(t: Translation, x: str, dims: list, helper: str = "ReshapeTo") ->
                     refs.append(value)
                 entry += [[refs.index(value), axis]] * int(part.exp)
             else:
-                t.unsupported(f"a reshape to the size {d}, which is no product of the inputs' sizes")
+                verb = "reshape" if helper == "ReshapeTo" else "broadcast"
+                t.unsupported(f"a {verb} to the size {d}, which is no product of the inputs' sizes")
         sizes.append([factor, *entry])
     if sizes.count(-1) == 1 and sum(isinstance(z, list) for z in sizes) == 0:
         return f"ops.reshape({x}, {tuple(sizes)})"
