@@ -52,10 +52,15 @@ def tf_3d_same_shifts(in_sizes, kernel, strides, dil) -> bool:
 
 def spatial_padding(t: Translation, x: str, nd: int, pads, kernel, strides, dil, allow_causal=False):
     """Return (padding string, x) — possibly after an explicit ZeroPadding layer."""
-    in_sizes = t.sizes(0, range(2, t.rank(0)))
     if not any(pads):
         return "valid", x
-    same = pads == same_pads(in_sizes, kernel, strides, dil, upper=True)
+    # Keras' "same" pads by (k - 1) * d over a stride-1 axis whatever its size; over a strided
+    # one the amount depends on the size, so a varying size there gets the explicit pads.
+    dims = t.dims(0)[2:]
+    varying = [not isinstance(n, int) for n in dims]
+    in_sizes = [1 if v else n for v, n in zip(varying, dims)]
+    same = (not any(v and s != 1 for v, s in zip(varying, strides))
+            and pads == same_pads(in_sizes, kernel, strides, dil, upper=True))
     if same and not tf_3d_same_shifts(in_sizes, kernel, strides, dil):
         return "same", x
     begins, ends = pads[:nd], pads[nd:]
@@ -112,7 +117,7 @@ HELPERS = {
 class ReshapeTo(layers.Layer):
     """Reshape to sizes known at run time only: a functional model is built before the sizes
     of its inputs are.  Each size is an int, or ``[factor, [input, axis], ...]``: the factor
-    times those axes' sizes of the tensors given after ``x``."""
+    times those axes' sizes of the tensors given after ``x`` (one may be -1: what is left)."""
 
     def __init__(self, sizes, **kwargs):
         super().__init__(**kwargs)
@@ -129,29 +134,46 @@ class ReshapeTo(layers.Layer):
             for i, axis in size[1:]:
                 value = value * ops.shape(refs[i])[axis]
             shape.append(value)
+        return self.apply(x, shape)
+
+    def apply(self, x, shape):
         return ops.reshape(x, shape)
 
     def compute_output_shape(self, input_shape):
-        return tuple(size if isinstance(size, int) else None for size in self.sizes)
+        return tuple(size if isinstance(size, int) and size >= 0 else None for size in self.sizes)
 
     def get_config(self):
         return {**super().get_config(), "sizes": self.sizes}
 ''',
+    "BroadcastTo": '''
+@keras.saving.register_keras_serializable(package="pipeline")
+class BroadcastTo(ReshapeTo):
+    """Broadcast to sizes known at run time only (given as ``ReshapeTo``'s)."""
+
+    def apply(self, x, shape):
+        return ops.broadcast_to(x, shape)
+''',
 }
 
 
-def reshape_to(t: Translation, x: str, dims: list) -> str:
-    """``ReshapeTo(sizes)([x, *inputs])``: each varying size a product of the model inputs' axes.
+def reshape_to(t: Translation, x: str, dims: list, helper: str = "ReshapeTo") -> str:
+    """``ReshapeTo(sizes)([x, *inputs])``: each varying size a product of the model inputs' axes
+    (``helper="BroadcastTo"``: broadcast to them).
 
-    Refused (``t.unsupported``) for sizes that are no such product (a division, a sum)."""
+    One size that is no such product (a division, a sum) is ``-1`` in a reshape, what is left;
+    more, or any in a broadcast, are refused (``t.unsupported``)."""
     import sympy
 
     places = t.gen.symbol_places()
     refs: list[ir.Value] = []
     sizes = []
+    inferred = [d for d in dims if not isinstance(d, int) and _product_of(d, places) is None]
     for d in dims:
         if isinstance(d, int):
             sizes.append(d)
+            continue
+        if len(inferred) == 1 and d is inferred[0] and helper == "ReshapeTo":
+            sizes.append(-1)  # the one size that is no product: what is left
             continue
         factor, entry = 1, []
         for part in sympy.Mul.make_args(sympy.expand(d)):
@@ -168,12 +190,32 @@ def reshape_to(t: Translation, x: str, dims: list) -> str:
                     refs.append(value)
                 entry += [[refs.index(value), axis]] * int(part.exp)
             else:
-                t.unsupported(f"a reshape to the size {d}, which is no product of the inputs' sizes")
+                verb = "reshape" if helper == "ReshapeTo" else "broadcast"
+                t.unsupported(f"a {verb} to the size {d}, which is no product of the inputs' sizes")
         sizes.append([factor, *entry])
-    t.gen.helpers.add("ReshapeTo")
-    name = t.gen.add_layer(t.layer_hint() + "_reshape", [])
+    if sizes.count(-1) == 1 and sum(isinstance(z, list) for z in sizes) == 0:
+        return f"ops.reshape({x}, {tuple(sizes)})"
+    t.gen.helpers.update({"ReshapeTo", helper})  # BroadcastTo is a ReshapeTo
+    name = t.gen.add_layer(t.layer_hint() + ("_reshape" if helper == "ReshapeTo" else "_expand"), [])
     args = ", ".join([x] + [t.gen.expr(v) for v in refs])
-    return f"ReshapeTo({sizes}, name={name!r})([{args}])"
+    return f"{helper}({sizes}, name={name!r})([{args}])"
+
+
+def _product_of(d, places: dict):
+    """``d`` as ``(factor, [symbol, ...])`` when it is an integer times the inputs' sizes, else None."""
+    import sympy
+
+    factor, symbols = 1, []
+    for part in sympy.Mul.make_args(sympy.expand(d)):
+        if part.is_Integer:
+            factor *= int(part)
+        elif part.is_Symbol and part.name in places:
+            symbols.append(part.name)
+        elif part.is_Pow and part.base.is_Symbol and part.base.name in places and part.exp.is_Integer:
+            symbols += [part.base.name] * int(part.exp)
+        else:
+            return None
+    return factor, symbols
 
 
 __all__ = ["KERAS_DTYPES", "add", "channels_last", "layer", "new_constant", "pool_pad", "spatial_padding",

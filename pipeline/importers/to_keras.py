@@ -79,7 +79,7 @@ def generate(model: ir.Model, out_dir: Path, title: str, origin: str, interface:
     doc = interface_doc(graph, interface, "keras", title, origin, source_layout)
     lines = [f'"""{doc}"""', "", "import os", "", "import keras", "import numpy as np", "from keras import layers, ops", "",
              "HERE = os.path.dirname(os.path.abspath(__file__))", "",
-             *[HELPERS[h] for h in sorted(gen.helpers)], "",
+             *[HELPERS[h] for h in HELPERS if h in gen.helpers], "",
              "def build() -> keras.Model:", '    """The model\'s structure (weights are random until load())."""']
     if gen.constants:
         lines.append('    C = np.load(os.path.join(HERE, "constants.npz"))')

@@ -42,9 +42,12 @@ from .patterns import fuse_patterns, group_norm_chains
 from .transpose import _axes
 
 def _resizes_only_spatial(node: ir.Node) -> bool:
-    """A Resize that keeps N and C (scales/sizes of 1 / unchanged on axes 0 and 1)."""
-    x, y = static_shape(node.inputs[0]), static_shape(node.outputs[0])
-    return x is not None and y is not None and x[:2] == y[:2]
+    """A Resize that keeps N and C (scales/sizes of 1 / unchanged on axes 0 and 1); either may
+    be a symbol (one name is one size)."""
+    from .symbolic import dims
+
+    x, y = dims(node.inputs[0]), dims(node.outputs[0])
+    return x is not None and y is not None and len(x) == len(y) and x[:2] == y[:2]
 
 
 def _unsqueezed_axes(value: ir.Value) -> set[int]:
@@ -249,7 +252,7 @@ class InterfaceLayout(ir.passes.InPlacePass):
             users = x.consumers()
             if not any(is_free_transpose(u) and perm_of(u) == inward for u in users):
                 continue
-            shape = static_shape(x)
+            shape = None if x.shape is None else list(x.shape)  # sizes may be symbols
             new = ir.Value(name=x.name, type=x.type)
             x.name = x.name + "__source_layout"
             if shape is not None:

@@ -334,10 +334,44 @@ def _moves_only_singletons(shape: tuple[int, ...], perm: list[int]) -> bool:
     return before == after
 
 
+def _named_dims(graph: ir.Graph, value: ir.Value) -> list | None:
+    """``value``'s dimensions, ints or the names of the graph inputs' symbols; None when any
+    size is unknown or an expression (a reshape target could not say it)."""
+    if value.shape is None:
+        return None
+    names = {d.value for v in graph.inputs for d in (v.shape or ()) if not isinstance(d, int) and d.value}
+    out = []
+    for d in value.shape:
+        if not isinstance(d, int) and d.value not in names:
+            return None
+        out.append(d if isinstance(d, int) else d.value)
+    return out
+
+
+def _reshape_target(graph: ir.Graph, src: list, dst: list) -> np.ndarray | None:
+    """A Reshape's constant target from ``src`` to ``dst`` (sizes may be symbol names): the ints,
+    ``0`` (keep the input's size) where a symbol stays on its axis, ``-1`` for one symbol that
+    moves; None if that cannot say it.  Static shapes give the sizes as they are."""
+    if all(isinstance(d, int) for d in dst):
+        return np.array(dst, np.int64)
+    if 0 in dst:  # 0 would mean "keep the input's size" next to the symbols' zeros
+        return None
+    target, inferred = [], 0
+    for j, d in enumerate(dst):
+        if isinstance(d, int):
+            target.append(d)
+        elif j < len(src) and src[j] == d:
+            target.append(0)
+        else:
+            target.append(-1)
+            inferred += 1
+    return None if inferred > 1 else np.array(target, np.int64)
+
+
 def singleton_transpose(graph: ir.Graph, node: ir.Node) -> bool:
     if not is_free_transpose(node):
         return False
-    shape = static_shape(node.inputs[0])
+    shape = _named_dims(graph, node.inputs[0])
     perm = perm_of(node)
     if shape is None or perm is None or not _moves_only_singletons(shape, perm):
         return False
@@ -346,9 +380,12 @@ def singleton_transpose(graph: ir.Graph, node: ir.Node) -> bool:
     if not ((up is not None and up.op_type in ops_with("shape")) or (down is not None and down.op_type in ops_with("shape"))):
         return False
     out_shape = [shape[p] for p in perm]
-    target = add_initializer(graph, np.array(out_shape, np.int64), "shape")
+    arr = _reshape_target(graph, shape, out_shape)
+    if arr is None:
+        return False
+    target = add_initializer(graph, arr, "shape")
     reshape = make_node(graph, "Reshape", [node.inputs[0], target], hint="reshape", before=node,
-                        shape=out_shape, dtype=node.inputs[0].dtype)
+                        shape=[node.inputs[0].shape[p] for p in perm], dtype=node.inputs[0].dtype)
     replace_value(graph, node.outputs[0], reshape.outputs[0])
     remove_if_dead(graph, node)
     return True
@@ -357,21 +394,25 @@ def singleton_transpose(graph: ir.Graph, node: ir.Node) -> bool:
 def merge_reshapes(graph: ir.Graph, node: ir.Node) -> bool:
     if node.op_type not in ops_with("shape") or node.domain != "":
         return False
-    out_shape = static_shape(node.outputs[0])
+    out_shape = _named_dims(graph, node.outputs[0])  # symbols: one name is one size
     if out_shape is None:
         return False
     data = node.inputs[0]
     up = data.producer()
-    in_shape = static_shape(data)
+    in_shape = _named_dims(graph, data)
     if in_shape == out_shape and in_shape is not None:
         replace_value(graph, node.outputs[0], data)
         remove_if_dead(graph, node)
         return True
     if up is None or up.op_type not in ops_with("shape") or single_consumer(data) is None:
         return False
-    target = add_initializer(graph, np.array(out_shape, np.int64), "shape")
+    src = [] if all(isinstance(d, int) for d in out_shape) else _named_dims(graph, up.inputs[0])
+    arr = None if src is None else _reshape_target(graph, src, out_shape)
+    if arr is None:
+        return False
+    target = add_initializer(graph, arr, "shape")
     reshape = make_node(graph, "Reshape", [up.inputs[0], target], hint="reshape", before=node,
-                        shape=out_shape, dtype=data.dtype)
+                        shape=list(node.outputs[0].shape), dtype=data.dtype)
     replace_value(graph, node.outputs[0], reshape.outputs[0])
     remove_if_dead(graph, node)
     remove_if_dead(graph, up)

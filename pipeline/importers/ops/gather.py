@@ -68,16 +68,19 @@ class Gather(Op):
     types = ("Gather",)
 
     def read(self, t: Translation) -> Take:
-        shape = t.shape(0)
-        axis = t.int("axis", 0) % len(shape)
-        plan = Take(axis, shape[axis])
+        dims = t.dims(0)
+        axis = t.int("axis", 0) % len(dims)
         idx = t.const(1)
+        if not isinstance(dims[axis], int) and not (idx is not None and (idx >= 0).all()):
+            t.unsupported(f"indices that may count from the end of axis {axis}, whose size ({dims[axis]}) varies")
+        shape = [d if isinstance(d, int) else None for d in dims]  # a varying axis: indices as given
+        plan = Take(axis, shape[axis])
         if idx is not None and idx.ndim == 0:
-            plan.scalar = int(idx) % shape[axis]
+            plan.scalar = int(idx) % shape[axis] if shape[axis] is not None else int(idx)
         elif (table := embedding_lookup(t)) is not None:
             plan.table = table
         elif idx is not None:
-            plan.indices = np.where(idx < 0, idx + shape[axis], idx).astype(np.int64)
+            plan.indices = np.where(idx < 0, idx + (shape[axis] or 0), idx).astype(np.int64)
         return plan
 
     def torch(self, t: Translation, p: Take) -> None:
@@ -95,7 +98,7 @@ class Gather(Op):
         else:
             i = t.inp(1)
             idx = f"torch.where({i} < 0, {i} + {p.size}, {i}).reshape(-1)"
-        t.assign(f"torch.index_select({x}, {p.axis}, {idx}).reshape{T.shape_args(t.out_shape())}")
+        t.assign(f"torch.index_select({x}, {p.axis}, {idx}).reshape{_torch_sizes(t)}")
 
     def keras(self, t: Translation, p: Take) -> None:
         x = t.inp(0)
@@ -110,6 +113,21 @@ class Gather(Op):
         else:
             i = t.inp(1)
             t.assign(f"ops.take({x}, ops.where(ops.less({i}, 0), ops.add({i}, {p.size}), {i}), axis={p.axis})")
+
+
+def _torch_sizes(t: Translation) -> str:
+    """The output's shape as ``reshape`` arguments: ``-1`` for a lone varying size, run-time
+    sizes for several."""
+    dims = t.out_dims()
+    varying = [d for d in dims if not isinstance(d, int)]
+    if not varying:
+        return T.shape_args(dims)
+    if len(varying) == 1:
+        return f"({', '.join(str(d) if isinstance(d, int) else '-1' for d in dims)}{',' if len(dims) == 1 else ''})"
+    codes = [t.size_code(d) for d in dims]
+    if any(c is None for c in codes):
+        t.unsupported(f"a gather to sizes {dims} that cannot be written from the inputs' sizes")
+    return f"({', '.join(codes)}{',' if len(dims) == 1 else ''})"
 
 
 @dataclass

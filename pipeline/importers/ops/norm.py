@@ -134,9 +134,9 @@ class LayerNormalization(Op):
     types = ("LayerNormalization",)
 
     def read(self, t: Translation) -> LayerNorm:
-        shape = t.shape(0)
-        axis = t.int("axis", -1) % len(shape)
-        norm_shape = tuple(shape[axis:])
+        rank = t.rank(0)
+        axis = t.int("axis", -1) % rank
+        norm_shape = t.sizes(0, range(axis, rank))  # the axes before may vary in size
         scale, bias = t.const(1), t.const(2) if t.has_input(2) else None
         runtime = scale is None or (t.has_input(2) and bias is None)
         if runtime:

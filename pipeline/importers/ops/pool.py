@@ -195,6 +195,9 @@ class Pool(Op):
         if any(d != 1 for d in dil):
             _tap_pool(t, p, is_max)
             return
+        if not all(isinstance(n, int) for n in t.dims(0)[2:]):
+            self._keras_varying(t, p, is_max)
+            return
         x = t.inp(0)
         rescale = None
         in_sizes = t.sizes(0, range(2, t.rank(0)))
@@ -228,6 +231,34 @@ class Pool(Op):
             factor = K.new_constant(t, rescale, "rescale")
             what = "the padded input (not ceil_mode's overhang)" if include_pad else "the unpadded part"
             t.assign(f"ops.multiply({pooled}, {factor})", comment=f"mean over {what} of each window")
+
+    @staticmethod
+    def _keras_varying(t: Translation, p: PoolPlan, is_max: bool) -> None:
+        """Pooling over spatial sizes that vary: the padding must not depend on them.  "same"
+        where it pads alike at every size (stride-1 axes), else the pads made explicit (-inf
+        before a max, zeros before a mean that counts them); a mean that excludes explicit
+        pads or ceil_mode's extra windows would need the sizes, and is refused."""
+        nd, kernel, strides, pads, dil = p.nd, p.kernel, p.strides, p.pads, p.dil
+        dims = t.dims(0)[2:]
+        if p.ceil:
+            t.unsupported(f"ceil_mode pooling over a varying size ({dims})")
+        varying = [not isinstance(n, int) for n in dims]
+        in_sizes = [1 if v else n for v, n in zip(varying, dims)]
+        x, padding = t.inp(0), "valid"
+        if any(pads):
+            if (not any(v and s != 1 for v, s in zip(varying, strides)) and not p.include_pad
+                    and pads == same_pads(in_sizes, kernel, strides, dil, upper=True)
+                    and not K.tf_3d_same_shifts(in_sizes, kernel, strides, dil)):
+                padding = "same"
+            elif is_max or p.include_pad:
+                x = K.pool_pad(t, x, pads, is_max)
+            else:
+                t.unsupported(f"mean pooling that leaves its padding {pads} out, over a varying size ({dims})")
+        cls = f"{'Max' if is_max else 'Average'}Pooling{nd}D"
+        args = [f"pool_size={K.tuple_or_int(kernel)}", f"strides={K.tuple_or_int(strides)}"]
+        if padding != "valid":
+            args.append(f"padding={padding!r}")
+        t.assign(K.layer(t, cls, args, None, x))
 
 
 def _torch_taps(t: Translation, x: str, plan, what: str = "dilated average pooling") -> str:

@@ -51,6 +51,7 @@ class Resize:
     antialias: bool = False  # set only where it changes anything: some axis shrinks
     roi: list[tuple[float, float]] | None = None  # tf_crop_and_resize: (start, end) per spatial axis
     extrapolation: float = 0.0  # tf_crop_and_resize: the value of outputs that map outside the input
+    factors: list[int] | None = None  # whole upsampling scales over spatial sizes that vary
 
     @property
     def spatial(self) -> list[tuple[int, int, float]]:
@@ -80,8 +81,12 @@ def read_resize(t: Translation) -> Resize:
     Upsample and Resize-10 take ``(X, scales)`` (Upsample-7: a ``scales`` attribute) and map
     coordinates asymmetrically with floor rounding; Resize-11 on takes ``(X, roi, scales, sizes)``.
     """
-    shape, out = t.shape(0), t.out_shape()
-    rank = len(shape)
+    rank = t.rank(0)
+    if not all(isinstance(n, int) for n in t.dims(0)[2:]):
+        return _read_varying(t, rank)
+    # the batch may vary; the weights and layers are made for the channel and spatial sizes
+    shape = (t.dims(0)[0], *t.sizes(0, range(1, rank)))
+    out = (t.out_dims()[0], *t.out_sizes(0, range(1, rank)))
     if rank not in (3, 4, 5) or tuple(out[:2]) != tuple(shape[:2]):
         t.unsupported("resizing other axes than the spatial ones of an (N, C, ...) tensor")
     axes = t.ints("axes")
@@ -151,6 +156,28 @@ def _crop_box(t: Translation, rank: int, axes: list[int] | None) -> list[tuple[f
     if any(box.get(a, (0.0, 1.0)) != (0.0, 1.0) for a in (0, 1)):
         t.unsupported("tf_crop_and_resize cropping the batch or channel axis")
     return [box[a] for a in range(2, rank)]
+
+
+def _read_varying(t: Translation, rank: int) -> Resize:
+    """A Resize over spatial sizes that vary: only what a layer computes at every size, an
+    upsampling by constant whole scales (nearest with ``asymmetric``/``floor``, or linear with
+    half-pixel centres over two axes); ``Resize.factors`` holds the scales."""
+    scales = None
+    if t.op == "Resize" and t.opset >= 11 and t.has_input(2):
+        scales = t.const(2)
+    if scales is None or scales.size != rank or t.ints("axes") is not None or (t.has_input(3) and t.const(3) is None):
+        t.unsupported("a resize over varying sizes by anything but constant scales")
+    factors = [float(v) for v in scales.reshape(-1)]
+    if factors[:2] != [1.0, 1.0] or not all(f.is_integer() and f >= 1 for f in factors[2:]):
+        t.unsupported(f"a resize over varying sizes by scales {factors}, not whole upsampling factors")
+    mode, coord = t.str("mode", "nearest"), t.str("coordinate_transformation_mode", "half_pixel")
+    nearest = mode == "nearest" and (coord, t.str("nearest_mode", "round_prefer_floor")) == ("asymmetric", "floor")
+    linear = (mode == "linear" and rank == 4 and (coord == "half_pixel" or (coord == "pytorch_half_pixel"
+                                                                             and min(factors[2:]) > 1)))
+    if not (nearest or linear):
+        t.unsupported(f"a {mode} resize with {coord} coordinates over varying sizes")
+    return Resize(mode, coord, t.str("nearest_mode", "round_prefer_floor"), tuple(t.dims(0)), tuple(t.out_dims()),
+                  factors[2:], -0.75, False, factors=[int(f) for f in factors[2:]])
 
 
 # -- the spec's weights ------------------------------------------------------------------------------
@@ -313,6 +340,8 @@ class ResizeOp(Op):
         return None
 
     def torch(self, t: Translation, p: Resize) -> None:
+        if p.factors is not None:
+            t.unsupported("a resize over spatial sizes that vary (written for Keras only so far)")
         native = self._torch_mode(p)
         if native is None:
             def emit_axis(axis, arr, name, eq):
@@ -337,6 +366,11 @@ class ResizeOp(Op):
     def keras(self, t: Translation, p: Resize) -> None:
         K.channels_last(t)
         nd, x = len(p.shape) - 2, t.inp(0)
+        if p.factors is not None:  # the layers upsample alike at every size
+            interpolation = ["interpolation='bilinear'"] if p.mode == "linear" else []
+            size = K.tuple_or_int(p.factors) if nd > 1 else str(p.factors[0])
+            t.assign(K.layer(t, f"UpSampling{nd}D", [size, *interpolation], None, x))
+            return
         spatial_in, spatial_out = p.shape[2:], p.out[2:]
         factors = [o // n for n, o in zip(spatial_in, spatial_out)] if p.whole else None
         integral = factors is not None and all(o % n == 0 for n, o in zip(spatial_in, spatial_out))

@@ -126,7 +126,7 @@ class Split(Op):
 
     def read(self, t: Translation) -> tuple[int, list[int]]:
         axis = t.int("axis", 0) % t.rank(0)
-        return axis, [int(t.out_shape(j)[axis]) for j in range(len(t.node.outputs))]
+        return axis, [int(t.out_sizes(j, [axis])[0]) for j in range(len(t.node.outputs))]
 
     def torch(self, t: Translation, p) -> None:
         axis, sizes = p
@@ -145,8 +145,8 @@ class Cut:
     """One sliced axis: ``[start:stop:step]`` of the axis, flipped first when ONNX walks it backwards."""
 
     axis: int
-    start: int
-    stop: int
+    start: int | None  # None (no bound) only on an axis whose size varies
+    stop: int | None
     step: int
     flipped: bool
 
@@ -156,7 +156,7 @@ class Slice(Op):
     types = ("Slice",)
 
     def read(self, t: Translation) -> list[Cut]:
-        shape = t.shape(0)
+        shape = t.dims(0)
         if t.opset < 10:
             starts, ends = t.ints("starts"), t.ints("ends")
             axes, steps = t.ints("axes") or list(range(len(starts))), [1] * len(starts)
@@ -168,9 +168,12 @@ class Slice(Op):
         for s, e, a, st in zip(starts, ends, axes, steps):
             a %= len(shape)
             n = shape[a]
-            s, e = (s + n if s < 0 else s), (e + n if e < 0 else e)
             if st == 0:
                 t.unsupported("a slice step of 0")
+            if not isinstance(n, int):
+                cuts.append(self._varying(t, a, n, s, e, st))
+                continue
+            s, e = (s + n if s < 0 else s), (e + n if e < 0 else e)
             if st > 0:
                 cuts.append(Cut(a, max(0, min(n, s)), max(0, min(n, e)), st, False))
             else:  # index i of the axis is n - 1 - i of the flipped axis
@@ -178,26 +181,43 @@ class Slice(Op):
                 cuts.append(Cut(a, n - 1 - s, n - 1 - e, -st, True))
         return cuts
 
+    @staticmethod
+    def _varying(t: Translation, axis: int, n, start: int, stop: int, step: int) -> Cut:
+        """A cut of an axis whose size varies, as Python's ``[start:stop:step]`` (None: no bound):
+        ONNX's rule for a positive step (a negative index counts from the end, then clamp to
+        the axis) is Python's own."""
+        if step < 0:
+            t.unsupported(f"a backwards slice of axis {axis}, whose size ({n}) varies")
+        big = 2 ** 31
+        return Cut(axis, None if start == 0 or start <= -big else start, None if stop >= big else stop, step, False)
+
+    @staticmethod
+    def _index(cuts: list[Cut], shape) -> str:
+        index = [":"] * len(shape)
+        for c in cuts:
+            stop = "" if c.stop is None or c.stop == shape[c.axis] else c.stop
+            index[c.axis] = f"{c.start or ''}:{stop}" + (f":{c.step}" if c.step != 1 else "")
+        while index and index[-1] == ":":
+            index.pop()
+        return ", ".join(index) or "..."
+
     def torch(self, t: Translation, cuts: list[Cut]) -> None:
-        shape = t.shape(0)
         x = t.inp(0)
         flips = tuple(c.axis for c in cuts if c.flipped)
         if flips:
             x = f"{x}.flip({flips[0] if len(flips) == 1 else flips})"
-        index = [":"] * len(shape)
-        for c in cuts:
-            index[c.axis] = f"{c.start or ''}:{c.stop if c.stop != shape[c.axis] else ''}" + (
-                f":{c.step}" if c.step != 1 else "")
-        while index and index[-1] == ":":
-            index.pop()
-        t.assign(f"{x}[{', '.join(index) or '...'}]")
+        t.assign(f"{x}[{self._index(cuts, t.dims(0))}]")
 
     def keras(self, t: Translation, cuts: list[Cut]) -> None:
-        shape = t.shape(0)
+        shape = t.dims(0)
         x = t.inp(0)
         for c in cuts:
             if c.flipped:
                 x = f"ops.flip({x}, axis={c.axis})"
+        if not all(isinstance(d, int) for d in shape):  # sizes known at run time only: Python slicing
+            index = self._index(cuts, shape)
+            t.assign(x if index == "..." else f"{x}[{index}]")
+            return
         begin, size, strided = [0] * len(shape), list(shape), []
         for c in cuts:
             begin[c.axis], size[c.axis] = c.start, max(0, c.stop - c.start)
@@ -211,16 +231,35 @@ class Slice(Op):
 
 @register
 class Expand(Op):
+    """Plan: the output's sizes, ints or expressions of the symbols (see ``Reshape``)."""
+
     types = ("Expand",)
 
-    def read(self, t: Translation) -> tuple[int, ...]:
-        return t.out_shape()
+    def read(self, t: Translation) -> list:
+        dims = t.out_dims()
+        if any(not isinstance(d, int) and any(s.name.startswith("_unknown_") for s in d.free_symbols) for d in dims):
+            t.unsupported("an expand to sizes that shape inference could not work out")
+        return dims
 
-    def torch(self, t: Translation, shape) -> None:
-        t.assign(f"{t.inp(0)}.expand{shape_literal(shape)}")
+    def needs(self, t: Translation) -> list[int]:
+        return [0]  # the output's sizes come from shape inference
 
-    def keras(self, t: Translation, shape) -> None:
-        t.assign(f"ops.broadcast_to({t.inp(0)}, {shape_literal(shape)})")
+    def torch(self, t: Translation, dims) -> None:
+        if all(isinstance(d, int) for d in dims):
+            t.assign(f"{t.inp(0)}.expand{shape_literal(dims)}")
+            return
+        own = [None] * (len(dims) - t.rank(0)) + t.dims(0)
+        codes = [str(d) if isinstance(d, int) else "-1" if d == o else t.size_code(d)  # -1: the input's own size
+                 for d, o in zip(dims, own)]
+        if any(c is None for c in codes):
+            t.unsupported(f"an expand to sizes {dims} that cannot be written from the inputs' sizes")
+        t.assign(f"{t.inp(0)}.expand({', '.join(codes)}{',' if len(codes) == 1 else ''})")
+
+    def keras(self, t: Translation, dims) -> None:
+        if all(isinstance(d, int) for d in dims):
+            t.assign(f"ops.broadcast_to({t.inp(0)}, {shape_literal(dims)})")
+            return
+        t.assign(K.reshape_to(t, t.inp(0), dims, helper="BroadcastTo"), comment="sizes known at run time only")
 
 
 @register
