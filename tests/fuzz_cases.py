@@ -14,8 +14,7 @@ a Dense layer — plus the rendering it is built in:
            converted to PyTorch and checked against Keras itself (channels-first
            Keras convolutions are not drawn: TensorFlow's CPU kernels cannot run them);
 ``torch``  a real ``nn.Module`` (int, ``"same"`` and asymmetric ``F.pad``
-           padding, ``padding_mode`` zeros / reflect (replicate and circular:
-           a known gap),
+           padding, ``padding_mode`` zeros / reflect / replicate / circular,
            groups, ConvTranspose output_padding, ceil_mode pools),
            converted to Keras and checked against PyTorch itself.
 
@@ -439,9 +438,7 @@ def torch_layer(draw, rank: int, c: int) -> Layer:
         elif padding == "explicit":
             kw["pads"] = _pads(draw, kernel, lambda k: k, symmetric=True)
             if any(kw["pads"]):
-                # replicate and circular are drawn once the Keras target can run them
-                # (known gap keras-pad-edge-wrap in tests/known_gaps.py)
-                kw["padding_mode"] = draw(st.sampled_from(["zeros", "reflect"]))
+                kw["padding_mode"] = draw(st.sampled_from(["zeros", "reflect", "replicate", "circular"]))
         else:
             kw["pads"] = _pads(draw, kernel, lambda k: k, symmetric=False)
     elif op == "convT":

@@ -59,10 +59,6 @@ GAPS: tuple[Gap, ...] = (
         "a dilated max-pool window whose taps all fall in the padding has no number for its max: -inf in "
         "PyTorch, the lowest float in onnxruntime",
         "filtered", "tests/test_known_gaps.py::test_dilated_maxpool_window_of_padding_only"),
-    Gap("keras-pad-edge-wrap",
-        "PyTorch convolutions with padding_mode='replicate' or 'circular' -> Keras: the generated ops.pad asks "
-        "TensorFlow for mode EDGE / WRAP, which it does not have (exit 4, a pipeline bug to fix in the importer)",
-        "filtered", "tests/test_known_gaps.py::test_torch_conv_replicate_and_circular_padding_to_keras"),
     Gap("topk-unsorted",
         "torch.topk(sorted=False) / TopK sorted=0: onnxruntime, PyTorch and TensorFlow order the k values "
         "differently",

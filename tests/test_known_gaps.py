@@ -74,11 +74,9 @@ def test_dilated_maxpool_window_of_padding_only():
     assert statuses(Case("onnx", 1, 1, 1, (1,), (layer,))) == {"torch": "pass", "keras": "pass"}
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="known gap keras-pad-edge-wrap: ops.pad with mode 'edge' / 'wrap' does not run on "
-                          "TensorFlow (exit 4); once it converts, draw these modes in tests/fuzz_cases.py")
 @pytest.mark.parametrize("mode", ["replicate", "circular"])
 def test_torch_conv_replicate_and_circular_padding_to_keras(mode):
+    """Was a known gap (exit 4: TensorFlow has no EDGE / WRAP pad); now concatenated slices."""
     layer = Layer("conv", (3, 2), (1, 2), (1, 1), "explicit", pads=(1, 1, 1, 1), filters=2, padding_mode=mode)
     assert statuses(Case("torch", 2, 1, 2, (5, 6), (layer,))) == {"keras": "pass"}
 
