@@ -66,7 +66,8 @@ def generate(model: ir.Model, out_dir: Path, title: str, origin: str, interface:
         dtype = KERAS_DTYPES.get(v.dtype.value, "float32")
         extra = f", dtype={dtype!r}" if dtype != "float32" else ""
         batch = f", batch_size={shape[0]}" if shape[0] is not None else ""  # a varying batch: any size
-        input_lines.append(f"{name} = keras.Input(shape={tuple(shape[1:])}{batch}, name={v.name!r}{extra})")
+        layer_name = _input_layer_name(v.name)
+        input_lines.append(f"{name} = keras.Input(shape={tuple(shape[1:])}{batch}, name={layer_name!r}{extra})")
     _outputs_depend_on_inputs(graph)
     gen.run()
     outs = [gen.expr(v) for v in graph.outputs]
@@ -102,6 +103,15 @@ def generate(model: ir.Model, out_dir: Path, title: str, origin: str, interface:
     if weight_bytes >= COLLECT_BYTES:  # the Keras model's reference cycles would keep its weights alive
         gc.collect()
     return {"files": files, "node_vars": gen.node_vars, "parameters": params, "note": note}
+
+
+def _input_layer_name(name: str) -> str:
+    """The input's name, unless it is the name Keras gives one of its own operations (an input
+    called ``split`` beside ``ops.split``: keras.Model refuses two layers of one name); then
+    ``NAME_input``.  The model takes its inputs by position, so nothing else changes."""
+    from keras import ops
+
+    return f"{name}_input" if name in dir(ops) else name
 
 
 def _outputs_of_their_own(gen: KerasGenerator, graph: ir.Graph, outs: list[str]) -> list[str]:
