@@ -55,6 +55,34 @@ class Chain(nn.Module):
         return x
 
 
+class Projection(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.token_projection = nn.Conv2d(4, 4, 1)
+
+    def forward(self, x):
+        return self.token_projection(x)
+
+
+class DeepNames(nn.Module):
+    """A layer named ``stages.1.blocks.1.pos_embd.token_projection``: past the 40 characters a
+    generated name keeps (a hybrid network's layer once failed to load its Keras weights, exit 4)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stages = nn.ModuleList([nn.Module(), nn.Module()])
+        self.stages[1].blocks = nn.ModuleList([nn.Identity(), nn.Module()])
+        self.stages[1].blocks[1].pos_embd = Projection()
+
+    def forward(self, x):
+        return self.stages[1].blocks[1].pos_embd(x)
+
+
+def deep_names():
+    return DeepNames()
+
+
 def weight_norm_conv():
     return WeightNormConv()
 
@@ -124,3 +152,8 @@ def test_forward_releases_each_value_after_its_last_use(tmp_path):
     finally:
         sys.settrace(None)
     assert alive and max(alive) <= 3, alive
+
+
+def test_a_long_layer_name_loads_its_keras_weights(tmp_path):
+    code = _converted(tmp_path, "deep_names", (1, 4, 5, 5), "keras")
+    assert "name='stages_1_blocks_1_pos_embd_token_project'" in code
