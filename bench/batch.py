@@ -28,6 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+from pipeline.batch_worker import tree_rss
+
 REPO = Path(__file__).resolve().parent.parent
 MODES = {"jobs1": ["--jobs", "1"], "jobs2": ["--jobs", "2"], "ray": ["--ray", "--jobs", "2"]}
 
@@ -46,23 +48,6 @@ def write_yaml(names: list[str], root: Path, mode: str) -> Path:
     path = root / f"{mode}.yaml"
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-def tree_rss(pid: int) -> int:
-    import psutil
-
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return 0
-    total = 0
-    for p in procs:
-        try:
-            total += p.memory_info().rss
-        except psutil.Error:
-            pass
-    return total
 
 
 def run_mode(config: Path, mode: str, log: Path) -> dict:
@@ -105,7 +90,6 @@ def ray_overhead(log: Path) -> dict:
 
 def markdown(rows: list[dict]) -> str:
     base = next((r["wall_s"] for r in rows if r["mode"] == "jobs1"), None)
-    jobs2 = next((r["wall_s"] for r in rows if r["mode"] == "jobs2"), None)
     lines = ["| mode | wall s | x jobs 1 | peak memory GiB | passed |", "| --- | ---: | ---: | ---: | --- |"]
     for r in rows:
         ratio = f"{r['wall_s'] / base:.2f}" if base else ""

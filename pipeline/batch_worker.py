@@ -110,7 +110,8 @@ def _size(n: float) -> str:
     return f"{n / (1 << 30):.2f} GiB"
 
 
-def _tree_rss(pid: int) -> int:
+def tree_rss(pid: int) -> int:
+    """Resident memory of a process and all its children, in bytes (0 once it is gone)."""
     import psutil
 
     try:
@@ -203,7 +204,7 @@ class Job:
             if self.timeout and elapsed > self.timeout:
                 return self._stop("timed-out", f"exceeded --timeout {self.timeout:g} s")
             if self.max_memory:
-                rss = _tree_rss(self.proc.pid)
+                rss = tree_rss(self.proc.pid)
                 self.peak = max(self.peak, rss)
                 if rss > self.max_memory:
                     return self._stop("out-of-memory",
