@@ -111,7 +111,7 @@ def _input_layer_name(name: str) -> str:
     ``NAME_input``.  The model takes its inputs by position, so nothing else changes."""
     from keras import ops
 
-    return f"{name}_input" if name in dir(ops) else name
+    return f"{name}_input" if callable(getattr(ops, name, None)) else name
 
 
 def _outputs_of_their_own(gen: KerasGenerator, graph: ir.Graph, outs: list[str]) -> list[str]:
