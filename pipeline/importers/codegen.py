@@ -191,9 +191,6 @@ class Translation:
         """The graph's version of the standard ONNX domain (attributes became inputs over versions)."""
         return self.gen.opset
 
-    def n_inputs(self) -> int:
-        return sum(1 for v in self.node.inputs if v is not None)
-
     def has_input(self, i: int) -> bool:
         return i < len(self.node.inputs) and self.node.inputs[i] is not None
 
@@ -202,6 +199,10 @@ class Translation:
 
     def inp(self, i: int = 0) -> str:
         return self.gen.expr(self.node.inputs[i])
+
+    def inps(self) -> str:
+        """Every input's expression, comma-separated (variadic ops: Concat, Einsum, Sum...)."""
+        return ", ".join(self.gen.expr(v) for v in self.node.inputs)
 
     def const(self, i: int) -> np.ndarray | None:
         return const_array(self.node.inputs[i]) if self.has_input(i) else None
@@ -301,16 +302,6 @@ class Translation:
         raise NotExpressible(reason)
 
     # -- ONNX semantics shared by every target ---------------------------------
-    def weight_and_bias(self) -> tuple[np.ndarray, np.ndarray | None]:
-        """Conv-style constant weight (input 1) and bias (input 2); an all-zero bias is no bias."""
-        w = self.need_const(1, "the weight")
-        b = self.const(2) if self.has_input(2) else None
-        if self.has_input(2) and b is None:
-            self.unsupported("the bias must be a constant")
-        if b is not None and not np.any(b):
-            b = None  # exporters emit a zero bias for bias=False
-        return w, b
-
     def following_bias(self, units: int, node: ir.Node | None = None) -> tuple[np.ndarray | None, ir.Node | None]:
         """A lone ``Add`` of a constant ``(units,)`` vector after ``node`` (default: this node), foldable into a bias."""
         node = node or self.node

@@ -162,7 +162,6 @@ def reshape_to(t: Translation, x: str, dims: list, helper: str = "ReshapeTo") ->
 
     One size that is no such product (a division, a sum) is ``-1`` in a reshape, what is left;
     more, or any in a broadcast, are refused (``t.unsupported``)."""
-    import sympy
 
     places = t.gen.symbol_places()
     refs: list[ir.Value] = []
@@ -175,23 +174,17 @@ def reshape_to(t: Translation, x: str, dims: list, helper: str = "ReshapeTo") ->
         if len(inferred) == 1 and d is inferred[0] and helper == "ReshapeTo":
             sizes.append(-1)  # the one size that is no product: what is left
             continue
-        factor, entry = 1, []
-        for part in sympy.Mul.make_args(sympy.expand(d)):
-            if part.is_Integer:
-                factor *= int(part)
-            elif part.is_Symbol and part.name in places:
-                value, axis = places[part.name]
-                if value not in refs:
-                    refs.append(value)
-                entry.append([refs.index(value), axis])
-            elif part.is_Pow and part.base.is_Symbol and part.base.name in places and part.exp.is_Integer:
-                value, axis = places[part.base.name]
-                if value not in refs:
-                    refs.append(value)
-                entry += [[refs.index(value), axis]] * int(part.exp)
-            else:
-                verb = "reshape" if helper == "ReshapeTo" else "broadcast"
-                t.unsupported(f"a {verb} to the size {d}, which is no product of the inputs' sizes")
+        found = _product_of(d, places)
+        if found is None:
+            verb = "reshape" if helper == "ReshapeTo" else "broadcast"
+            t.unsupported(f"a {verb} to the size {d}, which is no product of the inputs' sizes")
+        factor, symbols = found
+        entry = []
+        for symbol in symbols:
+            value, axis = places[symbol]
+            if value not in refs:
+                refs.append(value)
+            entry.append([refs.index(value), axis])
         sizes.append([factor, *entry])
     if sizes.count(-1) == 1 and sum(isinstance(z, list) for z in sizes) == 0:
         return f"ops.reshape({x}, {tuple(sizes)})"

@@ -186,9 +186,7 @@ class Einsum(Op):
         return t.str("equation").replace(" ", "")
 
     def torch(self, t: Translation, eq: str) -> None:
-        operands = ", ".join(t.inp(i) for i in range(len(t.node.inputs)))
-        t.assign(f"torch.einsum({eq!r}, {operands})")
+        t.assign(f"torch.einsum({eq!r}, {t.inps()})")
 
     def keras(self, t: Translation, eq: str) -> None:
-        operands = ", ".join(t.inp(i) for i in range(len(t.node.inputs)))
-        t.assign(f"ops.einsum({eq!r}, {operands})")
+        t.assign(f"ops.einsum({eq!r}, {t.inps()})")

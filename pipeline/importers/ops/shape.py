@@ -110,12 +110,10 @@ class Concat(Op):
         return t.int("axis")
 
     def torch(self, t: Translation, axis: int) -> None:
-        parts = ", ".join(t.inp(i) for i in range(len(t.node.inputs)))
-        t.assign(f"torch.cat([{parts}], dim={axis})")
+        t.assign(f"torch.cat([{t.inps()}], dim={axis})")
 
     def keras(self, t: Translation, axis: int) -> None:
-        parts = ", ".join(t.inp(i) for i in range(len(t.node.inputs)))
-        t.assign(f"ops.concatenate([{parts}], axis={axis})")
+        t.assign(f"ops.concatenate([{t.inps()}], axis={axis})")
 
 
 @register
