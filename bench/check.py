@@ -7,6 +7,8 @@ The goals are the README's claims, checked against the files the benches wrote u
   most ``MEMORY_BOUND_X_WEIGHTS`` times the weights, and parity passed;
 - speed (``make bench``, onnx2tf.json): on each TorchScript file pipeline's product is right
   and onnx2tf takes at least ``MIN_SPEEDUP`` times pipeline's wall time;
+- shapes (``make bench``, shapes.json): a polymorphic conversion costs at most its stated
+  factor over the static one, and its model's latency at the example size likewise;
 - zoo (``make zoo``, zoo.json): every keras.applications model passes;
 - fuzz (``make fuzz``, fuzz.json): the run completed with no mismatch, crash or refusal
   outside the known gaps, over at least ``MIN_FUZZ_CASES`` cases.
@@ -87,7 +89,26 @@ def check_fuzz(record) -> list[str]:
     return problems
 
 
-CHECKS = {"memory.json": ("make bench", check_memory), "onnx2tf.json": ("make bench", check_speed),
+def check_shapes(record) -> list[str]:
+    data = record["data"]
+    problems = []
+    for r in data["rows"]:
+        if "cost_ratio" not in r:
+            problems.append(f"shapes {r['model']}: a conversion failed")
+            continue
+        if not r["polymorphic"].get("passed"):
+            problems.append(f"shapes {r['model']}: the polymorphic conversion's parity failed")
+        if r["cost_ratio"] > data["cost_goal"]:
+            problems.append(f"shapes {r['model']}: polymorphic conversion {r['cost_ratio']}x the static one "
+                            f"> {data['cost_goal']}x")
+        ratio = r["latency"].get("ratio")
+        if ratio is None or ratio > data["latency_goal"]:
+            problems.append(f"shapes {r['model']}: polymorphic latency {ratio}x the static model's "
+                            f"> {data['latency_goal']}x")
+    return problems
+
+
+CHECKS = {"shapes.json": ("make bench", check_shapes), "memory.json": ("make bench", check_memory), "onnx2tf.json": ("make bench", check_speed),
           "zoo.json": ("make zoo", check_zoo), "fuzz.json": ("make fuzz", check_fuzz)}
 
 

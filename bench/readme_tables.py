@@ -97,7 +97,31 @@ def memory(record: dict) -> str:
     return "\n".join(lines)
 
 
-RENDER = {"zoo.json": zoo, "fuzz.json": fuzz, "onnx2tf.json": onnx2tf, "memory.json": memory}
+def shapes(record: dict) -> str:
+    d = record["data"]
+    lines = [provenance(record, "make bench"), "",
+             "| model | symbols | static convert s | polymorphic convert s (size sets) | cost | "
+             "latency static / polymorphic ms | latency ratio |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for r in d["rows"]:
+        st, po = r["static"], r["polymorphic"]
+        if "cost_ratio" not in r:
+            failed = po if po.get("exit") else st
+            lines.append(f"| {r['model']} | | {st['seconds']} | {po['seconds']} | failed: {failed.get('error', '')[:80]} | | |")
+            continue
+        symbols = ", ".join(f"{k}={v}" for k, v in po["symbols"].items()) or "none"
+        lat = r["latency"]
+        lat_cells = (f"{lat['static_ms']} / {lat['polymorphic_ms']} | **{lat['ratio']}x**" if "ratio" in lat
+                     else f"failed: {lat.get('error', '')[:60]} |")
+        lines.append(f"| {r['model']} | {symbols} | {st['seconds']} | {po['seconds']} ({po['size_sets']}) "
+                     f"| **{r['cost_ratio']}x** | {lat_cells} |")
+    lines += ["", f"Goals: a polymorphic conversion costs at most {d['cost_goal']}x the static one (its parity "
+              f"runs at every size set) and its model runs at most {d['latency_goal']}x the static model's latency "
+              f"at the example size (`make bench-check`)."]
+    return "\n".join(lines)
+
+
+RENDER = {"shapes.json": shapes, "zoo.json": zoo, "fuzz.json": fuzz, "onnx2tf.json": onnx2tf, "memory.json": memory}
 
 
 def render(text: str, folder: Path) -> str:

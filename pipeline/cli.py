@@ -29,13 +29,15 @@ def _add_convert_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--to", choices=["keras", "torch"], help="target framework (default: the other one)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: build/NAME)")
     p.add_argument("--input", dest="inputs", action="append", default=[], metavar="NAME=DIM,DIM,...[:DTYPE]",
-                   help="input name and shape, each DIM an INT (static) or SYMBOL=INT (varies; INT is the example "
+                   help="input name and shape, each DIM an INT (static; the first one, the batch, varies as B "
+                        "unless --static or another DIM names a symbol) or SYMBOL=INT (varies; INT is the example "
                         "size), e.g. mixture=B=4,K=10,128; repeat per input")
     p.add_argument("--dim", dest="dims", action="append", default=[], metavar="SYMBOL=INT",
                    help="example size of a symbol the model or another --input names (e.g. an ONNX dim_param, "
                         "a Keras None dimension); repeat per symbol")
     p.add_argument("--static", action="store_true",
-                   help="fix every dimension at its example size (no symbolic dimensions)")
+                   help="fix every dimension at its example size (by default a PyTorch or Keras model's batch "
+                        "varies)")
     p.add_argument("--atol", type=float, default=1e-4, help="absolute tolerance (default 1e-4)")
     p.add_argument("--rtol", type=float, default=1e-4, help="relative tolerance (default 1e-4)")
     p.add_argument("--opset", type=int, help="ONNX opset for the export (default: the exporter's)")
@@ -117,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _print_result(result) -> None:
+    from .convert import describe_pin
+
     rep = result.report
     par = rep["parity"]
     status = "PASS" if par["passed"] else "FAIL"
@@ -148,9 +152,7 @@ def _print_result(result) -> None:
         print(f"  first divergence{at}: ONNX node '{first['onnx_node']}' ({first['op_type']}) = generated "
               f"'{first['target_layer']}': max_abs={first['max_abs_err']:.3g} max_rel={first['max_rel_err']:.3g}")
     for pin in rep.get("pinned", []):
-        places = ", ".join(f"{name} dimension {axis}" for name, axis in pin["places"])
-        where = f" by {pin['where']}" if pin.get("where") else ""
-        print(f"  pinned: {pin['symbol']} = {pin['size']} ({places}){where}: {pin['reason']}")
+        print(f"  pinned: {describe_pin(pin)}")
     if rep.get("symbols"):
         print("  symbols: " + ", ".join(f"{s['name']} (example {s['example']})" for s in rep["symbols"]))
     t = rep["timings_s"]

@@ -13,21 +13,21 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import __version__
-from .errors import EXIT_OK, EXIT_PARITY, BadInput
+from .errors import EXIT_OK, EXIT_PARITY, BadInput, Unsupported
 from .spec import InputSpec, Symbol, make_inputs, symbol_sizes
 
 LAYOUTS = ("source", "target")
 TARGETS = ("torch", "keras")
 
-# Batch symbolic by default (issue 14, item 3): when True, the first dimension of every input
-# becomes the symbol ``B`` unless ``--static`` is given or the user's own ``--input`` sets
-# that input's dims.  Off until every importer emits symbolic shapes; flipping it is all
-# that is left to do then (``batch_symbolic`` below implements it).
-SYMBOLIC_BATCH_BY_DEFAULT = False
+# Batch symbolic by default (issue 14, item 3): the first dimension of every input of a
+# PyTorch or Keras source becomes the symbol ``B`` (its example size is the one given or
+# declared) unless ``--static`` is given.  Where the model bakes its batch in, the export
+# pins it back to its example size and the report names the line that does.
+SYMBOLIC_BATCH_BY_DEFAULT = True
 BATCH_SYMBOL = "B"
 
 
@@ -46,6 +46,7 @@ class Options:
     fold_bn: bool = False
     dims: dict[str, int] = field(default_factory=dict)  # --dim SYMBOL=INT
     static: bool = False  # --static: every dimension fixed at its example size
+    freeze: tuple[str, ...] = ()  # symbols fixed at their example (the batch, when it cannot vary yet)
 
 
 @dataclass
@@ -83,11 +84,12 @@ def _validate(opts: Options) -> None:
 def batch_symbolic(specs: list[InputSpec], given: list[InputSpec]) -> list[InputSpec]:
     """``specs`` with the batch (first) dimension of each input the symbol ``B``.
 
-    Left as they are: inputs whose dims the user gave (``--input``, a batch entry's
-    ``inputs``), scalars, inputs whose first dimension is already a symbol, and every
-    input when their batch sizes differ or ``B`` already names another size."""
-    mine = {s.name for s in given}
-    free = [s for s in specs if s.name not in mine and s.dims and not isinstance(s.dims[0], Symbol)]
+    Left as they are: scalars, inputs whose first dimension is already a symbol, and every
+    input when their batch sizes differ, when ``B`` already names another size, or when
+    the user named symbols of their own (``--input x=N=2,...``: they said what varies)."""
+    if any(s.symbols for s in given):
+        return specs
+    free = [s for s in specs if s.dims and not isinstance(s.dims[0], Symbol)]
     sizes = {s.dims[0] for s in free}
     taken = {d.example for s in specs for d in s.symbols if d.name == BATCH_SYMBOL}
     if len(sizes) != 1 or (taken and taken != sizes):
@@ -96,14 +98,32 @@ def batch_symbolic(specs: list[InputSpec], given: list[InputSpec]) -> list[Input
             for s in specs]
 
 
-def plan_dims(specs: list[InputSpec], opts: Options) -> list[InputSpec]:
+def plan_dims(specs: list[InputSpec], opts: Options, framework: str = "torch") -> list[InputSpec]:
     """Which dimensions vary in this conversion: ``--static`` none; otherwise those the user
-    or the source names (plus the batch, with ``SYMBOLIC_BATCH_BY_DEFAULT``)."""
+    or the source names, plus the batch of a PyTorch or Keras source (an ONNX, SavedModel or
+    .pt2 file keeps the dims it was written with: its graph may have its batch baked in)."""
     if opts.static:
         return [s.frozen() for s in specs]
-    if SYMBOLIC_BATCH_BY_DEFAULT:
-        return batch_symbolic(specs, opts.inputs)
+    if SYMBOLIC_BATCH_BY_DEFAULT and framework in ("torch", "keras"):
+        specs = batch_symbolic(specs, opts.inputs)
+    if opts.freeze:
+        specs = [InputSpec.of(s.name, [d.example if isinstance(d, Symbol) and d.name in opts.freeze else d
+                                       for d in s.dims], s.dtype) for s in specs]
     return specs
+
+
+def _unnamed_batch(specs: list[InputSpec], opts: Options) -> dict | None:
+    """The pin to record when the batch symbol (``B``), which the user did not name, has to
+    stay static: its size and places; None when there is no such symbol."""
+    asked = {d.name for s in opts.inputs for d in s.symbols} | set(opts.dims)
+    if BATCH_SYMBOL in asked:
+        return None
+    places = [[s.name, axis] for s in specs for axis, d in enumerate(s.dims)
+              if isinstance(d, Symbol) and d.name == BATCH_SYMBOL]
+    if not places:
+        return None
+    size = next(d.example for s in specs for d in s.dims if isinstance(d, Symbol) and d.name == BATCH_SYMBOL)
+    return {"symbol": BATCH_SYMBOL, "size": size, "places": places}
 
 
 def apply_pins(specs: list[InputSpec], pins: list[dict]) -> list[InputSpec]:
@@ -111,6 +131,24 @@ def apply_pins(specs: list[InputSpec], pins: list[dict]) -> list[InputSpec]:
     sizes = {p["symbol"]: p["size"] for p in pins}
     return [InputSpec.of(s.name, [sizes.get(d.name, d) if isinstance(d, Symbol) else d for d in s.dims], s.dtype)
             for s in specs]
+
+
+def describe_pin(pin: dict) -> str:
+    places = ", ".join(f"{name} dimension {axis}" for name, axis in pin["places"])
+    where = f" by {pin['where']}" if pin.get("where") else ""
+    return f"{pin['symbol']} = {pin['size']} ({places}){where}: {pin['reason']}"
+
+
+def _refuse_pinned_requests(pins: list[dict], opts: Options) -> None:
+    """A symbol the user asked to vary (``--input``, ``--dim``) that the model fixes is bad
+    input (exit 2): a static dimension where they asked for a varying one would fail them
+    later, at run time.  Pins of the batch this tool made symbolic by default are only
+    reported: that dimension then stays as the source traced it."""
+    asked = {d.name for s in opts.inputs for d in s.symbols} | set(opts.dims)
+    for pin in pins:
+        if pin["symbol"] in asked:
+            raise BadInput(f"{pin['symbol']} cannot vary: the model fixes it, {describe_pin(pin)} "
+                           "(name no symbol there, or pass --static)")
 
 
 def symbols_report(specs: list[InputSpec]) -> list[dict]:
@@ -150,8 +188,28 @@ def _install(tmp: Path, out: Path, passed: bool) -> Path:
 
 
 def convert(opts: Options, progress: Progress | None = None) -> Result:
-    """Run one conversion; raise PipelineError for bad input (2) or unsupported ops (3)."""
+    """Run one conversion; raise PipelineError for bad input (2) or unsupported ops (3).
+
+    The batch varies by default; where the importers cannot yet write some op of the graph
+    with a varying batch (exit 3 with it), the conversion is run again with the batch
+    static, and the report says why (``pinned``), as for a batch the model itself fixes."""
     progress = progress or Progress(False)
+    try:
+        return _convert(opts, progress)
+    except Unsupported as exc:
+        pin = getattr(exc, "batch_pin", None)
+        if pin is None:
+            raise
+        first = exc.ops[0] if exc.ops else None
+        pin["reason"] = ("the converter cannot yet write this graph with a varying batch: "
+                         f"{str(exc).splitlines()[0][:300]}")
+        if first is not None:
+            pin["where"] = f"{first[0]} '{first[1]}'"
+        progress(f"the batch stays static: {describe_pin(pin)}")
+        return _convert(replace(opts, freeze=(*opts.freeze, BATCH_SYMBOL)), progress, extra_pins=[pin])
+
+
+def _convert(opts: Options, progress: Progress, extra_pins: list[dict] | None = None) -> Result:
     _validate(opts)
     symbol_sizes(opts.inputs, opts.dims, complete=False)  # conflicting sizes: said before loading the model
     from . import export as export_stage
@@ -162,7 +220,8 @@ def convert(opts: Options, progress: Progress | None = None) -> Result:
     t0 = time.perf_counter()
     progress(f"loading {opts.model}")
     source = resolve(opts.model, opts.inputs, opts.dims)
-    source.inputs = plan_dims(source.inputs, opts)
+    source.inputs = plan_dims(source.inputs, opts, source.framework)
+    batch_pin = _unnamed_batch(source.inputs, opts)
     timings["load"] = round(time.perf_counter() - t0, 3)
     target = opts.to or source.default_target
     if not target:
@@ -182,10 +241,13 @@ def convert(opts: Options, progress: Progress | None = None) -> Result:
         t = time.perf_counter()
         progress(f"export: {source.framework} -> ONNX")
         pins = export_stage.export(source, inputs, src_onnx, opts.opset) or []
+        _refuse_pinned_requests(pins, opts)
+        if batch_pin is not None and any(p["symbol"] == BATCH_SYMBOL for p in pins):
+            batch_pin = None  # the model fixes it: static already
+        pins += extra_pins or []
         source.inputs = apply_pins(source.inputs, pins)
         for pin in pins:
-            where = f" at {pin['where']}" if pin.get("where") else ""
-            progress(f"export: {pin['symbol']} is pinned to {pin['size']}{where}: {pin['reason']}")
+            progress(f"export: {pin['symbol']} stays static: {describe_pin(pin)}")
         timings["export"] = round(time.perf_counter() - t, 3)
 
         # Parity needs only the source model's outputs: take them now and let the model go,
@@ -286,8 +348,10 @@ def convert(opts: Options, progress: Progress | None = None) -> Result:
 
         write_html(report, tmp / "report.html")
         final = _install(tmp, out, report_parity["passed"])
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, Unsupported):
+            exc.batch_pin = batch_pin  # convert() runs it again with the batch static
         raise
     return Result(EXIT_OK if report_parity["passed"] else EXIT_PARITY, report, final)
 

@@ -241,12 +241,10 @@ def _torch_export_symbolic(model, args, specs):
 
     from .spec import Symbol
 
-    for s in specs:
-        for axis, d in enumerate(s.dims):
-            if isinstance(d, Symbol) and d.example < 2:
-                raise BadInput(f"input {s.name!r} dimension {axis}: symbol {d.name!r} has example size {d.example}; "
-                               "torch.export specializes sizes 0 and 1, so export with an example of 2 or more "
-                               f"(e.g. --dim {d.name}=2)")
+    # torch.export specializes sizes 0 and 1: a symbol with such an example (a batch of 1) is
+    # traced at 2 (non-strict export runs on fake tensors, so only the sizes matter); parity
+    # still runs at the example.
+    args = tuple(_at_least_two(a, s, Symbol) for a, s in zip(args, specs))
     pins: dict[str, dict] = {}
     for _ in range(1 + len({d.name for s in specs for d in s.symbols})):
         dims = {name: Dim(name) for name in {d.name for s in specs for d in s.symbols} - set(pins)}
@@ -271,6 +269,17 @@ def _torch_export_symbolic(model, args, specs):
                 pins[name] = {"symbol": name, "size": size, "places": places, "reason": reason.split(". ")[0],
                               "where": witness.where(size)}
     raise ExportError("torch.export kept specializing symbols")  # pragma: no cover - each round pins one more
+
+
+def _at_least_two(arg, spec, symbol_type):
+    """``arg`` grown to size 2 on each symbolic axis whose example is 0 or 1."""
+    torch = import_torch()
+    for axis, d in enumerate(spec.dims):
+        if isinstance(d, symbol_type) and arg.shape[axis] < 2:
+            shape = list(arg.shape)
+            shape[axis] = 2
+            arg = arg.new_zeros(shape) if arg.shape[axis] == 0 else torch.cat([arg, arg], dim=axis)
+    return arg
 
 
 def _takes_varargs(model) -> bool:

@@ -166,10 +166,16 @@ def candidate_size_sets(specs) -> list[dict[str, int]]:
     def odd_above(e: int) -> int:
         return e + 1 if e % 2 == 0 else e + 2
 
-    candidates = [{k: 1 for k in examples}, {k: odd_above(e) for k, e in examples.items()}]
+    def odd_other(e: int) -> int:
+        """An odd size other than ``e``: above a small example, about half of a large one
+        (a batch of 256 is checked at 129, not 257: as telling, at half the cost)."""
+        return odd_above(e) if e < 16 else (e // 2) | 1
+
+    candidates = [{k: 1 for k in examples}, {k: odd_other(e) for k, e in examples.items()}]
     if len(examples) > 1:
         candidates += [{**examples, k: 1} for k in examples]
-        candidates += [{**examples, k: odd_above(e)} for k, e in examples.items()]
+        candidates += [{**examples, k: odd_other(e)} for k, e in examples.items()]
+    candidates.append({k: odd_above(e) for k, e in examples.items()})  # half was too small for the source
     candidates.append({k: 2 * e + 2 for k, e in examples.items()})  # when an example is 1, "all at 1" is no new set
     out = []
     for c in candidates:

@@ -186,7 +186,8 @@ def test_pinned_batch_is_static_and_reported(tmp_path, capfd):
     path = tmp_path / "pin.py"
     path.write_text("import torch\n\nclass Pin(torch.nn.Module):\n    def forward(self, x):\n"
                     "        return x.view(4, -1, 64) * 2\n\n\ndef build():\n    return Pin()\n")
-    code, _, err, out = run(capfd, "convert", f"{path}:build", "--to", "torch", "--input", "x=B=4,10,64",
+    # The batch is symbolic by default: the model fixes it, so it stays static, said once.
+    code, _, err, out = run(capfd, "convert", f"{path}:build", "--to", "torch", "--input", "x=4,10,64",
                             "--out", str(tmp_path / "o"))
     assert code == 0, err
     report = json.loads((tmp_path / "o" / "report.json").read_text())
@@ -196,6 +197,13 @@ def test_pinned_batch_is_static_and_reported(tmp_path, capfd):
     assert report["symbols"] == [] and input_dims(tmp_path / "o" / "source.onnx") == [4, 10, 64]
     [line] = [ln for ln in out.splitlines() if "pinned:" in ln]
     assert "B = 4" in line and "x dimension 0" in line and "pin.py:5" in line
+
+    # Asked for by name, a symbol the model fixes is bad input: one line, nothing written.
+    code, _, err, _ = run(capfd, "convert", f"{path}:build", "--to", "torch", "--input", "x=B=4,10,64",
+                          "--out", str(tmp_path / "asked"))
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "B cannot vary" in err and "x dimension 0" in err and "pin.py:5" in err
+    assert not (tmp_path / "asked").exists()
 
 
 def test_keras_none_dims_export_match_keras_at_several_sizes(tmp_path, capfd):
@@ -306,14 +314,15 @@ def test_hand_written_model_right_only_at_example_fails_naming_the_set(tmp_path,
 
 
 def test_symbolic_batch_by_default_switch(tmp_path, monkeypatch, capfd):
-    """What flipping ``SYMBOLIC_BATCH_BY_DEFAULT`` does: the batch becomes ``B`` unless --static
-    or the user's --input says otherwise."""
+    """The batch is symbolic by default: it becomes ``B`` unless --static, or unless the user's
+    --input names symbols of its own (then they said what varies)."""
     import pipeline.convert as conv
 
-    monkeypatch.setattr(conv, "SYMBOLIC_BATCH_BY_DEFAULT", True)
+    assert conv.SYMBOLIC_BATCH_BY_DEFAULT
     specs = [InputSpec("x", (2, 4)), InputSpec("y", (2, 3))]
     assert [s.dims for s in conv.batch_symbolic(specs, [])] == [(Symbol("B", 2), 4), (Symbol("B", 2), 3)]
-    assert conv.batch_symbolic(specs, [InputSpec("x", (2, 4))])[0].dims == (2, 4)
+    assert [s.dims for s in conv.batch_symbolic(specs, [InputSpec("x", (2, 4))])][0] == (Symbol("B", 2), 4)
+    assert conv.batch_symbolic(specs, [InputSpec.of("x", (2, Symbol("L", 4)))]) == specs
     assert conv.batch_symbolic([InputSpec("x", (2, 4)), InputSpec("y", (3, 3))], []) == \
         [InputSpec("x", (2, 4)), InputSpec("y", (3, 3))]  # different batches: left static
 

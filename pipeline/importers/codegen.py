@@ -314,7 +314,7 @@ class Translation:
         arr = const_array(other)
         if arr is None or arr.size != units or (arr.ndim > 1 and arr.shape[-1] != units):
             return None, None
-        if add.outputs[0].shape != out.shape:
+        if out.shape is None or arr.ndim > len(out.shape):  # the vector would add axes: not a bias
             return None, None
         return arr.reshape(units).astype(np.float32), add
 

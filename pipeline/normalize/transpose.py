@@ -335,14 +335,14 @@ def _moves_only_singletons(shape: tuple[int, ...], perm: list[int]) -> bool:
 
 
 def _named_dims(graph: ir.Graph, value: ir.Value) -> list | None:
-    """``value``'s dimensions, ints or the names of the graph inputs' symbols; None when any
-    size is unknown or an expression (a reshape target could not say it)."""
+    """``value``'s dimensions: ints, or the symbolic sizes' names (a graph input's symbol or
+    an expression of them, as shape inference wrote it: one name is one size); None when a
+    size is unknown."""
     if value.shape is None:
         return None
-    names = {d.value for v in graph.inputs for d in (v.shape or ()) if not isinstance(d, int) and d.value}
     out = []
     for d in value.shape:
-        if not isinstance(d, int) and d.value not in names:
+        if not isinstance(d, int) and not d.value:
             return None
         out.append(d if isinstance(d, int) else d.value)
     return out
