@@ -18,7 +18,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import EXIT_OK, EXIT_PARITY, BadInput
-from .spec import InputSpec, Symbol, make_inputs, symbol_sizes
+from .spec import InputSpec, Symbol, check_range, check_sample, load_sample, make_inputs, symbol_sizes
 
 LAYOUTS = ("source", "target")
 TARGETS = ("torch", "keras")
@@ -46,6 +46,7 @@ class Options:
     fold_bn: bool = False
     dims: dict[str, int] = field(default_factory=dict)  # --dim SYMBOL=INT
     static: bool = False  # --static: every dimension fixed at its example size
+    sample: str | None = None  # --sample FILE.npz or a folder of NAME.npy: parity also on these arrays
 
 
 @dataclass
@@ -92,7 +93,7 @@ def batch_symbolic(specs: list[InputSpec], given: list[InputSpec]) -> list[Input
     taken = {d.example for s in specs for d in s.symbols if d.name == BATCH_SYMBOL}
     if len(sizes) != 1 or (taken and taken != sizes):
         return specs
-    return [InputSpec.of(s.name, (Symbol(BATCH_SYMBOL, s.dims[0]), *s.dims[1:]), s.dtype) if s in free else s
+    return [s.with_dims((Symbol(BATCH_SYMBOL, s.dims[0]), *s.dims[1:])) if s in free else s
             for s in specs]
 
 
@@ -109,8 +110,47 @@ def plan_dims(specs: list[InputSpec], opts: Options) -> list[InputSpec]:
 def apply_pins(specs: list[InputSpec], pins: list[dict]) -> list[InputSpec]:
     """``specs`` with each pinned symbol static at the size the exporter fixed it to."""
     sizes = {p["symbol"]: p["size"] for p in pins}
-    return [InputSpec.of(s.name, [sizes.get(d.name, d) if isinstance(d, Symbol) else d for d in s.dims], s.dtype)
+    return [s.with_dims([sizes.get(d.name, d) if isinstance(d, Symbol) else d for d in s.dims])
             for s in specs]
+
+
+def trace_inputs(specs: list[InputSpec], seed: int) -> dict:
+    """The inputs the export traces with: the seeded ones, but every integer at a value valid
+    before the ranges are read off the exported graph (see :func:`with_index_ranges`): 1, an
+    index into any table of two rows or more and never a zero divisor (or the low end of a
+    range the user stated).  Tracers use only shapes and dtypes; a fallback that runs the
+    model must not fail on ids drawn past a small embedding."""
+    import numpy as np
+
+    from .spec import DEFAULT_INT_RANGE, INTEGER_DTYPES
+
+    out = make_inputs(specs, seed)
+    for s in specs:
+        if s.dtype in INTEGER_DTYPES:
+            low, high = s.value_range or DEFAULT_INT_RANGE
+            out[s.name] = np.full(s.shape, low + 1 if low + 1 < high else low, dtype=out[s.name].dtype)
+    return out
+
+
+def with_index_ranges(specs: list[InputSpec], onnx_path: Path) -> tuple[list[InputSpec], dict]:
+    """``specs`` with each integer input's value range read off the exported graph (the rows
+    of the embedding or Gather it indexes: ``spec.index_ranges``) where the user stated none,
+    and ``report["input_ranges"]``: per integer input, ``range`` ``[low, high)`` and ``from``."""
+    from .spec import DEFAULT_INT_RANGE, INTEGER_DTYPES, index_ranges
+
+    found = index_ranges(onnx_path, specs)
+    out, report = [], {}
+    for s in specs:
+        if s.name in found:
+            low, high, why = found[s.name]
+            s = InputSpec.of(s.name, s.dims, s.dtype, (low, high))
+            report[s.name] = {"range": [low, high], "from": why}
+        elif s.dtype in INTEGER_DTYPES:
+            given = s.value_range is not None
+            report[s.name] = {"range": list(s.value_range or DEFAULT_INT_RANGE),
+                              "from": "given" if given else "default: it indexes nothing the graph shows"}
+        out.append(s)
+    return out, report
 
 
 def symbols_report(specs: list[InputSpec]) -> list[dict]:
@@ -154,6 +194,7 @@ def convert(opts: Options, progress: Progress | None = None) -> Result:
     progress = progress or Progress(False)
     _validate(opts)
     symbol_sizes(opts.inputs, opts.dims, complete=False)  # conflicting sizes: said before loading the model
+    sample = load_sample(opts.sample) if opts.sample else None  # a bad file too
     from . import export as export_stage
     from . import importers, normalize, parity
     from .sources import resolve
@@ -163,6 +204,10 @@ def convert(opts: Options, progress: Progress | None = None) -> Result:
     progress(f"loading {opts.model}")
     source = resolve(opts.model, opts.inputs, opts.dims)
     source.inputs = plan_dims(source.inputs, opts)
+    for spec in source.inputs:
+        check_range(spec, f"input {spec.name!r}")
+    if sample is not None:
+        check_sample(sample, source.inputs, opts.sample)
     timings["load"] = round(time.perf_counter() - t0, 3)
     target = opts.to or source.default_target
     if not target:
@@ -176,17 +221,19 @@ def convert(opts: Options, progress: Progress | None = None) -> Result:
         shutil.rmtree(tmp)
     tmp.mkdir()
     try:
-        inputs = make_inputs(source.inputs, opts.seed)
         src_onnx, norm_onnx = tmp / "source.onnx", tmp / "normalized.onnx"
 
         t = time.perf_counter()
         progress(f"export: {source.framework} -> ONNX")
-        pins = export_stage.export(source, inputs, src_onnx, opts.opset) or []
+        pins = export_stage.export(source, trace_inputs(source.inputs, opts.seed), src_onnx, opts.opset) or []
         source.inputs = apply_pins(source.inputs, pins)
         for pin in pins:
             where = f" at {pin['where']}" if pin.get("where") else ""
             progress(f"export: {pin['symbol']} is pinned to {pin['size']}{where}: {pin['reason']}")
         timings["export"] = round(time.perf_counter() - t, 3)
+        sample_sizes = check_sample(sample, source.inputs, opts.sample) if sample is not None else None
+        source.inputs, input_ranges = with_index_ranges(source.inputs, src_onnx)
+        inputs = make_inputs(source.inputs, opts.seed)
 
         # Parity needs only the source model's outputs: take them now and let the model go,
         # so its weights are not held beside the ONNX graph and the generated model.
@@ -195,6 +242,7 @@ def convert(opts: Options, progress: Progress | None = None) -> Result:
         reference = None
         if source.framework != "onnx":
             reference = parity.run_source(source, inputs, src_onnx)
+        sample_reference = parity.sample_reference(source, sample, opts.sample, src_onnx) if sample else None
         size_sets = parity.reference_sets(source, opts.seed, src_onnx)  # other sizes of the symbols
         if source.framework != "onnx":
             source.obj = None
@@ -243,6 +291,15 @@ def convert(opts: Options, progress: Progress | None = None) -> Result:
                 report_parity["failed_sizes"] = failing["sizes"]
                 bisect_inputs = next(s["inputs"] for s in size_sets if s["sizes"] == failing["sizes"])
             del size_sets
+        if sample is not None:
+            progress(f"parity on the sample {opts.sample}")
+            report_parity["samples"] = parity.check_sample(opts.sample, sample, sample_sizes, sample_reference,
+                                                           src_onnx, norm_onnx, tmp, target, result.interface,
+                                                           input_order, output_names, opts.atol, opts.rtol)
+            if report_parity["passed"] and not report_parity["samples"]["passed"]:
+                report_parity["passed"] = False
+                report_parity["failed_on_sample"] = True
+                bisect_inputs = sample
         if not report_parity["passed"]:
             progress("bisect: comparing every intermediate tensor to find the first divergence")
             from .bisect import first_divergence
@@ -255,6 +312,8 @@ def convert(opts: Options, progress: Progress | None = None) -> Result:
                 report_parity["first_divergence"] = found["first_divergence"]
                 if found["first_divergence"] and "failed_sizes" in report_parity:
                     report_parity["first_divergence"]["sizes"] = report_parity["failed_sizes"]
+                if found["first_divergence"] and report_parity.get("failed_on_sample"):
+                    report_parity["first_divergence"]["sample"] = opts.sample
                 report_parity["node_errors"] = found["nodes"]
             except Exception as exc:  # bisection is a diagnosis aid; the verdict stands without it
                 report_parity["first_divergence"] = None
@@ -272,6 +331,7 @@ def convert(opts: Options, progress: Progress | None = None) -> Result:
             "opset": opts.opset,
             "interface": result.interface,
             "symbols": symbols_report(source.inputs),
+            "input_ranges": input_ranges,
             "pinned": pins,
             "parity": report_parity,
             "timings_s": timings,

@@ -233,10 +233,11 @@ def _keras_source(model, name: str, origin: str, specs: list[InputSpec]) -> Sour
     model_inputs = list(getattr(model, "inputs", None) or [])
     if not model_inputs:
         raise BadInput(f"{origin}: the Keras model has no defined inputs (build it with keras.Input)")
-    names = [_keras_input_name(t) for t in model_inputs]
+    keys = keras_input_keys(model)
+    names = keys or [_keras_input_name(t) for t in model_inputs]
     if len(specs) == 1 and len(names) == 1 and specs[0].name != names[0]:
         # One input: unambiguous.  (Keras renames auto-named inputs per build: input_layer_1, ...)
-        specs = [InputSpec.of(names[0], specs[0].dims, specs[0].dtype)]
+        specs = [InputSpec.of(names[0], specs[0].dims, specs[0].dtype, specs[0].value_range)]
     if specs:
         _check_names(specs, names, origin)
         by_name = {s.name: s for s in specs}
@@ -261,6 +262,32 @@ def _keras_source(model, name: str, origin: str, specs: list[InputSpec]) -> Sour
 def _keras_input_name(t) -> str:
     layer = getattr(getattr(t, "_keras_history", None), "operation", None)
     return getattr(layer, "name", None) or t.name
+
+
+def keras_input_keys(model) -> list[str] | None:
+    """The keys of a Keras model built on a dict of inputs (every keras-hub backbone:
+    ``{"token_ids", "padding_mask", "segment_ids"}``), in the order of ``model.inputs``
+    (Keras flattens the dict by sorted key); None for a model built on a list or one input.
+
+    Such a model refuses a list whose order is not the sorted keys' (and says nothing
+    useful inside a trace), so export and parity call it with the same dict."""
+    struct = getattr(model, "_inputs_struct", None)
+    if not isinstance(struct, dict) or not all(isinstance(k, str) for k in struct):
+        return None
+    keys = sorted(struct)
+    flat = list(getattr(model, "inputs", None) or [])
+    if len(flat) != len(keys) or any(struct[k] is not t for k, t in zip(keys, flat)):
+        return None  # nested structures: not a flat dict of inputs
+    return keys
+
+
+def keras_call_inputs(model, names: list[str], xs):
+    """What to call a Keras model with for the tensors ``xs`` of the inputs ``names``: the
+    dict it was built on (see :func:`keras_input_keys`), a list, or the one tensor."""
+    xs = list(xs)
+    if keras_input_keys(model) is not None:
+        return dict(zip(names, xs))
+    return xs if len(xs) > 1 else xs[0]
 
 
 def _onnx_source(path: Path, overrides: list[InputSpec]) -> Source:
@@ -292,7 +319,7 @@ def _onnx_source(path: Path, overrides: list[InputSpec]) -> Source:
                 shown = [str(d) for d in dims]
                 raise BadInput(f"{path}: --input {s.name} shape {s.shown_dims()} does not fit the model's "
                                f"[{', '.join(shown)}] (a size the file fixes cannot be a symbol)")
-            specs.append(InputSpec.of(vi.name, s.dims, dtype))
+            specs.append(InputSpec.of(vi.name, s.dims, dtype, s.value_range))
         else:
             specs.append(InputSpec.of(vi.name, dims, dtype))
     if given:
