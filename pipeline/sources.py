@@ -24,7 +24,7 @@ from typing import Any
 
 from .errors import BadInput
 from .quiet import native_stderr_to_log
-from .spec import DTYPES, InputSpec, Symbol, parse_dim_token, with_sizes
+from .spec import DTYPES, InputSpec, Symbol, check_range, parse_dim_token, parse_range, with_sizes
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MODELS_DIR = REPO_ROOT / "models"
@@ -108,23 +108,39 @@ def _call_factory(module, attr: str, where: str, overrides: list[InputSpec], nam
 
 
 def _declared_inputs(value, where: str) -> list[InputSpec]:
-    """``INPUTS = {"x": (1, 3, 32, 32)}`` or ``{"ids": ((2, 16), "int64")}``."""
+    """``INPUTS = {"x": (1, 3, 32, 32)}``, ``{"ids": ((2, 16), "int64")}`` or, with the range its
+    values are drawn from, ``{"ids": ((2, 16), "int64", (0, 30000))}``.  Anything else is bad
+    input naming the entry (a user's file, not a bug of ours)."""
     if value is None:
         return []
     if not isinstance(value, dict):
-        raise BadInput(f"{where}: INPUTS must be a dict NAME -> shape")
+        raise BadInput(f"{where}: INPUTS must be a dict NAME -> shape, not {type(value).__name__}")
     specs = []
     for k, v in value.items():
-        dtype = "float32"
-        if isinstance(v, tuple) and len(v) == 2 and isinstance(v[1], str):
-            v, dtype = v
-        specs.append(InputSpec.of(k, [_declared_dim(d, f"{where}: INPUTS[{k!r}]", i) for i, d in enumerate(v)], dtype))
+        here = f"{where}: INPUTS[{k!r}]"
+        if not isinstance(k, str) or not k:
+            raise BadInput(f"{here}: an input name must be a non-empty string")
+        shape, dtype, values = v, "float32", None
+        if isinstance(v, (tuple, list)) and len(v) in (2, 3) and isinstance(v[0], (tuple, list)):
+            shape, dtype = v[0], v[1]
+            values = parse_range(v[2], here) if len(v) == 3 else None
+        if not isinstance(shape, (tuple, list)) or not shape:
+            raise BadInput(f"{here}: expected a shape such as (1, 3, 32, 32) or ((2, 16), \"int64\"), got {v!r}")
+        if dtype not in DTYPES:
+            raise BadInput(f"{here}: unknown dtype {dtype!r} (known: {', '.join(DTYPES)})")
+        spec = InputSpec.of(k, [_declared_dim(d, here, i) for i, d in enumerate(shape)], dtype, values)
+        check_range(spec, here)
+        specs.append(spec)
     return specs
 
 
 def _declared_dim(d, where: str, axis: int):
-    """An INPUTS dimension: an int, or a string ``"B=4"`` / ``"B"`` naming a symbol."""
-    return parse_dim_token(d, where, axis) if isinstance(d, str) else int(d)
+    """An INPUTS dimension: a positive int, or a string ``"B=4"`` / ``"B"`` naming a symbol."""
+    if isinstance(d, str):
+        return parse_dim_token(d, where, axis)
+    if isinstance(d, bool) or not isinstance(d, int) or d < 1:
+        raise BadInput(f"{where}: dimension {axis} {d!r} is not a positive integer or a \"SYMBOL=INT\" string")
+    return int(d)
 
 
 def symbol_name(text: str) -> str:

@@ -130,7 +130,7 @@ def parse_input(text: str) -> InputSpec:
         raise BadInput(f"--input {text!r}: {USAGE}")
     name, rest = m.group(1), m.group(2)
     dtype, value_range = "float32", None
-    if ":" in rest and _RANGE.match(rest.rpartition(":")[2]):
+    if ":" in rest and ".." in rest.rpartition(":")[2]:
         rest, _, values = rest.rpartition(":")
         value_range = parse_range(values, f"--input {name}")
     if ":" in rest:
