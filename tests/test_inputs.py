@@ -391,3 +391,59 @@ def test_malformed_inputs_is_exit_2_in_one_line(tmp_path):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "INPUTS['input']" in lines[0], lines
+
+
+# -- keras-hub: a real dict-input backbone (slow; keras-hub installed with --no-deps) -------------
+
+HUB_BERT = textwrap.dedent('''
+    import keras
+    import keras_hub
+
+
+    def build():
+        keras.utils.set_random_seed(0)
+        return keras_hub.models.BertBackbone(vocabulary_size=100, num_layers=2, num_heads=2, hidden_dim=16,
+                                             intermediate_dim=32, max_sequence_length=16)
+
+
+    INPUTS = {"token_ids": ((2, 12), "int32"), "segment_ids": ((2, 12), "int32"),
+              "padding_mask": ((2, 12), "int32")}
+''')
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["torch", "keras"])
+def test_keras_hub_bert_backbone(tmp_path, target):
+    """keras-hub's BertBackbone (inputs: a dict; segment embedding of 2 rows) exited 2 at the
+    export and then 4 on ids drawn past its segment embedding.  It converts both ways, and the
+    generated model takes the same dict (Keras) or keyword arguments (PyTorch)."""
+    pytest.importorskip("keras_hub", reason="pip install --no-deps keras-hub==0.32.0 (its tensorflow-text "
+                                            "requirement asks for TensorFlow 2.20, so it is not in requirements.lock)")
+    from pipeline.parity import load_generated
+    from pipeline.sources import import_file
+
+    (tmp_path / "hub.py").write_text(HUB_BERT)
+    out = tmp_path / "out"
+    np.savez(tmp_path / "sample.npz", **_bert_sample())
+    proc = run_cli("convert", f"{tmp_path / 'hub.py'}:build", "--to", target, "--out", str(out), "--quiet",
+                   "--sample", str(tmp_path / "sample.npz"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["input_ranges"]["segment_ids"]["range"] == [0, 2]
+    assert report["parity"]["samples"]["passed"]
+
+    source = import_file(tmp_path / "hub.py").build()
+    sample = _bert_sample(seed=5)
+    want = source(sample, training=False)
+    want = [np.asarray(want[k]) for k in sorted(want)]  # pooled_output, sequence_output
+    model = load_generated(out / "model.py")
+    if target == "torch":
+        import torch
+
+        with torch.no_grad():
+            got = [o.numpy() for o in model(**{k: torch.from_numpy(v) for k, v in sample.items()})]
+    else:
+        got = [np.asarray(o) for o in model(sample, training=False)]
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, atol=1e-4, rtol=1e-4)
