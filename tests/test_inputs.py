@@ -278,6 +278,22 @@ def test_a_stated_range_is_kept(tmp_path):
     assert drawn.dtype == np.int64 and set(np.unique(drawn)) <= {0, 1}
 
 
+def test_report_says_where_each_range_comes_from(tmp_path):
+    from pipeline.convert import trace_inputs, with_index_ranges
+
+    path = _graph_with_indices(tmp_path / "g.onnx")
+    specs = [parse_input("ids=2,3:int64"), parse_input("d=2:int64:5..7"), parse_input("mask=2:int64"),
+             parse_input("runtime_table=4,2"), parse_input("far=2:int64")]
+    traced = trace_inputs(specs, seed=0)
+    assert (traced["ids"] == 1).all() and (traced["d"] == 6).all()  # valid before any range is known
+    specs, report = with_index_ranges(specs, path)
+    assert report["ids"]["range"] == [0, 4] and "lookup" in report["ids"]["from"]
+    assert report["d"] == {"range": [5, 7], "from": "given"}
+    assert report["mask"]["from"].startswith("default") and report["mask"]["range"] == [0, 8]
+    assert "runtime_table" not in report
+    assert [s.value_range for s in specs] == [(0, 4), (5, 7), None, None, None]
+
+
 @pytest.mark.parametrize("text, message", [
     ("ids=2,16:0..30000", "needs an integer dtype"),
     ("ids=2,16:int64:5..5", "is empty"),
