@@ -18,7 +18,8 @@ from pathlib import Path
 
 from . import __version__
 from .errors import EXIT_OK, EXIT_PARITY, BadInput
-from .spec import InputSpec, Symbol, check_range, check_sample, load_sample, make_inputs, symbol_sizes
+from .spec import (InputSpec, Symbol, check_range, check_sample, load_sample, make_inputs, symbol_sizes, trace_inputs,
+                   with_index_ranges)
 
 LAYOUTS = ("source", "target")
 TARGETS = ("torch", "keras")
@@ -112,45 +113,6 @@ def apply_pins(specs: list[InputSpec], pins: list[dict]) -> list[InputSpec]:
     sizes = {p["symbol"]: p["size"] for p in pins}
     return [s.with_dims([sizes.get(d.name, d) if isinstance(d, Symbol) else d for d in s.dims])
             for s in specs]
-
-
-def trace_inputs(specs: list[InputSpec], seed: int) -> dict:
-    """The inputs the export traces with: the seeded ones, but every integer at a value valid
-    before the ranges are read off the exported graph (see :func:`with_index_ranges`): 1, an
-    index into any table of two rows or more and never a zero divisor (or the low end of a
-    range the user stated).  Tracers use only shapes and dtypes; a fallback that runs the
-    model must not fail on ids drawn past a small embedding."""
-    import numpy as np
-
-    from .spec import DEFAULT_INT_RANGE, INTEGER_DTYPES
-
-    out = make_inputs(specs, seed)
-    for s in specs:
-        if s.dtype in INTEGER_DTYPES:
-            low, high = s.value_range or DEFAULT_INT_RANGE
-            out[s.name] = np.full(s.shape, low + 1 if low + 1 < high else low, dtype=out[s.name].dtype)
-    return out
-
-
-def with_index_ranges(specs: list[InputSpec], onnx_path: Path) -> tuple[list[InputSpec], dict]:
-    """``specs`` with each integer input's value range read off the exported graph (the rows
-    of the embedding or Gather it indexes: ``spec.index_ranges``) where the user stated none,
-    and ``report["input_ranges"]``: per integer input, ``range`` ``[low, high)`` and ``from``."""
-    from .spec import DEFAULT_INT_RANGE, INTEGER_DTYPES, index_ranges
-
-    found = index_ranges(onnx_path, specs)
-    out, report = [], {}
-    for s in specs:
-        if s.name in found:
-            low, high, why = found[s.name]
-            s = InputSpec.of(s.name, s.dims, s.dtype, (low, high))
-            report[s.name] = {"range": [low, high], "from": why}
-        elif s.dtype in INTEGER_DTYPES:
-            given = s.value_range is not None
-            report[s.name] = {"range": list(s.value_range or DEFAULT_INT_RANGE),
-                              "from": "given" if given else "default: it indexes nothing the graph shows"}
-        out.append(s)
-    return out, report
 
 
 def symbols_report(specs: list[InputSpec]) -> list[dict]:

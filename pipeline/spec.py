@@ -409,6 +409,39 @@ class _GraphRanges:
         return add.output[0]
 
 
+def trace_inputs(specs: list[InputSpec], seed: int) -> dict:
+    """The inputs the export traces with: the seeded ones, but every integer at one value that
+    is valid before the ranges are read off the exported graph (see :func:`with_index_ranges`):
+    one above the low end of its range, so 1 by default, an index into any table of two rows
+    or more and never a zero divisor.  Tracers use only shapes and dtypes; a fallback that runs
+    the model must not fail on ids drawn past a small embedding."""
+    out = make_inputs(specs, seed)
+    for s in specs:
+        if s.dtype in INTEGER_DTYPES:
+            low, high = s.value_range or DEFAULT_INT_RANGE
+            out[s.name] = np.full(s.shape, low + 1 if low + 1 < high else low, dtype=out[s.name].dtype)
+    return out
+
+
+def with_index_ranges(specs: list[InputSpec], onnx_path) -> tuple[list[InputSpec], dict]:
+    """``specs`` with each integer input's value range read off the exported graph (the rows
+    of the embedding or Gather it indexes: :func:`index_ranges`) where the user stated none,
+    and ``report["input_ranges"]``: per integer input, ``range`` ``[low, high)`` and ``from``."""
+    found = index_ranges(onnx_path, specs)
+    out, report = [], {}
+    for s in specs:
+        if s.name in found:
+            low, high, why = found[s.name]
+            s = InputSpec.of(s.name, s.dims, s.dtype, (low, high))
+            report[s.name] = {"range": [low, high], "from": why}
+        elif s.dtype in INTEGER_DTYPES:
+            given = s.value_range is not None
+            report[s.name] = {"range": list(s.value_range or DEFAULT_INT_RANGE),
+                              "from": "given" if given else "default: it indexes nothing the graph shows"}
+        out.append(s)
+    return out, report
+
+
 # -- the user's own inputs (--sample) -------------------------------------------------------
 
 def load_sample(path) -> dict[str, np.ndarray]:

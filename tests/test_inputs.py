@@ -279,7 +279,7 @@ def test_a_stated_range_is_kept(tmp_path):
 
 
 def test_report_says_where_each_range_comes_from(tmp_path):
-    from pipeline.convert import trace_inputs, with_index_ranges
+    from pipeline.spec import trace_inputs, with_index_ranges
 
     path = _graph_with_indices(tmp_path / "g.onnx")
     specs = [parse_input("ids=2,3:int64"), parse_input("d=2:int64:5..7"), parse_input("mask=2:int64"),
