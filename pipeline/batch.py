@@ -143,12 +143,17 @@ def validate(data, path: str) -> dict:
 def _input_spec(name: str, spec, where: str) -> InputSpec:
     """One entry's input: ``[256, 237, 21]``, ``["B=4", "K=10", 128]`` (a string DIM is
     ``SYMBOL=INT``: an entry has no ``--dim``, so each symbol carries its example size) or
-    ``{shape: [...], dtype: int64}``."""
-    from .spec import parse_dim_token
+    ``{shape: [...], dtype: int64}`` (with ``range: [0, 30000]``: an integer input's values
+    are drawn from ``[0, 30000)``)."""
+    from .spec import check_range, parse_dim_token, parse_range
 
-    dtype = "float32"
+    dtype, values = "float32", None
     if isinstance(spec, dict):
+        unknown = set(spec) - {"shape", "dtype", "range"}
+        if unknown:
+            raise BadInput(f"{where}: unknown field(s) {', '.join(sorted(map(str, unknown)))} (known: shape, dtype, range)")
         dtype = spec.get("dtype", "float32")
+        values = parse_range(spec["range"], f"{where}.range") if "range" in spec else None
         spec = spec.get("shape")
     if not isinstance(spec, list) or not spec or not all(
             (isinstance(d, int) and not isinstance(d, bool) and d > 0)
@@ -156,8 +161,10 @@ def _input_spec(name: str, spec, where: str) -> InputSpec:
         raise BadInput(f"{where}: expected a list of positive integers or \"SYMBOL=INT\" strings, got {spec!r}")
     if dtype not in DTYPES:
         raise BadInput(f"{where}.dtype: unknown dtype {dtype!r}")
-    return InputSpec.of(name, [parse_dim_token(d, where, i) if isinstance(d, str) else d for i, d in enumerate(spec)],
-                        dtype)
+    out = InputSpec.of(name, [parse_dim_token(d, where, i) if isinstance(d, str) else d for i, d in enumerate(spec)],
+                       dtype, values)
+    check_range(out, where)
+    return out
 
 
 def parse_inputs(inputs, where: str, path: str) -> list[InputSpec]:
@@ -200,7 +207,8 @@ def _fingerprint(entry: dict) -> str:
     # fold_bn: false is the default, so it hashes like an entry without the key.
     settings = {k: v for k, v in entry.items() if k != "inputs" and not (k == "fold_bn" and v is False)}
     h.update(json.dumps(settings, sort_keys=True, default=str).encode())
-    h.update(json.dumps([(s.name, s.shape, s.dtype) for s in entry["inputs"]]).encode())
+    h.update(json.dumps([(s.name, s.shape, s.dtype, *([s.value_range] if s.value_range else []))
+                         for s in entry["inputs"]]).encode())
     model = entry["model"]
     candidates = [Path(model), Path(model.rpartition(":")[0]) if ":" in model else None, MODELS_DIR / f"{model}.py",
                   MODELS_DIR / f"{model.partition(':')[0]}.py"]  # a zoo member: ZOO:member

@@ -28,13 +28,17 @@ def _add_convert_args(p: argparse.ArgumentParser) -> None:
                         "or a .onnx/.keras/.pt2 file or SavedModel folder")
     p.add_argument("--to", choices=["keras", "torch"], help="target framework (default: the other one)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: build/NAME)")
-    p.add_argument("--input", dest="inputs", action="append", default=[], metavar="NAME=DIM,DIM,...[:DTYPE]",
+    p.add_argument("--input", dest="inputs", action="append", default=[],
+                   metavar="NAME=DIM,DIM,...[:DTYPE[:LOW..HIGH]]",
                    help="input name and shape, each DIM an INT (static; the first one, the batch, varies as B "
                         "unless --static or another DIM names a symbol) or SYMBOL=INT (varies; INT is the example "
-                        "size), e.g. mixture=B=4,K=10,128; repeat per input")
+                        "size), e.g. mixture=B=4,K=10,128; an integer input's values are drawn from [LOW, HIGH), "
+                        "e.g. ids=2,16:int64:0..30000; repeat per input")
     p.add_argument("--dim", dest="dims", action="append", default=[], metavar="SYMBOL=INT",
                    help="example size of a symbol the model or another --input names (e.g. an ONNX dim_param, "
                         "a Keras None dimension); repeat per symbol")
+    p.add_argument("--sample", metavar="FILE.npz",
+                   help="also check parity on these inputs: a .npz of arrays named by input, or a folder of NAME.npy")
     p.add_argument("--static", action="store_true",
                    help="fix every dimension at its example size (by default a PyTorch or Keras model's batch "
                         "varies)")
@@ -144,11 +148,17 @@ def _print_result(result) -> None:
         mark = "ok " if shape_set["passed"] else "BAD"
         extra = f"  {shape_set['problems'][0]}" if shape_set.get("problems") else ""
         print(f"  {mark} at {sizes:<30} max_abs={worst:.3g}{extra}")
+    sample = par.get("samples")
+    if sample:
+        worst = max((c["max_abs_err"] for cs in sample["stages"].values() for c in cs), default=float("nan"))
+        extra = f"  {sample['problems'][0]}" if sample.get("problems") else ""
+        print(f"  {'ok ' if sample['passed'] else 'BAD'} on the sample {sample['file']:<18} max_abs={worst:.3g}{extra}")
     if par.get("failed_sizes"):
         print(f"  parity failed at {', '.join(f'{k}={v}' for k, v in par['failed_sizes'].items())}")
     first = par.get("first_divergence")
     if first:
         at = f" at {', '.join(f'{k}={v}' for k, v in first['sizes'].items())}" if first.get("sizes") else ""
+        at = f" on the sample {first['sample']}" if first.get("sample") else at
         print(f"  first divergence{at}: ONNX node '{first['onnx_node']}' ({first['op_type']}) = generated "
               f"'{first['target_layer']}': max_abs={first['max_abs_err']:.3g} max_rel={first['max_rel_err']:.3g}")
     for pin in rep.get("pinned", []):
@@ -210,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
             opts = Options(model=args.model, to=args.to, out=args.out,
                            inputs=[parse_input(s) for s in args.inputs], atol=args.atol, rtol=args.rtol,
                            opset=args.opset, layout=args.layout, seed=args.seed, check_passes=args.check_passes,
-                           fold_bn=args.fold_bn, dims=_dims(args.dims), static=args.static)
+                           fold_bn=args.fold_bn, dims=_dims(args.dims), static=args.static, sample=args.sample)
             result = convert(opts, Progress(not args.quiet))
             _print_result(result)
             return result.exit_code

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from . import __version__
 from .errors import EXIT_OK, EXIT_PARITY, BadInput, Unsupported
-from .spec import InputSpec, Symbol, make_inputs, symbol_sizes
+from .spec import (InputSpec, Symbol, check_range, check_sample, load_sample, make_inputs, symbol_sizes, trace_inputs,
+                   with_index_ranges)
 
 LAYOUTS = ("source", "target")
 TARGETS = ("torch", "keras")
@@ -47,6 +48,7 @@ class Options:
     dims: dict[str, int] = field(default_factory=dict)  # --dim SYMBOL=INT
     static: bool = False  # --static: every dimension fixed at its example size
     freeze: tuple[str, ...] = ()  # symbols fixed at their example (the batch, when it cannot vary yet)
+    sample: str | None = None  # --sample FILE.npz or a folder of NAME.npy: parity also on these arrays
 
 
 @dataclass
@@ -94,7 +96,7 @@ def batch_symbolic(specs: list[InputSpec], given: list[InputSpec]) -> list[Input
     taken = {d.example for s in specs for d in s.symbols if d.name == BATCH_SYMBOL}
     if len(sizes) != 1 or (taken and taken != sizes):
         return specs
-    return [InputSpec.of(s.name, (Symbol(BATCH_SYMBOL, s.dims[0]), *s.dims[1:]), s.dtype) if s in free else s
+    return [s.with_dims((Symbol(BATCH_SYMBOL, s.dims[0]), *s.dims[1:])) if s in free else s
             for s in specs]
 
 
@@ -129,7 +131,7 @@ def _unnamed_batch(specs: list[InputSpec], opts: Options) -> dict | None:
 def apply_pins(specs: list[InputSpec], pins: list[dict]) -> list[InputSpec]:
     """``specs`` with each pinned symbol static at the size the exporter fixed it to."""
     sizes = {p["symbol"]: p["size"] for p in pins}
-    return [InputSpec.of(s.name, [sizes.get(d.name, d) if isinstance(d, Symbol) else d for d in s.dims], s.dtype)
+    return [s.with_dims([sizes.get(d.name, d) if isinstance(d, Symbol) else d for d in s.dims])
             for s in specs]
 
 
@@ -212,6 +214,7 @@ def convert(opts: Options, progress: Progress | None = None) -> Result:
 def _convert(opts: Options, progress: Progress, extra_pins: list[dict] | None = None) -> Result:
     _validate(opts)
     symbol_sizes(opts.inputs, opts.dims, complete=False)  # conflicting sizes: said before loading the model
+    sample = load_sample(opts.sample) if opts.sample else None  # a bad file too
     from . import export as export_stage
     from . import importers, normalize, parity
     from .sources import resolve
@@ -222,6 +225,10 @@ def _convert(opts: Options, progress: Progress, extra_pins: list[dict] | None = 
     source = resolve(opts.model, opts.inputs, opts.dims)
     source.inputs = plan_dims(source.inputs, opts, source.framework)
     batch_pin = _unnamed_batch(source.inputs, opts)
+    for spec in source.inputs:
+        check_range(spec, f"input {spec.name!r}")
+    if sample is not None:
+        check_sample(sample, source.inputs, opts.sample)
     timings["load"] = round(time.perf_counter() - t0, 3)
     target = opts.to or source.default_target
     if not target:
@@ -235,12 +242,11 @@ def _convert(opts: Options, progress: Progress, extra_pins: list[dict] | None = 
         shutil.rmtree(tmp)
     tmp.mkdir()
     try:
-        inputs = make_inputs(source.inputs, opts.seed)
         src_onnx, norm_onnx = tmp / "source.onnx", tmp / "normalized.onnx"
 
         t = time.perf_counter()
         progress(f"export: {source.framework} -> ONNX")
-        pins = export_stage.export(source, inputs, src_onnx, opts.opset) or []
+        pins = export_stage.export(source, trace_inputs(source.inputs, opts.seed), src_onnx, opts.opset) or []
         _refuse_pinned_requests(pins, opts)
         if batch_pin is not None and any(p["symbol"] == BATCH_SYMBOL for p in pins):
             batch_pin = None  # the model fixes it: static already
@@ -249,6 +255,9 @@ def _convert(opts: Options, progress: Progress, extra_pins: list[dict] | None = 
         for pin in pins:
             progress(f"export: {pin['symbol']} stays static: {describe_pin(pin)}")
         timings["export"] = round(time.perf_counter() - t, 3)
+        sample_sizes = check_sample(sample, source.inputs, opts.sample) if sample is not None else None
+        source.inputs, input_ranges = with_index_ranges(source.inputs, src_onnx)
+        inputs = make_inputs(source.inputs, opts.seed)
 
         # Parity needs only the source model's outputs: take them now and let the model go,
         # so its weights are not held beside the ONNX graph and the generated model.
@@ -257,6 +266,7 @@ def _convert(opts: Options, progress: Progress, extra_pins: list[dict] | None = 
         reference = None
         if source.framework != "onnx":
             reference = parity.run_source(source, inputs, src_onnx)
+        sample_reference = parity.sample_reference(source, sample, opts.sample, src_onnx) if sample else None
         size_sets = parity.reference_sets(source, opts.seed, src_onnx)  # other sizes of the symbols
         if source.framework != "onnx":
             source.obj = None
@@ -305,6 +315,15 @@ def _convert(opts: Options, progress: Progress, extra_pins: list[dict] | None = 
                 report_parity["failed_sizes"] = failing["sizes"]
                 bisect_inputs = next(s["inputs"] for s in size_sets if s["sizes"] == failing["sizes"])
             del size_sets
+        if sample is not None:
+            progress(f"parity on the sample {opts.sample}")
+            report_parity["samples"] = parity.check_sample(opts.sample, sample, sample_sizes, sample_reference,
+                                                           src_onnx, norm_onnx, tmp, target, result.interface,
+                                                           input_order, output_names, opts.atol, opts.rtol)
+            if report_parity["passed"] and not report_parity["samples"]["passed"]:
+                report_parity["passed"] = False
+                report_parity["failed_on_sample"] = True
+                bisect_inputs = sample
         if not report_parity["passed"]:
             progress("bisect: comparing every intermediate tensor to find the first divergence")
             from .bisect import first_divergence
@@ -317,6 +336,8 @@ def _convert(opts: Options, progress: Progress, extra_pins: list[dict] | None = 
                 report_parity["first_divergence"] = found["first_divergence"]
                 if found["first_divergence"] and "failed_sizes" in report_parity:
                     report_parity["first_divergence"]["sizes"] = report_parity["failed_sizes"]
+                if found["first_divergence"] and report_parity.get("failed_on_sample"):
+                    report_parity["first_divergence"]["sample"] = opts.sample
                 report_parity["node_errors"] = found["nodes"]
             except Exception as exc:  # bisection is a diagnosis aid; the verdict stands without it
                 report_parity["first_divergence"] = None
@@ -334,6 +355,7 @@ def _convert(opts: Options, progress: Progress, extra_pins: list[dict] | None = 
             "opset": opts.opset,
             "interface": result.interface,
             "symbols": symbols_report(source.inputs),
+            "input_ranges": input_ranges,
             "pinned": pins,
             "parity": report_parity,
             "timings_s": timings,

@@ -423,10 +423,13 @@ def _tf2onnx(fn, specs, path: Path, opset: int | None, output_names: list[str], 
 
 
 def _export_keras(source: Source, path: Path, opset: int | None) -> None:
-    model = source.obj
+    from .sources import keras_call_inputs
 
-    def call(*xs):
-        return model(list(xs) if len(xs) > 1 else xs[0], training=False)
+    model = source.obj
+    names = [s.name for s in source.inputs]
+
+    def call(*xs):  # the model's own input structure: a dict-input model is called with its dict
+        return model(keras_call_inputs(model, names, xs), training=False)
 
     pins = _keras_input_pins(model, source.inputs)
     specs = [_pinned(s, {p["symbol"]: p["size"] for p in pins}) for s in source.inputs]

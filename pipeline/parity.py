@@ -67,9 +67,11 @@ def _run_source(source: Source, inputs: dict[str, np.ndarray], onnx_path: Path |
             out = source.obj(*args)
         return [_to_numpy(o) for o in _as_list(out, sort_dicts=False)]
     if source.framework == "keras":
+        from .sources import keras_call_inputs
+
         xs = [inputs[s.name] for s in source.inputs]
         with native_stderr_to_log():  # XLA announces itself on fd 2 (grouped convolutions run jit-compiled)
-            out = source.obj(xs if len(xs) > 1 else xs[0], training=False)
+            out = source.obj(keras_call_inputs(source.obj, [s.name for s in source.inputs], xs), training=False)
         return [_to_numpy(o) for o in _as_list(out)]
     if source.framework == "tf":
         _, fn = source.obj
@@ -286,3 +288,46 @@ def first_failing_set(shapes: list[dict]) -> dict | None:
 
 def describe_sizes(sizes: dict[str, int]) -> str:
     return ", ".join(f"{k}={v}" for k, v in sizes.items())
+
+
+# -- parity on the user's own inputs (--sample) ------------------------------------------------
+
+def sample_reference(source: Source, arrays: dict[str, np.ndarray], path, onnx_path: Path | None = None) -> list:
+    """The source model's outputs on the ``--sample`` arrays (taken while it is loaded).
+
+    The source refusing the sample (a token id past its vocabulary) or giving NaN on it is
+    bad input naming the file: parity cannot prove anything there."""
+    try:
+        outputs = _run_source(source, arrays, onnx_path)
+    except Exception as exc:
+        raise BadInput(f"--sample {path}: the source model refuses it: {type(exc).__name__}: {_gist(exc)}") from exc
+    names = list(source.output_names) + [f"#{i}" for i in range(len(source.output_names), len(outputs))]
+    reasons = [r for r in (non_finite(n, o) for n, o in zip(names, outputs)) if r]
+    if reasons:
+        raise BadInput(f"--sample {path}: the source model's {'; '.join(reasons)} on it, so parity cannot "
+                       "check the conversion there")
+    return outputs
+
+
+def check_sample(path, arrays: dict[str, np.ndarray], sizes: dict[str, int], reference: list,
+                 source_onnx: Path, normalized_onnx: Path, out_dir: Path, target: str, interface: dict,
+                 input_order: list[str], output_names: list[str], atol: float, rtol: float) -> dict:
+    """``report["parity"]["samples"]``: the four executors compared on the ``--sample`` arrays,
+    exactly as at a size set (see :func:`check_shapes`), with the file it came from."""
+    entry = {"sizes": sizes, "inputs": arrays, "reference": reference}
+    result = check_shapes([entry], source_onnx, normalized_onnx, out_dir, target, interface, input_order,
+                          output_names, atol, rtol)[0]
+    result["inputs"] = {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in arrays.items()}
+    return {"file": str(path), **result}
+
+
+def _gist(exc: Exception) -> str:
+    """The line of an exception that says what went wrong: Keras opens with "Exception
+    encountered when calling Embedding.call()." and says why on the next line."""
+    import re
+
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(exc).splitlines()]
+    lines = [line for line in lines if line]
+    if len(lines) > 1 and lines[0].startswith("Exception encountered when calling"):
+        lines = [f"{lines[0]} {lines[1]}"]
+    return (lines or [""])[0][:300]

@@ -84,6 +84,31 @@ def _shapes_section(report: dict) -> list[str]:
     return parts
 
 
+def _inputs_section(report: dict) -> list[str]:
+    """Parity on the user's ``--sample`` and the ranges integer inputs were drawn from."""
+    parts = []
+    sample = report["parity"].get("samples")
+    if sample:
+        rows = []
+        for stage, comps in sample.get("stages", {}).items():
+            for c in comps:
+                ok = '<span class="pass">ok</span>' if c["passed"] else '<span class="fail">FAIL</span>'
+                rows.append([stage, html.escape(c["name"]), _fmt(c["max_abs_err"]), _fmt(c["max_rel_err"]), ok])
+        rows += [["", "", "", "", f'<span class="fail">{html.escape(p)}</span>'] for p in sample.get("problems", [])]
+        shapes = ", ".join(f"{k} {v['dtype']}{v['shape']}" for k, v in sample.get("inputs", {}).items())
+        verdict = '<span class="pass">PASS</span>' if sample["passed"] else '<span class="fail">FAIL</span>'
+        parts += [f"<h2>Parity on the sample <code>{html.escape(sample['file'])}</code> {verdict}</h2>",
+                  f"<p>{html.escape(shapes)}</p>",
+                  _table(["comparison", "output", "max abs err", "max rel err", ""], rows)]
+    ranges = report.get("input_ranges")
+    if ranges:
+        parts += ["<h2>Integer inputs</h2>",
+                  _table(["input", "values drawn from", "why"],
+                         [[f"<code>{html.escape(k)}</code>", f"[{v['range'][0]}, {v['range'][1]})",
+                           html.escape(v["from"])] for k, v in ranges.items()])]
+    return parts
+
+
 def write(report: dict, path: Path) -> None:
     par = report["parity"]
     verdict = '<span class="pass">PASS</span>' if par["passed"] else '<span class="fail">FAIL</span>'
@@ -101,6 +126,7 @@ def write(report: dict, path: Path) -> None:
             rows.append([stage, html.escape(c["name"]), _fmt(c["max_abs_err"]), _fmt(c["max_rel_err"]), ok])
     parts.append(_table(["comparison", "output", "max abs err", "max rel err", ""], rows))
     parts += _shapes_section(report)
+    parts += _inputs_section(report)
     first = par.get("first_divergence")
     if first:
         at = f" at {html.escape(_sizes(first['sizes']))}" if first.get("sizes") else ""

@@ -24,7 +24,7 @@ from typing import Any
 
 from .errors import BadInput
 from .quiet import native_stderr_to_log
-from .spec import DTYPES, InputSpec, Symbol, parse_dim_token, with_sizes
+from .spec import DTYPES, InputSpec, Symbol, check_range, parse_dim_token, parse_range, with_sizes
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MODELS_DIR = REPO_ROOT / "models"
@@ -108,23 +108,39 @@ def _call_factory(module, attr: str, where: str, overrides: list[InputSpec], nam
 
 
 def _declared_inputs(value, where: str) -> list[InputSpec]:
-    """``INPUTS = {"x": (1, 3, 32, 32)}`` or ``{"ids": ((2, 16), "int64")}``."""
+    """``INPUTS = {"x": (1, 3, 32, 32)}``, ``{"ids": ((2, 16), "int64")}`` or, with the range its
+    values are drawn from, ``{"ids": ((2, 16), "int64", (0, 30000))}``.  Anything else is bad
+    input naming the entry (a user's file, not a bug of ours)."""
     if value is None:
         return []
     if not isinstance(value, dict):
-        raise BadInput(f"{where}: INPUTS must be a dict NAME -> shape")
+        raise BadInput(f"{where}: INPUTS must be a dict NAME -> shape, not {type(value).__name__}")
     specs = []
     for k, v in value.items():
-        dtype = "float32"
-        if isinstance(v, tuple) and len(v) == 2 and isinstance(v[1], str):
-            v, dtype = v
-        specs.append(InputSpec.of(k, [_declared_dim(d, f"{where}: INPUTS[{k!r}]", i) for i, d in enumerate(v)], dtype))
+        here = f"{where}: INPUTS[{k!r}]"
+        if not isinstance(k, str) or not k:
+            raise BadInput(f"{here}: an input name must be a non-empty string")
+        shape, dtype, values = v, "float32", None
+        if isinstance(v, (tuple, list)) and len(v) in (2, 3) and isinstance(v[0], (tuple, list)):
+            shape, dtype = v[0], v[1]
+            values = parse_range(v[2], here) if len(v) == 3 else None
+        if not isinstance(shape, (tuple, list)) or not shape:
+            raise BadInput(f"{here}: expected a shape such as (1, 3, 32, 32) or ((2, 16), \"int64\"), got {v!r}")
+        if dtype not in DTYPES:
+            raise BadInput(f"{here}: unknown dtype {dtype!r} (known: {', '.join(DTYPES)})")
+        spec = InputSpec.of(k, [_declared_dim(d, here, i) for i, d in enumerate(shape)], dtype, values)
+        check_range(spec, here)
+        specs.append(spec)
     return specs
 
 
 def _declared_dim(d, where: str, axis: int):
-    """An INPUTS dimension: an int, or a string ``"B=4"`` / ``"B"`` naming a symbol."""
-    return parse_dim_token(d, where, axis) if isinstance(d, str) else int(d)
+    """An INPUTS dimension: a positive int, or a string ``"B=4"`` / ``"B"`` naming a symbol."""
+    if isinstance(d, str):
+        return parse_dim_token(d, where, axis)
+    if isinstance(d, bool) or not isinstance(d, int) or d < 1:
+        raise BadInput(f"{where}: dimension {axis} {d!r} is not a positive integer or a \"SYMBOL=INT\" string")
+    return int(d)
 
 
 def symbol_name(text: str) -> str:
@@ -233,10 +249,11 @@ def _keras_source(model, name: str, origin: str, specs: list[InputSpec]) -> Sour
     model_inputs = list(getattr(model, "inputs", None) or [])
     if not model_inputs:
         raise BadInput(f"{origin}: the Keras model has no defined inputs (build it with keras.Input)")
-    names = [_keras_input_name(t) for t in model_inputs]
+    keys = keras_input_keys(model)
+    names = keys or [_keras_input_name(t) for t in model_inputs]
     if len(specs) == 1 and len(names) == 1 and specs[0].name != names[0]:
         # One input: unambiguous.  (Keras renames auto-named inputs per build: input_layer_1, ...)
-        specs = [InputSpec.of(names[0], specs[0].dims, specs[0].dtype)]
+        specs = [InputSpec.of(names[0], specs[0].dims, specs[0].dtype, specs[0].value_range)]
     if specs:
         _check_names(specs, names, origin)
         by_name = {s.name: s for s in specs}
@@ -261,6 +278,32 @@ def _keras_source(model, name: str, origin: str, specs: list[InputSpec]) -> Sour
 def _keras_input_name(t) -> str:
     layer = getattr(getattr(t, "_keras_history", None), "operation", None)
     return getattr(layer, "name", None) or t.name
+
+
+def keras_input_keys(model) -> list[str] | None:
+    """The keys of a Keras model built on a dict of inputs (every keras-hub backbone:
+    ``{"token_ids", "padding_mask", "segment_ids"}``), in the order of ``model.inputs``
+    (Keras flattens the dict by sorted key); None for a model built on a list or one input.
+
+    Such a model refuses a list whose order is not the sorted keys' (and says nothing
+    useful inside a trace), so export and parity call it with the same dict."""
+    struct = getattr(model, "_inputs_struct", None)
+    if not isinstance(struct, dict) or not all(isinstance(k, str) for k in struct):
+        return None
+    keys = sorted(struct)
+    flat = list(getattr(model, "inputs", None) or [])
+    if len(flat) != len(keys) or any(struct[k] is not t for k, t in zip(keys, flat)):
+        return None  # nested structures: not a flat dict of inputs
+    return keys
+
+
+def keras_call_inputs(model, names: list[str], xs):
+    """What to call a Keras model with for the tensors ``xs`` of the inputs ``names``: the
+    dict it was built on (see :func:`keras_input_keys`), a list, or the one tensor."""
+    xs = list(xs)
+    if keras_input_keys(model) is not None:
+        return dict(zip(names, xs))
+    return xs if len(xs) > 1 else xs[0]
 
 
 def _onnx_source(path: Path, overrides: list[InputSpec]) -> Source:
@@ -292,7 +335,7 @@ def _onnx_source(path: Path, overrides: list[InputSpec]) -> Source:
                 shown = [str(d) for d in dims]
                 raise BadInput(f"{path}: --input {s.name} shape {s.shown_dims()} does not fit the model's "
                                f"[{', '.join(shown)}] (a size the file fixes cannot be a symbol)")
-            specs.append(InputSpec.of(vi.name, s.dims, dtype))
+            specs.append(InputSpec.of(vi.name, s.dims, dtype, s.value_range))
         else:
             specs.append(InputSpec.of(vi.name, dims, dtype))
     if given:
