@@ -207,8 +207,7 @@ def _fingerprint(entry: dict) -> str:
     # fold_bn: false is the default, so it hashes like an entry without the key.
     settings = {k: v for k, v in entry.items() if k != "inputs" and not (k == "fold_bn" and v is False)}
     h.update(json.dumps(settings, sort_keys=True, default=str).encode())
-    h.update(json.dumps([(s.name, s.shape, s.dtype, *([s.value_range] if s.value_range else []))
-                         for s in entry["inputs"]]).encode())
+    h.update(json.dumps([s.as_arg() for s in entry["inputs"]]).encode())  # symbols and ranges decide it too
     model = entry["model"]
     candidates = [Path(model), Path(model.rpartition(":")[0]) if ":" in model else None, MODELS_DIR / f"{model}.py",
                   MODELS_DIR / f"{model.partition(':')[0]}.py"]  # a zoo member: ZOO:member
@@ -255,7 +254,7 @@ def plan(config: dict, force: bool) -> tuple[list[dict], dict[str, dict]]:
                              "exit_code": 0, "detail": "unchanged since last pass"}
             continue
         task = {k: v for k, v in entry.items() if k != "inputs"}
-        task["inputs"] = [[s.name, list(s.shape), s.dtype] for s in entry["inputs"]]
+        task["inputs"] = [s.as_arg() for s in entry["inputs"]]  # symbols and value ranges included
         task.update(out=str(out), digest=digest)
         tasks.append(task)
     return tasks, settled

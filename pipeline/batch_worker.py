@@ -41,11 +41,11 @@ def convert_entry(task: dict) -> dict:
     """Convert one batch entry in this process; return its row (never raises but for Ctrl-C)."""
     from .convert import Options, Progress, convert
     from .errors import EXIT_INTERNAL, PipelineError
-    from .spec import InputSpec
+    from .spec import parse_input
 
     row = {"name": task["name"], "model": task["model"], "out": task["out"]}
     opts = Options(model=task["model"], to=task.get("to"), out=task["out"],
-                   inputs=[InputSpec(n, tuple(shape), dtype) for n, shape, dtype in task["inputs"]],
+                   inputs=[parse_input(text) for text in task["inputs"]],
                    atol=task.get("atol", 1e-4), rtol=task.get("rtol", 1e-4), opset=task.get("opset"),
                    layout=task.get("layout", "source"), seed=task.get("seed", 0), fold_bn=task.get("fold_bn", False))
     try:

@@ -164,7 +164,15 @@ def _print_result(result) -> None:
     for pin in rep.get("pinned", []):
         print(f"  pinned: {describe_pin(pin)}")
     if rep.get("symbols"):
-        print("  symbols: " + ", ".join(f"{s['name']} (example {s['example']})" for s in rep["symbols"]))
+        def sizes(c):
+            if not c:
+                return ""
+            step = f", a multiple of {c['multiple_of']}" + (f" plus {c['offset']}" if c["offset"] else "") \
+                if c["multiple_of"] > 1 else ""
+            return f", at least {c['min']}{step}"
+
+        print("  symbols: " + ", ".join(f"{s['name']} (example {s['example']}{sizes(s.get('constraint'))})"
+                                        for s in rep["symbols"]))
     t = rep["timings_s"]
     print("  time: " + ", ".join(f"{k} {t[k]:.2f}s" for k in ("export", "normalize", "import", "parity", "total") if k in t))
     for note in rep.get("notes", []):

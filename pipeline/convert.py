@@ -153,14 +153,19 @@ def _refuse_pinned_requests(pins: list[dict], opts: Options) -> None:
                            "(name no symbol there, or pass --static)")
 
 
-def symbols_report(specs: list[InputSpec]) -> list[dict]:
-    """``report["symbols"]``: each symbol's name, example size and places (``[input, axis]``)."""
+def symbols_report(specs: list[InputSpec], constraints: dict[str, dict] | None = None) -> list[dict]:
+    """``report["symbols"]``: each symbol's name, example size and places (``[input, axis]``),
+    and the sizes it may take where the exporter proved a constraint (``multiple_of * n +
+    offset >= min``)."""
     out: dict[str, dict] = {}
     for s in specs:
         for axis, d in enumerate(s.dims):
             if isinstance(d, Symbol):
                 out.setdefault(d.name, {"name": d.name, "example": d.example, "places": []})["places"].append(
                     [s.name, axis])
+    for name, c in (constraints or {}).items():
+        if name in out:
+            out[name]["constraint"] = c
     return list(out.values())
 
 
@@ -354,7 +359,7 @@ def _convert(opts: Options, progress: Progress, extra_pins: list[dict] | None = 
             "fold_bn": opts.fold_bn,
             "opset": opts.opset,
             "interface": result.interface,
-            "symbols": symbols_report(source.inputs),
+            "symbols": symbols_report(source.inputs, source.constraints),
             "input_ranges": input_ranges,
             "pinned": pins,
             "parity": report_parity,

@@ -207,7 +207,7 @@ def _export_torch(source: Source, inputs, path: Path, opset: int | None) -> list
         kwargs["opset_version"] = opset
     pins = []
     if any(s.symbols for s in source.inputs) and not hasattr(source.obj, "program"):
-        model, pins = _torch_export_symbolic(model, args, source.inputs)
+        model, pins, source.constraints = _torch_export_symbolic(model, args, source.inputs)
     try:
         with torch.no_grad(), native_stderr_to_log():
             program = torch.onnx.export(model, args, **kwargs)
@@ -231,7 +231,11 @@ _SUGGESTED_CONSTANT = re.compile(r"^\s*([A-Za-z_]\w*)\s*=\s*(\d+)\s*$")
 
 
 def _torch_export_symbolic(model, args, specs):
-    """``torch.export.export`` with one ``Dim`` per symbol; returns (program, pins).
+    """``torch.export.export`` with one ``Dim`` per symbol; returns (program, pins, constraints).
+
+    A symbol torch can only trace within a range or on a stride ("Suggested fixes:
+    _H = Dim('_H', min=1)", "H = 4*_H": the code holds for multiples of 4) is exported with
+    that ``Dim``; the constraint is returned so parity draws its other sizes from it.
 
     A symbol torch specializes to a constant (its error's "Suggested fixes: B = 4") is
     exported static on the next try and recorded as a pin with torch's words and the
@@ -246,8 +250,10 @@ def _torch_export_symbolic(model, args, specs):
     # still runs at the example.
     args = tuple(_at_least_two(a, s, Symbol) for a, s in zip(args, specs))
     pins: dict[str, dict] = {}
-    for _ in range(1 + len({d.name for s in specs for d in s.symbols})):
-        dims = {name: Dim(name) for name in {d.name for s in specs for d in s.symbols} - set(pins)}
+    constraints: dict[str, dict] = {}  # torch's suggested ranges and strides, applied on the next try
+    names = {d.name for s in specs for d in s.symbols}
+    for _ in range(2 + 2 * len(names)):
+        dims = {name: _constrained_dim(Dim, name, constraints.get(name)) for name in names - set(pins)}
         shapes = tuple({axis: dims[d.name] for axis, d in enumerate(s.dims) if isinstance(d, Symbol) and d.name in dims}
                        or None for s in specs)
         if _takes_varargs(model):  # forward(*args) (keyword-input wrappers): the shapes of ``args`` as one entry
@@ -255,10 +261,15 @@ def _torch_export_symbolic(model, args, specs):
         witness = _GuardWitness()
         try:
             with torch.no_grad(), native_stderr_to_log(), witness:
-                return torch.export.export(model, args, dynamic_shapes=shapes, strict=False), list(pins.values())
+                program = torch.export.export(model, args, dynamic_shapes=shapes, strict=False)
+                return program, list(pins.values()), {k: v for k, v in constraints.items() if k not in pins}
         except Exception as exc:
             text = str(exc)
             fixes = _suggested_constants(text)
+            ranges = {k: v for k, v in _suggested_ranges(text).items() if k in names and constraints.get(k) != v}
+            if ranges and not fixes:
+                constraints.update(ranges)
+                continue
             if not fixes or set(fixes) & set(pins):
                 raise ExportError(f"torch.export with symbolic dimensions failed: {_torch_export_reason(exc)}") from exc
             for name, size in fixes.items():
@@ -290,6 +301,46 @@ def _takes_varargs(model) -> bool:
     except (TypeError, ValueError, AttributeError):
         return False
     return any(p.kind == p.VAR_POSITIONAL for p in params)
+
+
+_SUGGESTED_DIM = re.compile(r"^\s*([A-Za-z_]\w*)\s*=\s*Dim\('\1'(?:,\s*min=(\d+))?(?:,\s*max=(\d+|oo))?\)\s*$")
+_SUGGESTED_MULTIPLE = re.compile(r"^\s*([A-Za-z_]\w*)\s*=\s*(\d+)\*([A-Za-z_]\w*)(?:\s*\+\s*(\d+))?\s*$")
+
+
+def _suggested_ranges(text: str) -> dict[str, dict]:
+    """``{symbol: {"min": m, "multiple_of": k, "offset": c}}`` from torch's "Suggested fixes:"
+    (``H = Dim('H', min=8)``, or ``_H = Dim('_H', min=1)`` with ``H = 4*_H``): the sizes a
+    symbol can take for the traced code to hold, ``k*n + c >= m``."""
+    lines = [line.strip() for line in text.splitlines()]
+    if "Suggested fixes:" not in lines:
+        return {}
+    bounds, derived = {}, {}
+    for line in lines[lines.index("Suggested fixes:") + 1:]:
+        m = _SUGGESTED_DIM.match(line)
+        if m:
+            bounds[m.group(1)] = int(m.group(2) or 0)
+            continue
+        m = _SUGGESTED_MULTIPLE.match(line)
+        if m:
+            derived[m.group(1)] = (int(m.group(2)), m.group(3), int(m.group(4) or 0))
+            continue
+        if line and not _SUGGESTED_CONSTANT.match(line):
+            break
+    out = {name: {"min": low, "multiple_of": 1, "offset": 0} for name, low in bounds.items() if not name.startswith("_")}
+    for name, (k, base, c) in derived.items():
+        out[name] = {"min": k * max(bounds.get(base, 1), 1) + c, "multiple_of": k, "offset": c}
+    return out
+
+
+def _constrained_dim(Dim, name: str, constraint: dict | None):
+    """A ``torch.export.Dim`` for ``name`` that satisfies ``constraint`` (see above)."""
+    if not constraint:
+        return Dim(name)
+    k, c, low = constraint["multiple_of"], constraint["offset"], constraint["min"]
+    if k == 1:
+        return Dim(name, min=max(low, 0))
+    base = Dim(f"_{name}", min=max((low - c + k - 1) // k, 1))
+    return k * base + c if c else k * base
 
 
 def _suggested_constants(text: str) -> dict[str, int]:

@@ -159,11 +159,24 @@ def check(source: Source, inputs: dict[str, np.ndarray], source_onnx: Path, norm
 EXTRA_SIZE_SETS = 2  # how many size sets besides the example ones a symbolic conversion is checked at
 
 
-def candidate_size_sets(specs) -> list[dict[str, int]]:
-    """Size sets to try besides the examples, in order of preference; empty when nothing varies."""
+def candidate_size_sets(specs, constraints: dict[str, dict] | None = None) -> list[dict[str, int]]:
+    """Size sets to try besides the examples, in order of preference; empty when nothing varies.
+
+    ``constraints`` (``Source.constraints``: what the exporter proved a symbol's sizes must
+    satisfy, ``multiple_of * n + offset >= min``) moves each candidate size to the nearest
+    size at or above it that the traced code holds for."""
     examples = {d.name: d.example for s in specs for d in s.symbols}
     if not examples:
         return []
+    constraints = constraints or {}
+
+    def fit(name: str, v: int) -> int:
+        c = constraints.get(name)
+        if not c:
+            return v
+        k, off = c["multiple_of"], c["offset"]
+        v = max(v, c["min"])
+        return v + (-(v - off)) % k
 
     def odd_above(e: int) -> int:
         return e + 1 if e % 2 == 0 else e + 2
@@ -181,6 +194,7 @@ def candidate_size_sets(specs) -> list[dict[str, int]]:
     candidates.append({k: 2 * e + 2 for k, e in examples.items()})  # when an example is 1, "all at 1" is no new set
     out = []
     for c in candidates:
+        c = {k: fit(k, v) for k, v in c.items()}
         if c != examples and c not in out:
             out.append(c)
     return out
@@ -195,7 +209,7 @@ def reference_sets(source: Source, seed: int, onnx_path: Path | None = None,
     from .spec import make_inputs
 
     sets, ran = [], 0
-    for sizes in candidate_size_sets(source.inputs):
+    for sizes in candidate_size_sets(source.inputs, source.constraints):
         if ran >= wanted:
             break
         specs = [s.at(sizes) for s in source.inputs]

@@ -42,6 +42,9 @@ class Source:
     obj: Any  # nn.Module, keras.Model, tf SavedModel signature, or ONNX path
     inputs: list[InputSpec]
     output_names: list[str] = field(default_factory=list)
+    # What the exporter proved each symbol's sizes must satisfy (torch.export's suggested
+    # fixes): ``{symbol: {"min": m, "multiple_of": k, "offset": c}}``, size = k*n + c >= m.
+    constraints: dict[str, dict] = field(default_factory=dict)
 
     @property
     def default_target(self) -> str:

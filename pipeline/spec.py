@@ -102,6 +102,12 @@ class InputSpec:
         """Every symbol fixed at its example (``--static``)."""
         return InputSpec(self.name, self.shape, self.dtype, value_range=self.value_range)
 
+    def as_arg(self) -> str:
+        """The ``--input`` text that parses back to this spec (a batch task carries it)."""
+        dims = ",".join(str(d) for d in self.dims)
+        values = f":{self.value_range[0]}..{self.value_range[1]}" if self.value_range else ""
+        return f"{self.name}={dims}:{self.dtype}{values}"
+
     def shown_dims(self) -> str:
         return "(" + ", ".join(d.name if isinstance(d, Symbol) else str(d) for d in self.dims) + ")"
 

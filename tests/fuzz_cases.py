@@ -38,6 +38,7 @@ import os
 import shutil
 import sys
 import traceback
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -519,6 +520,13 @@ ONNX_ACTIVATIONS = {"relu": ("Relu", {}), "tanh": ("Tanh", {}), "sigmoid": ("Sig
                     "leaky_relu": ("LeakyRelu", {"alpha": 0.1})}
 
 
+def symbolic_batch(case: Case) -> bool:
+    """Half the ONNX cases name their batch ``N`` (a ``dim_param``), so the conversion must hold
+    at every batch size; PyTorch and Keras cases get a symbolic batch by default anyway.  A
+    reshape head bakes the batch into its target, so those keep it static."""
+    return case.render == "onnx" and case.head != "reshape" and zlib.crc32(repr(case).encode()) % 2 == 0
+
+
 def onnx_model(case: Case):
     """The case as an ``onnx.ModelProto`` with seeded weights."""
     import onnx
@@ -585,9 +593,10 @@ def onnx_model(case: Case):
             nodes.append(helper.make_node("Add", ["mm", "dense_b"], ["out"]))
         x = "out"
     c, sizes = shapes[-1]
-    out_shape = [case.batch, case.units] if case.head != "none" else [case.batch, c, *sizes]
+    batch = "N" if symbolic_batch(case) else case.batch
+    out_shape = [batch, case.units] if case.head != "none" else [batch, c, *sizes]
     graph = helper.make_graph(
-        nodes, "fuzz", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(case.input_shape()))],
+        nodes, "fuzz", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, *case.input_shape()[1:]])],
         [helper.make_tensor_value_info(x, TensorProto.FLOAT, out_shape)], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", case.opset)])
     model.ir_version = 8 if case.opset <= 18 else 9
@@ -842,12 +851,13 @@ _KERAS_BUILDS = [0]
 
 def run_case(case: Case, workdir: Path) -> Outcome:
     """Build ``case`` in its rendering and convert it to every target; never raises."""
-    from pipeline.spec import InputSpec
+    from pipeline.spec import InputSpec, Symbol
 
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     outcome = Outcome(case)
-    inputs = [InputSpec("x", tuple(case.input_shape()))]
+    shape = tuple(case.input_shape())
+    inputs = [InputSpec.of("x", (Symbol("N", shape[0]), *shape[1:])) if symbolic_batch(case) else InputSpec("x", shape)]
     try:
         if case.render == "onnx":
             import onnx

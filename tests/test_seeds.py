@@ -28,8 +28,10 @@ def test_seed_keras_conv1d_to_torch(tmp_path, cli):
     assert re.search(r"nn\.Conv1d\(21, 1024, kernel_size=5, padding=(2|\"same\")\)", code), code
     assert code.count(".permute(0, 2, 1)") == 2
     assert "onnxruntime" not in code and "pipeline" not in code.split('"""')[-1]
-    # The docstring states the interface shapes.
-    assert "(256, 237, 21)" in code and "(256, 237, 1024)" in code
+    # The docstring states the interface shapes; the batch varies by default.
+    assert "(B, 237, 21)" in code and "(B, 237, 1024)" in code
+    assert report["symbols"] == [{"name": "B", "example": 256, "places": [["x", 0]]}]
+    assert [s["passed"] for s in report["parity"]["shapes"]] == [True, True, True]
     # TensorFlow's start-up noise stays hidden.
     assert "cuda" not in proc.stderr.lower() and "absl" not in proc.stderr
 

@@ -201,7 +201,8 @@ def test_pinned_batch_is_static_and_reported(tmp_path, capfd):
     # Asked for by name, a symbol the model fixes is bad input: one line, nothing written.
     code, _, err, _ = run(capfd, "convert", f"{path}:build", "--to", "torch", "--input", "x=B=4,10,64",
                           "--out", str(tmp_path / "asked"))
-    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    [line] = [ln for ln in err.splitlines() if ln.startswith("pipeline:")]
+    assert code == 2 and line.startswith("pipeline: error: B cannot vary"), err
     assert "B cannot vary" in err and "x dimension 0" in err and "pin.py:5" in err
     assert not (tmp_path / "asked").exists()
 
@@ -439,3 +440,77 @@ def test_keras_input_that_fixes_a_size_pins_it(tmp_path):
     inputs = make_inputs([s.at({"B": 3}) for s in source.inputs])
     want = np.asarray(source.obj(inputs["x"], training=False))
     np.testing.assert_allclose(run_onnx(str(tmp_path / "source.onnx"), inputs)[0], want, rtol=1e-5, atol=1e-6)
+
+
+def test_batch_that_cannot_vary_yet_falls_back_to_static_and_says_why(tmp_path, monkeypatch, capfd):
+    """Where an importer cannot write the graph with a varying batch (exit 3), the default
+    batch is not worth a refusal: the conversion runs again static and the report says why.
+    A symbol the user named gets no such second try."""
+    import pipeline.importers as importers
+    from pipeline.errors import Unsupported
+
+    real = importers.preflight
+
+    def preflight(target, model):  # stands for an op whose translator needs a static batch
+        if any(not isinstance(d, int) for v in model.graph.inputs for d in v.shape):
+            raise Unsupported(target, [("Resize", "resize_0", "needs a static batch")])
+        return real(target, model)
+
+    monkeypatch.setattr(importers, "preflight", preflight)
+    path = tmp_path / "m.py"
+    path.write_text("import torch\nINPUTS = {'input': (3, 4)}\ndef build():\n    return torch.nn.Tanh()\n")
+    code, _, err, out = run(capfd, "convert", f"{path}:build", "--to", "keras", "--out", str(tmp_path / "o"))
+    assert code == 0, err
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["symbols"] == [] and "shapes" not in report["parity"]
+    [pin] = report["pinned"]
+    assert pin["symbol"] == "B" and pin["size"] == 3 and pin["places"] == [["input", 0]]
+    assert "cannot yet write" in pin["reason"] and "Resize 'resize_0'" in pin["where"]
+    assert "pinned: B = 3" in out
+
+    code, _, err, _ = run(capfd, "convert", f"{path}:build", "--to", "keras", "--input", "input=B=3,4",
+                          "--out", str(tmp_path / "asked"))
+    assert code == 3 and "needs a static batch" in err
+
+
+TORCH_SUGGESTS = """Constraints violated (H, W)! For more information, run with TORCH_LOGS="+dynamic".
+  - Not all values of H = L['x'].size()[2] in the specified range satisfy the generated guard ...
+Suggested fixes:
+  _H = Dim('_H', min=1, max=oo)
+  W = Dim('W', min=3)
+  H = 4*_H
+"""
+
+
+def test_torch_suggested_ranges_are_read_and_parity_sizes_respect_them():
+    """torch.export's own suggestion (text as torch 2.13 writes it) becomes the constraint the
+    export applies and the size sets parity draws from: multiples of 4 for H, W >= 3."""
+    from pipeline.export import _suggested_ranges
+    from pipeline.parity import candidate_size_sets
+
+    got = _suggested_ranges(TORCH_SUGGESTS)
+    assert got == {"W": {"min": 3, "multiple_of": 1, "offset": 0}, "H": {"min": 4, "multiple_of": 4, "offset": 0}}
+    specs = [InputSpec.of("x", (Symbol("N", 2), 3, Symbol("H", 16), Symbol("W", 16)))]
+    sets = candidate_size_sets(specs, got)
+    # all at 1 -> the least sizes allowed; odd sizes (half of a large example) -> the next allowed
+    assert sets[0] == {"N": 1, "H": 4, "W": 3} and sets[1] == {"N": 3, "H": 12, "W": 9}
+    assert all(s["H"] % 4 == 0 and s["W"] >= 3 for s in sets)
+
+
+def test_pooled_then_upsampled_skip_exports_on_the_stride_torch_proves(tmp_path, capfd):
+    """A pool-upsample-add skip only holds for even sizes: torch.export says H = 2*_H, the export
+    applies it, and parity checks other even sizes against PyTorch itself."""
+    path = tmp_path / "skip.py"
+    path.write_text("import torch\n\nclass Skip(torch.nn.Module):\n    def forward(self, x):\n"
+                    "        y = torch.nn.functional.max_pool2d(x, 2)\n"
+                    "        return x + torch.nn.functional.interpolate(y, scale_factor=2.0)\n\n\n"
+                    "def build():\n    return Skip()\n")
+    code, _, err, out = run(capfd, "convert", f"{path}:build", "--to", "keras", "--input", "x=N=2,3,H=8,W=6",
+                            "--out", str(tmp_path / "o"))
+    assert code == 0, err
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    symbols = {s["name"]: s.get("constraint") for s in report["symbols"]}
+    assert symbols["H"]["multiple_of"] == 2 and symbols["W"]["multiple_of"] == 2
+    checked = [s["sizes"] for s in report["parity"]["shapes"] if s.get("passed")]
+    assert len(checked) >= 3 and all(s["H"] % 2 == 0 and s["W"] % 2 == 0 for s in checked)
+    assert "a multiple of 2" in out
