@@ -47,6 +47,12 @@ def _add_convert_args(p: argparse.ArgumentParser) -> None:
                         "(default: keep it as nn.BatchNorm*d / layers.BatchNormalization)")
     p.add_argument("--no-check-passes", dest="check_passes", action="store_false",
                    help="skip running onnxruntime after every normalize pass")
+    p.add_argument("--export", dest="export", action="append", default=[], metavar="KIND",
+                   help="also write a deployable artifact, checked on the parity inputs: tflite[:fp32|fp16|int8] or "
+                        "saved_model (Keras result), pt2 or torchscript (PyTorch result); repeatable")
+    p.add_argument("--calibration", metavar="FILE.npz|DIR",
+                   help="calibration batches for --export tflite:int8: arrays named by input (an .npz, or a folder "
+                        "of NAME.npy), in the source model's layout")
 
 
 def _positive_int(text: str) -> int:
@@ -147,6 +153,7 @@ def _print_result(result) -> None:
         at = f" at {', '.join(f'{k}={v}' for k, v in first['sizes'].items())}" if first.get("sizes") else ""
         print(f"  first divergence{at}: ONNX node '{first['onnx_node']}' ({first['op_type']}) = generated "
               f"'{first['target_layer']}': max_abs={first['max_abs_err']:.3g} max_rel={first['max_rel_err']:.3g}")
+    _print_exports(par.get("exports", []))
     for pin in rep.get("pinned", []):
         places = ", ".join(f"{name} dimension {axis}" for name, axis in pin["places"])
         where = f" by {pin['where']}" if pin.get("where") else ""
@@ -160,6 +167,18 @@ def _print_result(result) -> None:
     print(f"  wrote {result.out_dir}/ ({', '.join(rep['artifacts'])})")
     if result.out_dir.name.endswith(".failed"):
         print(f"  kept the earlier passing conversion in {str(result.out_dir)[:-len('.failed')]}/")
+
+
+def _print_exports(rows: list[dict]) -> None:
+    """One line per ``--export``: its file and its error against the source model."""
+    for r in rows:
+        if r.get("skipped") or r.get("error"):
+            print(f"  BAD export {r['export']:<14} {r.get('skipped') or r['error']}")
+            continue
+        worst = max(r["outputs"], key=lambda c: c["max_abs_err"])
+        extra = f"  top1_agreement={r['top1_agreement']:.3g}" if "top1_agreement" in r else ""
+        print(f"  {'ok ' if r['passed'] else 'BAD'} export {r['export']:<14} {r['file']:<24} "
+              f"max_abs={worst['max_abs_err']:.3g}  max_rel={worst['max_rel_err']:.3g}  ({r['tolerance']['rule']}){extra}")
 
 
 def _dims(texts: list[str]) -> dict[str, int]:
@@ -208,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
             opts = Options(model=args.model, to=args.to, out=args.out,
                            inputs=[parse_input(s) for s in args.inputs], atol=args.atol, rtol=args.rtol,
                            opset=args.opset, layout=args.layout, seed=args.seed, check_passes=args.check_passes,
-                           fold_bn=args.fold_bn, dims=_dims(args.dims), static=args.static)
+                           fold_bn=args.fold_bn, dims=_dims(args.dims), static=args.static,
+                           export=args.export, calibration=args.calibration)
             result = convert(opts, Progress(not args.quiet))
             _print_result(result)
             return result.exit_code

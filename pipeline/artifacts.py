@@ -1,0 +1,453 @@
+"""Deployable artifacts (``--export``), each checked like the model itself.
+
+A conversion ends with ``model.py`` + weights; people then ship it: a Keras result as a
+TensorFlow Lite file or a SavedModel, a PyTorch result as a ``torch.export`` program or
+TorchScript.  Each artifact is written into the output folder and run *as it will be
+deployed* (the TFLite interpreter, ``tf.saved_model.load``, ``torch.export.load``,
+``torch.jit.load``) on the same parity inputs as the model, and compared with the source
+model's outputs.  A failing artifact fails the conversion (exit 1) without stopping the
+model's own files from being written.
+
+=====================  ============  =====================  ==========================================
+``--export``           target        file                   checked with
+=====================  ============  =====================  ==========================================
+``tflite[:fp32]``      keras         ``model.tflite``       LiteRT interpreter, ``--atol``/``--rtol``
+``tflite:fp16``        keras         ``model_fp16.tflite``  LiteRT interpreter, ``max_rel_err <= 1e-2``
+``tflite:int8``        keras         ``model_int8.tflite``  LiteRT interpreter, ``max_rel_err <= 0.1``
+``saved_model``        keras         ``saved_model/``       ``tf.saved_model.load``, ``--atol``/``--rtol``
+``pt2``                torch         ``model.pt2``          ``torch.export.load``, ``--atol``/``--rtol``
+``torchscript``        torch         ``model.torchscript.pt``  ``torch.jit.load``, ``--atol``/``--rtol``
+=====================  ============  =====================  ==========================================
+
+A symbol of the conversion (``--input x=B=2,3,32,32``) stays a free size in the artifact:
+``None`` in the SavedModel signature (and ``-1`` in the TFLite ``shape_signature``), a
+``torch.export.Dim`` in the ``.pt2``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .errors import BadInput
+from .spec import InputSpec, Symbol
+
+TARGET_OF = {"tflite": "keras", "saved_model": "keras", "pt2": "torch", "torchscript": "torch"}
+TFLITE_MODES = ("fp32", "fp16", "int8")
+FILES = {"tflite:fp32": "model.tflite", "tflite:fp16": "model_fp16.tflite", "tflite:int8": "model_int8.tflite",
+         "saved_model": "saved_model", "pt2": "model.pt2", "torchscript": "model.torchscript.pt"}
+# Quantized artifacts cannot meet the float tolerance: each is held to a bound on
+# max|artifact - source| / max|source| (the report's max_rel_err), stated in its row.
+QUANTIZED_MAX_REL_ERR = {"tflite:fp16": 1e-2, "tflite:int8": 0.1}
+USAGE = "expected tflite, tflite:fp32, tflite:fp16, tflite:int8, saved_model, pt2 or torchscript"
+
+
+# ---------------------------------------------------------------- flags and calibration data
+
+
+def parse_export(text: str) -> str:
+    """``--export`` value -> its canonical name (``tflite`` is ``tflite:fp32``); BadInput otherwise."""
+    kind, _, mode = str(text).strip().partition(":")
+    if kind not in TARGET_OF or (mode and (kind != "tflite" or mode not in TFLITE_MODES)):
+        raise BadInput(f"--export {text}: {USAGE}")
+    return f"tflite:{mode or 'fp32'}" if kind == "tflite" else kind
+
+
+def plan(exports: list[str], target: str, calibration: str | None) -> list[str]:
+    """The exports to build (canonical, deduplicated, in the order given), checked against the
+    target before any work: a ``tflite`` from a PyTorch result, an ``int8`` without
+    calibration data or calibration data nothing uses is bad input (exit 2)."""
+    names = list(dict.fromkeys(parse_export(e) for e in exports))
+    for name in names:
+        kind = name.partition(":")[0]
+        if TARGET_OF[kind] != target:
+            able = ", ".join(k for k, t in TARGET_OF.items() if t == target)
+            raise BadInput(f"--export {name}: a {target} result cannot be exported as {kind} "
+                           f"(a {target} result exports {able}; convert with --to {TARGET_OF[kind]} for {kind})")
+    if "tflite:int8" in names and not calibration:
+        raise BadInput("--export tflite:int8 needs calibration data: --calibration FILE.npz (or a folder of NAME.npy), "
+                       "arrays named by input")
+    if calibration and "tflite:int8" not in names:
+        raise BadInput("--calibration is used only by --export tflite:int8")
+    return names
+
+
+def load_calibration(path: str, specs: list[InputSpec]) -> list[dict[str, np.ndarray]]:
+    """Calibration batches from ``FILE.npz`` or a folder of ``NAME.npy``, in the source layout.
+
+    Each array is named by its input.  An array of the input's rank is one batch; one of
+    rank + 1 is a stack of batches along its first axis.  Static dimensions must match the
+    input's, symbolic ones may take any size; dtype must be the input's; every value finite.
+    Anything else is bad input naming the array."""
+    arrays = _read_arrays(Path(path))
+    known = {s.name for s in specs}
+    unknown = sorted(set(arrays) - known)
+    if unknown:
+        raise BadInput(f"--calibration {path}: array '{unknown[0]}' names no input of the model "
+                       f"(its inputs: {', '.join(sorted(known))})")
+    stacks = {}
+    for spec in specs:
+        if spec.name not in arrays:
+            raise BadInput(f"--calibration {path}: no array '{spec.name}' (the model's inputs: "
+                           f"{', '.join(s.name for s in specs)})")
+        stacks[spec.name] = _batches(path, spec, arrays[spec.name])
+    counts = {len(v) for v in stacks.values()}
+    if len(counts) > 1:
+        raise BadInput(f"--calibration {path}: the arrays hold different numbers of batches "
+                       f"({', '.join(f'{k}: {len(v)}' for k, v in stacks.items())})")
+    n = counts.pop()
+    return [{k: v[i] for k, v in stacks.items()} for i in range(n)]
+
+
+def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+    if path.is_dir():
+        files = sorted(path.glob("*.npy"))
+        if not files:
+            raise BadInput(f"--calibration {path}: the folder holds no .npy file")
+        try:
+            return {f.stem: np.load(f, allow_pickle=False) for f in files}
+        except Exception as exc:
+            raise BadInput(f"--calibration {path}: cannot read a .npy file: {type(exc).__name__}: {exc}") from exc
+    if not path.is_file():
+        raise BadInput(f"--calibration {path}: no such file or folder")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if not hasattr(data, "files"):
+                raise ValueError("not an .npz archive of named arrays")
+            return {k: data[k] for k in data.files}
+    except BadInput:
+        raise
+    except Exception as exc:
+        raise BadInput(f"--calibration {path}: cannot read it as .npz: {type(exc).__name__}: {exc}") from exc
+
+
+def _batches(path, spec: InputSpec, a: np.ndarray) -> list[np.ndarray]:
+    """``a`` as a list of batches of ``spec``'s rank, checked (see :func:`load_calibration`)."""
+    where = f"--calibration {path}: array '{spec.name}'"
+    want = "(" + ", ".join(str(d.name) if isinstance(d, Symbol) else str(d) for d in spec.dims) + ")"
+    rank = len(spec.dims)
+    if a.ndim not in (rank, rank + 1):
+        raise BadInput(f"{where} has rank {a.ndim}; input '{spec.name}' is {want}: give one batch of rank {rank} "
+                       f"or a stack of batches of rank {rank + 1}")
+    if a.dtype != np.dtype(spec.dtype):
+        raise BadInput(f"{where} is {a.dtype}, input '{spec.name}' is {spec.dtype} (cast it: .astype('{spec.dtype}'))")
+    batches = [a] if a.ndim == rank else list(a)
+    if not batches:
+        raise BadInput(f"{where} holds no batch")
+    for axis, d in enumerate(spec.dims):
+        if not isinstance(d, Symbol) and batches[0].shape[axis] != d:
+            raise BadInput(f"{where} has shape {list(a.shape)}; input '{spec.name}' is {want} "
+                           f"(dimension {axis} must be {d})")
+    if a.dtype.kind in "fc" and not np.all(np.isfinite(a)):
+        raise BadInput(f"{where} holds {int(np.count_nonzero(~np.isfinite(a)))} NaN or infinite value(s)")
+    return batches
+
+
+# ---------------------------------------------------------------- building and checking
+
+
+class _Case:
+    """What every artifact is built from and checked on: the converted model's interface."""
+
+    def __init__(self, out_dir: Path, specs: list[InputSpec], interface: dict, input_order: list[str],
+                 output_names: list[str], inputs: dict[str, np.ndarray], reference: list[np.ndarray],
+                 atol: float, rtol: float, calibration: list[dict[str, np.ndarray]] | None):
+        perms = interface.get("inputs", {})
+        by_name = {s.name: s for s in specs}
+        self.out_dir = Path(out_dir)
+        self.input_order = input_order
+        self.output_names = output_names
+        self.dtypes = {n: by_name[n].dtype for n in input_order}
+        # each input's dims in the converted model's layout: an int, or None where a symbol varies
+        self.dims = {n: _laid([None if isinstance(d, Symbol) else d for d in by_name[n].dims], perms.get(n))
+                     for n in input_order}
+        self.symbols = {n: _laid([d.name if isinstance(d, Symbol) else None for d in by_name[n].dims], perms.get(n))
+                        for n in input_order}
+        self.feed = [_transpose(inputs[n], perms.get(n)) for n in input_order]
+        outs = interface.get("outputs", {})
+        self.reference = [_transpose(r, outs.get(n)) for r, n in zip(reference, output_names)]
+        self.atol, self.rtol = atol, rtol
+        self.calibration = [[_transpose(b[n], perms.get(n)) for n in input_order] for b in calibration or []]
+
+
+def _laid(dims: list, perm) -> list:
+    return [dims[p] for p in perm] if perm else list(dims)
+
+
+def _transpose(a: np.ndarray, perm) -> np.ndarray:
+    return np.ascontiguousarray(a.transpose(perm)) if perm else a
+
+
+def build_and_check(names: list[str], target: str, out_dir: Path, specs: list[InputSpec], interface: dict,
+                    input_order: list[str], output_names: list[str], inputs: dict[str, np.ndarray],
+                    reference: list[np.ndarray], atol: float, rtol: float,
+                    calibration: list[dict[str, np.ndarray]] | None = None, progress=None) -> list[dict]:
+    """Write each export into ``out_dir`` and check it; one row per export for
+    ``report["parity"]["exports"]``.  A row whose artifact could not be built or run has
+    ``passed`` False and the first line of the error; no exception leaves here but Ctrl-C."""
+    case = _Case(out_dir, specs, interface, input_order, output_names, inputs, reference, atol, rtol, calibration)
+    rows = []
+    model = None
+    for name in names:
+        if progress:
+            progress(f"export: {name} -> {FILES[name]}, checked on the parity inputs")
+        t = time.perf_counter()
+        row = {"export": name, "file": FILES[name]}
+        try:
+            if model is None:
+                from .parity import load_generated
+
+                with _quiet_native():
+                    model = load_generated(case.out_dir / "model.py")
+            row.update(_BUILDERS[name.partition(":")[0]](model, name, case))
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [""])[0][:300]
+            row.update(passed=False, error=f"{type(exc).__name__}: {first}")
+            _discard(case.out_dir / FILES[name])
+        row["seconds"] = round(time.perf_counter() - t, 3)
+        rows.append(row)
+    return rows
+
+
+def problems(rows: list[dict]) -> list[str]:
+    """One line per failing export, for ``report["parity"]["problems"]``."""
+    out = []
+    for r in rows:
+        if r["passed"]:
+            continue
+        if r.get("error"):
+            out.append(f"export {r['export']}: {r['error']}")
+            continue
+        bad = [c for c in r["outputs"] if not c["passed"]]
+        worst = max(bad or r["outputs"], key=lambda c: c["max_abs_err"])
+        out.append(f"export {r['export']} ({r['file']}) fails its check on '{worst['name']}': "
+                   f"max_abs_err={worst['max_abs_err']:.3g}, max_rel_err={worst['max_rel_err']:.3g} "
+                   f"({r['tolerance']['rule']})")
+    return out
+
+
+def _discard(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists():
+        path.unlink()
+
+
+def _judge(name: str, case: _Case, got: list[np.ndarray]) -> dict:
+    """Compare an artifact's outputs with the source's; the tolerance depends on the export."""
+    from .referee import compare
+
+    if len(got) != len(case.reference):
+        raise RuntimeError(f"the artifact gives {len(got)} outputs, the source {len(case.reference)}")
+    bound = QUANTIZED_MAX_REL_ERR.get(name)
+    outputs = []
+    for n, ref, g in zip(case.output_names, case.reference, got):
+        c = compare(n, ref, np.asarray(g), case.atol, case.rtol).as_dict()
+        if bound is not None and not c.get("reason"):
+            c["passed"] = bool(c["max_rel_err"] <= bound)
+        outputs.append(c)
+    if bound is None:
+        tolerance = {"atol": case.atol, "rtol": case.rtol,
+                     "rule": f"|artifact - source| <= {case.atol:g} + {case.rtol:g} * |source|"}
+    else:
+        tolerance = {"max_rel_err": bound, "rule": f"max|artifact - source| / max|source| <= {bound:g}"}
+    row = {"passed": all(c["passed"] for c in outputs), "tolerance": tolerance, "outputs": outputs}
+    if name == "tflite:int8" and len(case.reference) == 1 and case.reference[0].ndim == 2:
+        ref, g = case.reference[0], np.asarray(got[0])
+        if ref.shape == g.shape and ref.shape[1] > 1:  # a classifier: how often the top class survives
+            row["top1_agreement"] = float(np.mean(ref.argmax(axis=1) == g.argmax(axis=1)))
+    return row
+
+
+@contextlib.contextmanager
+def _quiet_native():
+    """TensorFlow's converters print to fd 1 and fd 2 from C++; keep both off the terminal."""
+    from . import quiet
+
+    if quiet._DEBUG:
+        yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    with tempfile.TemporaryFile() as sink, quiet.native_stderr_to_log():
+        os.dup2(sink.fileno(), 1)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            os.dup2(saved, 1)
+            os.close(saved)
+
+
+# ---------------------------------------------------------------- Keras: SavedModel and TFLite
+
+
+def _tf_name(name: str, taken: set) -> str:
+    """A signature key for ``name``: letters, digits and underscores, unique."""
+    key = re.sub(r"\W", "_", name) or "x"
+    key = key if not key[0].isdigit() else f"x_{key}"
+    base, i = key, 1
+    while key in taken:
+        key, i = f"{base}_{i}", i + 1
+    taken.add(key)
+    return key
+
+
+def _write_saved_model(model, case: _Case, path: Path) -> tuple[list[str], list[str]]:
+    """A SavedModel whose ``serving_default`` signature takes the inputs by name (None where a
+    symbol varies) and returns the outputs by name; returns the input and output keys."""
+    import tensorflow as tf
+    import keras
+
+    taken: set = set()
+    in_keys = [_tf_name(n, taken) for n in case.input_order]
+    out_keys = [_tf_name(n, taken) for n in case.output_names]
+    signature = [tf.TensorSpec(case.dims[n], tf.as_dtype(case.dtypes[n]), name=k)
+                 for n, k in zip(case.input_order, in_keys)]
+
+    def serve(*args):
+        out = model(list(args) if len(args) > 1 else args[0], training=False)
+        out = list(out) if isinstance(out, (list, tuple)) else [out]
+        return dict(zip(out_keys, out))
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(name="serve", fn=serve, input_signature=signature)
+    with _quiet_native():
+        archive.write_out(str(path), verbose=False)
+    return in_keys, out_keys
+
+
+def _saved_model(model, name: str, case: _Case) -> dict:
+    import tensorflow as tf
+
+    path = case.out_dir / FILES[name]
+    in_keys, out_keys = _write_saved_model(model, case, path)
+    with _quiet_native():
+        fn = tf.saved_model.load(str(path)).signatures["serving_default"]
+        out = fn(**{k: tf.constant(x) for k, x in zip(in_keys, case.feed)})
+    signature = {k: [d if d is not None else -1 for d in case.dims[n]] for k, n in zip(in_keys, case.input_order)}
+    return {**_judge(name, case, [out[k].numpy() for k in out_keys]), "checked_with": "tf.saved_model.load",
+            "signature": {"inputs": signature, "outputs": out_keys}}
+
+
+def interpreter_class():
+    """The TFLite interpreter: LiteRT's when installed (TensorFlow's is deprecated), else TensorFlow's."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+
+        return Interpreter, "ai_edge_litert.interpreter.Interpreter"
+    except ImportError:  # pragma: no cover - ai-edge-litert is in requirements.lock
+        import tensorflow as tf
+
+        return tf.lite.Interpreter, "tf.lite.Interpreter"
+
+
+def _tflite(model, name: str, case: _Case) -> dict:
+    import tensorflow as tf
+
+    mode = name.partition(":")[2]
+    path = case.out_dir / FILES[name]
+    with tempfile.TemporaryDirectory(dir=case.out_dir, prefix=".tflite-") as scratch:
+        # from_saved_model keeps the signature's names and its free sizes (-1 in shape_signature)
+        source = Path(scratch) / "saved_model"
+        in_keys, out_keys = _write_saved_model(model, case, source)
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(source), signature_keys=["serving_default"])
+        if mode != "fp32":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if mode == "fp16":
+            converter.target_spec.supported_types = [tf.float16]
+        if mode == "int8":
+            batches = case.calibration
+            converter.representative_dataset = lambda: ({k: x for k, x in zip(in_keys, b)} for b in batches)
+        with _quiet_native():
+            flat = converter.convert()
+    path.write_bytes(flat)
+    Interpreter, label = interpreter_class()
+    interpreter = Interpreter(model_path=str(path))
+    runner = interpreter.get_signature_runner("serving_default")
+    with _quiet_native():
+        out = runner(**dict(zip(in_keys, case.feed)))
+    ops: dict[str, int] = {}
+    for op in interpreter._get_ops_details():
+        ops[op["op_name"]] = ops.get(op["op_name"], 0) + 1
+    details = runner.get_input_details()
+    signature = {k: [int(d) for d in details[k]["shape_signature"]] for k in in_keys}
+    row = {**_judge(name, case, [out[k] for k in out_keys]), "checked_with": label,
+           "signature": {"inputs": signature, "outputs": out_keys}, "ops": dict(sorted(ops.items())),
+           "bytes": len(flat)}
+    if mode == "int8":
+        row["calibration_batches"] = len(case.calibration)
+    return row
+
+
+# ---------------------------------------------------------------- PyTorch: torch.export and TorchScript
+
+
+def _torch_args(case: _Case):
+    import torch
+
+    return tuple(torch.from_numpy(np.ascontiguousarray(x)) for x in case.feed)
+
+
+def _torch_outputs(out) -> list[np.ndarray]:
+    from .parity import _as_list, _to_numpy
+
+    return [_to_numpy(o) for o in _as_list(out)]
+
+
+def _pt2(model, name: str, case: _Case) -> dict:
+    """``torch.export`` with one ``Dim`` per symbol (shared by every place it names)."""
+    import torch
+
+    dims = {}
+    dynamic = []
+    for n in case.input_order:
+        axes = {axis: dims.setdefault(s, torch.export.Dim(re.sub(r"\W", "_", s), min=1))
+                for axis, s in enumerate(case.symbols[n]) if s is not None}
+        dynamic.append(axes or None)
+    args = _torch_args(case)
+    path = case.out_dir / FILES[name]
+    with _quiet_native():
+        program = torch.export.export(model, args, dynamic_shapes=tuple(dynamic) if dims else None)
+        torch.export.save(program, str(path))
+        loaded = torch.export.load(str(path)).module()
+        with torch.no_grad():
+            out = loaded(*args)
+    return {**_judge(name, case, _torch_outputs(out)), "checked_with": "torch.export.load(...).module()",
+            "symbols": sorted(dims)}
+
+
+def _torchscript(model, name: str, case: _Case) -> dict:
+    """``torch.jit.script`` (keeps every size free); ``torch.jit.trace`` where scripting fails."""
+    import torch
+
+    args = _torch_args(case)
+    path = case.out_dir / FILES[name]
+    method, why = "script", None
+    with _quiet_native():
+        try:
+            scripted = torch.jit.script(model)
+        except Exception as exc:
+            method, why = "trace", (str(exc).strip().splitlines() or [""])[0][:200]
+            with torch.no_grad():
+                scripted = torch.jit.trace(model, args)
+        scripted.save(str(path))
+        loaded = torch.jit.load(str(path))
+        with torch.no_grad():
+            out = loaded(*args)
+    row = {**_judge(name, case, _torch_outputs(out)), "checked_with": "torch.jit.load", "method": method}
+    if why:
+        row["note"] = f"torch.jit.script failed ({why}); traced instead, so sizes may be fixed at the example's"
+    return row
+
+
+_BUILDERS = {"saved_model": _saved_model, "tflite": _tflite, "pt2": _pt2, "torchscript": _torchscript}
