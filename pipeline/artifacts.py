@@ -351,6 +351,22 @@ def interpreter_class():
         return tf.lite.Interpreter, "tf.lite.Interpreter"
 
 
+def op_counts(path: Path) -> dict[str, int]:
+    """How many operators of each kind the ``.tflite`` file holds (read without delegates, which
+    would fold the ops they take into DELEGATE nodes)."""
+    Interpreter, _ = interpreter_class()
+    try:
+        from ai_edge_litert.interpreter import OpResolverType
+    except ImportError:  # pragma: no cover
+        from tensorflow.lite.python.interpreter import OpResolverType
+    interpreter = Interpreter(model_path=str(path),
+                              experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    ops: dict[str, int] = {}
+    for op in interpreter._get_ops_details():
+        ops[op["op_name"]] = ops.get(op["op_name"], 0) + 1
+    return dict(sorted(ops.items()))
+
+
 def _tflite(model, name: str, case: _Case) -> dict:
     import tensorflow as tf
 
@@ -376,13 +392,11 @@ def _tflite(model, name: str, case: _Case) -> dict:
     runner = interpreter.get_signature_runner("serving_default")
     with _quiet_native():
         out = runner(**dict(zip(in_keys, case.feed)))
-    ops: dict[str, int] = {}
-    for op in interpreter._get_ops_details():
-        ops[op["op_name"]] = ops.get(op["op_name"], 0) + 1
+    ops = op_counts(path)
     details = runner.get_input_details()
     signature = {k: [int(d) for d in details[k]["shape_signature"]] for k in in_keys}
     row = {**_judge(name, case, [out[k] for k in out_keys]), "checked_with": label,
-           "signature": {"inputs": signature, "outputs": out_keys}, "ops": dict(sorted(ops.items())),
+           "signature": {"inputs": signature, "outputs": out_keys}, "ops": ops,
            "bytes": len(flat)}
     if mode == "int8":
         row["calibration_batches"] = len(case.calibration)
