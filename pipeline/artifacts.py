@@ -159,7 +159,8 @@ class _Case:
 
     def __init__(self, out_dir: Path, specs: list[InputSpec], interface: dict, input_order: list[str],
                  output_names: list[str], inputs: dict[str, np.ndarray], reference: list[np.ndarray],
-                 atol: float, rtol: float, calibration: list[dict[str, np.ndarray]] | None):
+                 atol: float, rtol: float, calibration: list[dict[str, np.ndarray]] | None,
+                 size_sets: list[dict] | None = None):
         perms = interface.get("inputs", {})
         by_name = {s.name: s for s in specs}
         self.out_dir = Path(out_dir)
@@ -176,6 +177,11 @@ class _Case:
         self.reference = [_transpose(r, outs.get(n)) for r, n in zip(reference, output_names)]
         self.atol, self.rtol = atol, rtol
         self.calibration = [[_transpose(b[n], perms.get(n)) for n in input_order] for b in calibration or []]
+        self.saved_model = None  # (folder, input keys, output keys): written once, shared by every TF export
+        # further sizes of the symbols, as parity ran the source there: (sizes, feed, reference)
+        self.size_sets = [(s["sizes"], [_transpose(s["inputs"][n], perms.get(n)) for n in input_order],
+                           [_transpose(r, outs.get(o)) for r, o in zip(s["reference"], output_names)])
+                          for s in size_sets or [] if "skipped" not in s]
 
 
 def _laid(dims: list, perm) -> list:
@@ -189,32 +195,79 @@ def _transpose(a: np.ndarray, perm) -> np.ndarray:
 def build_and_check(names: list[str], target: str, out_dir: Path, specs: list[InputSpec], interface: dict,
                     input_order: list[str], output_names: list[str], inputs: dict[str, np.ndarray],
                     reference: list[np.ndarray], atol: float, rtol: float,
-                    calibration: list[dict[str, np.ndarray]] | None = None, progress=None) -> list[dict]:
+                    calibration: list[dict[str, np.ndarray]] | None = None, progress=None,
+                    size_sets: list[dict] | None = None) -> list[dict]:
     """Write each export into ``out_dir`` and check it; one row per export for
     ``report["parity"]["exports"]``.  A row whose artifact could not be built or run has
-    ``passed`` False and the first line of the error; no exception leaves here but Ctrl-C."""
-    case = _Case(out_dir, specs, interface, input_order, output_names, inputs, reference, atol, rtol, calibration)
+    ``passed`` False and the first line of the error; no exception leaves here but Ctrl-C.
+    ``size_sets``: parity's further sizes of the symbols (``parity.reference_sets``), where each
+    artifact is run too (``row["shapes"]``)."""
+    case = _Case(out_dir, specs, interface, input_order, output_names, inputs, reference, atol, rtol, calibration,
+                 size_sets)
     rows = []
     model = None
-    for name in names:
-        if progress:
-            progress(f"export: {name} -> {FILES[name]}, checked on the parity inputs")
-        t = time.perf_counter()
-        row = {"export": name, "file": FILES[name]}
-        try:
-            if model is None:
-                from .parity import load_generated
-
-                with _quiet_native():
-                    model = load_generated(case.out_dir / "model.py")
-            row.update(_BUILDERS[name.partition(":")[0]](model, name, case))
-        except Exception as exc:
-            first = (str(exc).strip().splitlines() or [""])[0][:300]
-            row.update(passed=False, error=f"{type(exc).__name__}: {first}")
-            _discard(case.out_dir / FILES[name])
-        row["seconds"] = round(time.perf_counter() - t, 3)
-        rows.append(row)
+    try:
+        for name in names:
+            rows.append(_one(name, model := model or _load(case), case, progress))
+    finally:
+        if case.saved_model:
+            shutil.rmtree(case.saved_model[0], ignore_errors=True)
     return rows
+
+
+def _load(case: _Case):
+    from .parity import load_generated
+
+    with _quiet_native():
+        return load_generated(case.out_dir / "model.py")
+
+
+def _one(name: str, model, case: _Case, progress) -> dict:
+    """Build and check one export; its row (a failure to build or run is the row's ``error``).
+
+    Each builder writes its artifact, loads it back as a user would and returns what the row
+    should say of it and ``run(feed) -> outputs``."""
+    if progress:
+        progress(f"export: {name} -> {FILES[name]}, checked on the parity inputs")
+    t = time.perf_counter()
+    row = {"export": name, "file": FILES[name]}
+    try:
+        info, run = _BUILDERS[name.partition(":")[0]](model, name, case)
+        with _quiet_native():
+            row.update(_judge(name, case, case.reference, run(case.feed)), **info)
+    except Exception as exc:
+        row.update(passed=False, error=_first_line(exc))
+        _discard(case.out_dir / FILES[name])
+    else:
+        if case.size_sets:
+            row["shapes"] = _at_sizes(name, case, run)
+            row["passed"] = row["passed"] and all(s["passed"] is not False for s in row["shapes"])
+    row["seconds"] = round(time.perf_counter() - t, 3)
+    return row
+
+
+def _first_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"
+
+
+def _at_sizes(name: str, case: _Case, run) -> list[dict]:
+    """The artifact at each further size set of the symbols that parity ran the source at.
+
+    Wrong numbers fail the row; an artifact that refuses a size (a converter that fixed a
+    size it could not keep free) is recorded with its words and ``passed`` None."""
+    out = []
+    for sizes, feed, reference in case.size_sets:
+        try:
+            with _quiet_native():
+                got = run(feed)
+        except Exception as exc:
+            out.append({"sizes": sizes, "passed": None, "refused": _first_line(exc)})
+            continue
+        judged = _judge(name, case, reference, got)
+        worst = max(judged["outputs"], key=lambda c: c["max_abs_err"])
+        out.append({"sizes": sizes, "passed": judged["passed"], "max_abs_err": worst["max_abs_err"],
+                    "max_rel_err": worst["max_rel_err"]})
+    return out
 
 
 def problems(rows: list[dict]) -> list[str]:
@@ -241,15 +294,15 @@ def _discard(path: Path) -> None:
         path.unlink()
 
 
-def _judge(name: str, case: _Case, got: list[np.ndarray]) -> dict:
+def _judge(name: str, case: _Case, reference: list[np.ndarray], got: list[np.ndarray]) -> dict:
     """Compare an artifact's outputs with the source's; the tolerance depends on the export."""
     from .referee import compare
 
-    if len(got) != len(case.reference):
-        raise RuntimeError(f"the artifact gives {len(got)} outputs, the source {len(case.reference)}")
+    if len(got) != len(reference):
+        raise RuntimeError(f"the artifact gives {len(got)} outputs, the source {len(reference)}")
     bound = QUANTIZED_MAX_REL_ERR.get(name)
     outputs = []
-    for n, ref, g in zip(case.output_names, case.reference, got):
+    for n, ref, g in zip(case.output_names, reference, got):
         c = compare(n, ref, np.asarray(g), case.atol, case.rtol).as_dict()
         if bound is not None and not c.get("reason"):
             c["passed"] = bool(c["max_rel_err"] <= bound)
@@ -260,8 +313,8 @@ def _judge(name: str, case: _Case, got: list[np.ndarray]) -> dict:
     else:
         tolerance = {"max_rel_err": bound, "rule": f"max|artifact - source| / max|source| <= {bound:g}"}
     row = {"passed": all(c["passed"] for c in outputs), "tolerance": tolerance, "outputs": outputs}
-    if name == "tflite:int8" and len(case.reference) == 1 and case.reference[0].ndim == 2:
-        ref, g = case.reference[0], np.asarray(got[0])
+    if name == "tflite:int8" and len(reference) == 1 and reference[0].ndim == 2:
+        ref, g = reference[0], np.asarray(got[0])
         if ref.shape == g.shape and ref.shape[1] > 1:  # a classifier: how often the top class survives
             row["top1_agreement"] = float(np.mean(ref.argmax(axis=1) == g.argmax(axis=1)))
     return row
@@ -326,17 +379,31 @@ def _write_saved_model(model, case: _Case, path: Path) -> tuple[list[str], list[
     return in_keys, out_keys
 
 
+def _shared_saved_model(model, case: _Case) -> tuple[Path, list[str], list[str]]:
+    """The SavedModel every TF export starts from, written once (tracing and writing it is most
+    of an export's time) into a scratch folder that ``build_and_check`` removes."""
+    if case.saved_model is None:
+        path = Path(tempfile.mkdtemp(dir=case.out_dir, prefix=".saved_model-"))
+        case.saved_model = (path, *_write_saved_model(model, case, path))
+    return case.saved_model
+
+
 def _saved_model(model, name: str, case: _Case) -> dict:
     import tensorflow as tf
 
     path = case.out_dir / FILES[name]
-    in_keys, out_keys = _write_saved_model(model, case, path)
+    scratch, in_keys, out_keys = _shared_saved_model(model, case)
+    shutil.copytree(scratch, path)
     with _quiet_native():
         fn = tf.saved_model.load(str(path)).signatures["serving_default"]
-        out = fn(**{k: tf.constant(x) for k, x in zip(in_keys, case.feed)})
-    signature = {k: [d if d is not None else -1 for d in case.dims[n]] for k, n in zip(in_keys, case.input_order)}
-    return {**_judge(name, case, [out[k].numpy() for k in out_keys]), "checked_with": "tf.saved_model.load",
-            "signature": {"inputs": signature, "outputs": out_keys}}
+
+    def run(feed):
+        out = fn(**{k: tf.constant(x) for k, x in zip(in_keys, feed)})
+        return [out[k].numpy() for k in out_keys]
+
+    spec = fn.structured_input_signature[1]
+    signature = {k: [-1 if d is None else d for d in spec[k].shape.as_list()] for k in in_keys}
+    return {"checked_with": "tf.saved_model.load", "signature": {"inputs": signature, "outputs": out_keys}}, run
 
 
 def interpreter_class():
@@ -372,50 +439,55 @@ def _tflite(model, name: str, case: _Case) -> dict:
 
     mode = name.partition(":")[2]
     path = case.out_dir / FILES[name]
-    with tempfile.TemporaryDirectory(dir=case.out_dir, prefix=".tflite-") as scratch:
-        # from_saved_model keeps the signature's names and its free sizes (-1 in shape_signature)
-        source = Path(scratch) / "saved_model"
-        in_keys, out_keys = _write_saved_model(model, case, source)
-        converter = tf.lite.TFLiteConverter.from_saved_model(str(source), signature_keys=["serving_default"])
-        if mode != "fp32":
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        if mode == "fp16":
-            converter.target_spec.supported_types = [tf.float16]
-        if mode == "int8":
-            batches = case.calibration
-            converter.representative_dataset = lambda: ({k: x for k, x in zip(in_keys, b)} for b in batches)
-        with _quiet_native():
-            flat = converter.convert()
+    # from_saved_model keeps the signature's names and its free sizes (-1 in shape_signature)
+    source, in_keys, out_keys = _shared_saved_model(model, case)
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(source), signature_keys=["serving_default"])
+    if mode != "fp32":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if mode == "fp16":
+        converter.target_spec.supported_types = [tf.float16]
+    if mode == "int8":
+        batches = case.calibration
+        converter.representative_dataset = lambda: ({k: x for k, x in zip(in_keys, b)} for b in batches)
+    with _quiet_native():
+        flat = converter.convert()
     path.write_bytes(flat)
     Interpreter, label = interpreter_class()
-    interpreter = Interpreter(model_path=str(path))
-    runner = interpreter.get_signature_runner("serving_default")
-    with _quiet_native():
-        out = runner(**dict(zip(in_keys, case.feed)))
-    ops = op_counts(path)
+    runner = Interpreter(model_path=str(path)).get_signature_runner("serving_default")
+
+    def run(feed):
+        out = runner(**dict(zip(in_keys, feed)))
+        return [out[k] for k in out_keys]
+
     details = runner.get_input_details()
     signature = {k: [int(d) for d in details[k]["shape_signature"]] for k in in_keys}
-    row = {**_judge(name, case, [out[k] for k in out_keys]), "checked_with": label,
-           "signature": {"inputs": signature, "outputs": out_keys}, "ops": ops,
-           "bytes": len(flat)}
+    info = {"checked_with": label, "signature": {"inputs": signature, "outputs": out_keys}, "ops": op_counts(path),
+            "bytes": len(flat)}
     if mode == "int8":
-        row["calibration_batches"] = len(case.calibration)
-    return row
+        info["calibration_batches"] = len(case.calibration)
+    return info, run
 
 
 # ---------------------------------------------------------------- PyTorch: torch.export and TorchScript
 
 
-def _torch_args(case: _Case):
+def _torch_args(feed: list[np.ndarray]):
     import torch
 
-    return tuple(torch.from_numpy(np.ascontiguousarray(x)) for x in case.feed)
+    return tuple(torch.from_numpy(np.ascontiguousarray(x)) for x in feed)
 
 
-def _torch_outputs(out) -> list[np.ndarray]:
+def _torch_runner(module):
+    """``run(feed)`` for a loaded torch program: numpy in, the flat list of outputs out."""
+    import torch
+
     from .parity import _as_list, _to_numpy
 
-    return [_to_numpy(o) for o in _as_list(out)]
+    def run(feed):
+        with torch.no_grad():
+            return [_to_numpy(o) for o in _as_list(module(*_torch_args(feed)))]
+
+    return run
 
 
 def _pt2(model, name: str, case: _Case) -> dict:
@@ -428,23 +500,19 @@ def _pt2(model, name: str, case: _Case) -> dict:
         axes = {axis: dims.setdefault(s, torch.export.Dim(re.sub(r"\W", "_", s), min=1))
                 for axis, s in enumerate(case.symbols[n]) if s is not None}
         dynamic.append(axes or None)
-    args = _torch_args(case)
     path = case.out_dir / FILES[name]
     with _quiet_native():
-        program = torch.export.export(model, args, dynamic_shapes=tuple(dynamic) if dims else None)
+        program = torch.export.export(model, _torch_args(case.feed), dynamic_shapes=tuple(dynamic) if dims else None)
         torch.export.save(program, str(path))
         loaded = torch.export.load(str(path)).module()
-        with torch.no_grad():
-            out = loaded(*args)
-    return {**_judge(name, case, _torch_outputs(out)), "checked_with": "torch.export.load(...).module()",
-            "symbols": sorted(dims)}
+    return {"checked_with": "torch.export.load(...).module()", "symbols": sorted(dims)}, _torch_runner(loaded)
 
 
 def _torchscript(model, name: str, case: _Case) -> dict:
     """``torch.jit.script`` (keeps every size free); ``torch.jit.trace`` where scripting fails."""
     import torch
 
-    args = _torch_args(case)
+    args = _torch_args(case.feed)
     path = case.out_dir / FILES[name]
     method, why = "script", None
     with _quiet_native():
@@ -456,12 +524,10 @@ def _torchscript(model, name: str, case: _Case) -> dict:
                 scripted = torch.jit.trace(model, args)
         scripted.save(str(path))
         loaded = torch.jit.load(str(path))
-        with torch.no_grad():
-            out = loaded(*args)
-    row = {**_judge(name, case, _torch_outputs(out)), "checked_with": "torch.jit.load", "method": method}
+    info = {"checked_with": "torch.jit.load", "method": method}
     if why:
-        row["note"] = f"torch.jit.script failed ({why}); traced instead, so sizes may be fixed at the example's"
-    return row
+        info["note"] = f"torch.jit.script failed ({why}); traced instead, so sizes may be fixed at the example's"
+    return info, _torch_runner(loaded)
 
 
 _BUILDERS = {"saved_model": _saved_model, "tflite": _tflite, "pt2": _pt2, "torchscript": _torchscript}

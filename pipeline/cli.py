@@ -161,7 +161,7 @@ def _print_result(result) -> None:
     if rep.get("symbols"):
         print("  symbols: " + ", ".join(f"{s['name']} (example {s['example']})" for s in rep["symbols"]))
     t = rep["timings_s"]
-    print("  time: " + ", ".join(f"{k} {t[k]:.2f}s" for k in ("export", "normalize", "import", "parity", "total") if k in t))
+    print("  time: " + ", ".join(f"{k} {t[k]:.2f}s" for k in ("export", "normalize", "import", "parity", "exports", "total") if k in t))
     for note in rep.get("notes", []):
         print(f"  note: {note}")
     print(f"  wrote {result.out_dir}/ ({', '.join(rep['artifacts'])})")
@@ -179,6 +179,12 @@ def _print_exports(rows: list[dict]) -> None:
         extra = f"  top1_agreement={r['top1_agreement']:.3g}" if "top1_agreement" in r else ""
         print(f"  {'ok ' if r['passed'] else 'BAD'} export {r['export']:<14} {r['file']:<24} "
               f"max_abs={worst['max_abs_err']:.3g}  max_rel={worst['max_rel_err']:.3g}  ({r['tolerance']['rule']}){extra}")
+        for s in r.get("shapes", []):
+            sizes = ", ".join(f"{k}={v}" for k, v in s["sizes"].items())
+            if s["passed"] is None:
+                print(f"  --      at {sizes}: the artifact refuses these sizes ({s['refused']})")
+            else:
+                print(f"  {'ok ' if s['passed'] else 'BAD'}     at {sizes:<24} max_abs={s['max_abs_err']:.3g}")
 
 
 def _dims(texts: list[str]) -> dict[str, int]:

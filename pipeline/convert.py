@@ -202,6 +202,7 @@ def convert(opts: Options, progress: Progress | None = None) -> Result:
         if source.framework != "onnx":
             reference = parity.run_source(source, inputs, src_onnx)
         size_sets = parity.reference_sets(source, opts.seed, src_onnx)  # other sizes of the symbols
+        export_sets = size_sets if exports else None  # --export artifacts are run at them too
         if source.framework != "onnx":
             source.obj = None
             # Free it here: collected later, its weakref callbacks could run at a Ctrl-C
@@ -268,7 +269,9 @@ def convert(opts: Options, progress: Progress | None = None) -> Result:
         timings["parity"] = round(time.perf_counter() - t, 3)
         if exports:
             _check_exports(report_parity, exports, target, tmp, source.inputs, result.interface, input_order,
-                           output_names, inputs, reference, src_onnx, calibration, opts, progress, timings)
+                           output_names, inputs, reference, src_onnx, calibration, opts, progress, timings,
+                           export_sets)
+        export_sets = None
         timings["total"] = round(time.perf_counter() - t0, 3)
 
         report = {
@@ -317,7 +320,8 @@ def _parity_at_sizes(example: dict, specs: list[InputSpec], size_sets: list[dict
 
 def _check_exports(report_parity: dict, exports: list[str], target: str, tmp: Path, specs: list[InputSpec],
                    interface: dict, input_order: list[str], output_names: list[str], inputs: dict, reference,
-                   src_onnx: Path, calibration, opts: Options, progress: Progress, timings: dict) -> None:
+                   src_onnx: Path, calibration, opts: Options, progress: Progress, timings: dict,
+                   size_sets: list[dict] | None) -> None:
     """Build and check each ``--export`` into ``report["parity"]["exports"]``; a failing one
     fails the conversion (exit 1) with its row.  Skipped when the model itself failed: an
     artifact of a wrong model proves nothing."""
@@ -333,7 +337,7 @@ def _check_exports(report_parity: dict, exports: list[str], target: str, tmp: Pa
 
         reference = run_onnx(str(src_onnx), inputs)
     rows = artifacts.build_and_check(exports, target, tmp, specs, interface, input_order, output_names, inputs,
-                                     reference, opts.atol, opts.rtol, calibration, progress)
+                                     reference, opts.atol, opts.rtol, calibration, progress, size_sets)
     report_parity["exports"] = rows
     report_parity["problems"] += artifacts.problems(rows)
     report_parity["passed"] = all(r["passed"] for r in rows)

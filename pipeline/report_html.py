@@ -98,6 +98,10 @@ def _exports_section(rows: list[dict]) -> list[str]:
         worst = max(r["outputs"], key=lambda c: c["max_abs_err"])
         ok = '<span class="pass">ok</span>' if r["passed"] else '<span class="fail">FAIL</span>'
         extra = f"<br>top-1 agreement {r['top1_agreement']:.3g}" if "top1_agreement" in r else ""
+        for s in r.get("shapes", []):  # the artifact at parity's further sizes of the symbols
+            at = html.escape(_sizes(s["sizes"]))
+            extra += (f"<br>at {at}: refused ({html.escape(s['refused'])})" if s["passed"] is None else
+                      f"<br>at {at}: {'ok' if s['passed'] else 'FAIL'}, max abs err {_fmt(s['max_abs_err'])}")
         out.append(head + [html.escape(r.get("checked_with", "")), html.escape(r["tolerance"]["rule"]),
                            _fmt(worst["max_abs_err"]), _fmt(worst["max_rel_err"]), ok + extra])
     return ["<h2>Exported artifacts</h2>",
