@@ -192,6 +192,24 @@ def test_yaml_export_key():
         validate({"models": [{**entry, "export": {"tflite": 1}}]}, "b.yaml")
 
 
+def test_artifact_at_further_sizes_wrong_fails_refused_is_recorded(tmp_path):
+    """Wrong numbers at another size fail the row; an artifact that refuses a size says so."""
+    specs = [InputSpec.of("x", (Symbol("B", 2), 3))]
+    x = {b: rand(b, 3, seed=b) for b in (1, 2, 3, 4)}
+    sets = [{"sizes": {"B": b}, "inputs": {"x": x[b]}, "reference": [x[b] * 2]} for b in (1, 3, 4)]
+    case = artifacts._Case(tmp_path, specs, {}, ["x"], ["y"], {"x": x[2]}, [x[2] * 2], 1e-4, 1e-4, None, sets)
+
+    def run(feed):
+        (a,) = feed
+        if len(a) == 4:
+            raise ValueError("size 4 is fixed out")
+        return [a * 2 if len(a) == 1 else a * 2 + 1]
+
+    shapes = artifacts._at_sizes("saved_model", case, run)
+    assert [(s["sizes"]["B"], s["passed"]) for s in shapes] == [(1, True), (3, False), (4, None)]
+    assert "size 4 is fixed out" in shapes[2]["refused"]
+
+
 # -- the command line's bad input ---------------------------------------------------------------
 
 
@@ -245,6 +263,8 @@ def test_keras_exports_pass_and_are_reported(keras_exports):
     assert all(r["passed"] for r in rows.values())
     assert rows["tflite:int8"]["tolerance"]["max_rel_err"] == artifacts.QUANTIZED_MAX_REL_ERR["tflite:int8"]
     assert 0.0 <= rows["tflite:int8"]["top1_agreement"] <= 1.0
+    for r in rows.values():  # each artifact also ran at parity's further batch sizes
+        assert [(s["sizes"], s["passed"]) for s in r["shapes"]] == [({"B": 1}, True), ({"B": 3}, True)]
     for name in ("model.tflite", "model_int8.tflite", "saved_model"):
         assert (out / name).exists() and name in report["artifacts"]
     page = (out / "report.html").read_text()
