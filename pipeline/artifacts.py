@@ -192,7 +192,7 @@ def _transpose(a: np.ndarray, perm) -> np.ndarray:
     return np.ascontiguousarray(a.transpose(perm)) if perm else a
 
 
-def build_and_check(names: list[str], target: str, out_dir: Path, specs: list[InputSpec], interface: dict,
+def build_and_check(names: list[str], out_dir: Path, specs: list[InputSpec], interface: dict,
                     input_order: list[str], output_names: list[str], inputs: dict[str, np.ndarray],
                     reference: list[np.ndarray], atol: float, rtol: float,
                     calibration: list[dict[str, np.ndarray]] | None = None, progress=None,

@@ -268,7 +268,7 @@ def convert(opts: Options, progress: Progress | None = None) -> Result:
                 report_parity["bisect_error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
         timings["parity"] = round(time.perf_counter() - t, 3)
         if exports:
-            _check_exports(report_parity, exports, target, tmp, source.inputs, result.interface, input_order,
+            _check_exports(report_parity, exports, tmp, source.inputs, result.interface, input_order,
                            output_names, inputs, reference, src_onnx, calibration, opts, progress, timings,
                            export_sets)
         export_sets = None
@@ -318,7 +318,7 @@ def _parity_at_sizes(example: dict, specs: list[InputSpec], size_sets: list[dict
                                         output_names, opts.atol, opts.rtol)]
 
 
-def _check_exports(report_parity: dict, exports: list[str], target: str, tmp: Path, specs: list[InputSpec],
+def _check_exports(report_parity: dict, exports: list[str], tmp: Path, specs: list[InputSpec],
                    interface: dict, input_order: list[str], output_names: list[str], inputs: dict, reference,
                    src_onnx: Path, calibration, opts: Options, progress: Progress, timings: dict,
                    size_sets: list[dict] | None) -> None:
@@ -336,7 +336,7 @@ def _check_exports(report_parity: dict, exports: list[str], target: str, tmp: Pa
         from .referee import run_onnx
 
         reference = run_onnx(str(src_onnx), inputs)
-    rows = artifacts.build_and_check(exports, target, tmp, specs, interface, input_order, output_names, inputs,
+    rows = artifacts.build_and_check(exports, tmp, specs, interface, input_order, output_names, inputs,
                                      reference, opts.atol, opts.rtol, calibration, progress, size_sets)
     report_parity["exports"] = rows
     report_parity["problems"] += artifacts.problems(rows)
