@@ -47,6 +47,7 @@ FILES = {"tflite:fp32": "model.tflite", "tflite:fp16": "model_fp16.tflite", "tfl
 # Quantized artifacts cannot meet the float tolerance: each is held to a bound on
 # max|artifact - source| / max|source| (the report's max_rel_err), stated in its row.
 QUANTIZED_MAX_REL_ERR = {"tflite:fp16": 1e-2, "tflite:int8": 0.1}
+CHILD_TIMEOUT_S = 1800  # one TFLite file run on every parity input, in its own process
 USAGE = "expected tflite, tflite:fp32, tflite:fp16, tflite:int8, saved_model, pt2 or torchscript"
 
 
@@ -246,8 +247,13 @@ def _one(name: str, model, case: _Case, progress) -> dict:
     return row
 
 
+class _Told(RuntimeError):
+    """An artifact's failure as its runner already put it in words (no type name to add)."""
+
+
 def _first_line(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"
+    first = (str(exc).strip().splitlines() or [""])[0][:300]
+    return first if isinstance(exc, _Told) else f"{type(exc).__name__}: {first}"
 
 
 def _at_sizes(name: str, case: _Case, run) -> list[dict]:
@@ -452,20 +458,75 @@ def _tflite(model, name: str, case: _Case) -> dict:
     with _quiet_native():
         flat = converter.convert()
     path.write_bytes(flat)
-    Interpreter, label = interpreter_class()
-    runner = Interpreter(model_path=str(path)).get_signature_runner("serving_default")
+    feeds = [case.feed, *(feed for _, feed, _ in case.size_sets)]
+    told, results = _run_tflite_apart(path, in_keys, out_keys, feeds)
 
     def run(feed):
-        out = runner(**dict(zip(in_keys, feed)))
-        return [out[k] for k in out_keys]
+        got = results[next(i for i, f in enumerate(feeds) if f is feed)]
+        if isinstance(got, str):
+            raise _Told(got)
+        return got
 
-    details = runner.get_input_details()
-    signature = {k: [int(d) for d in details[k]["shape_signature"]] for k in in_keys}
-    info = {"checked_with": label, "signature": {"inputs": signature, "outputs": out_keys}, "ops": op_counts(path),
-            "bytes": len(flat)}
+    info = {"checked_with": told["label"], "signature": {"inputs": told["signature"], "outputs": out_keys},
+            "ops": told["ops"], "bytes": len(flat)}
     if mode == "int8":
         info["calibration_batches"] = len(case.calibration)
     return info, run
+
+
+def _run_tflite_apart(path: Path, in_keys: list[str], out_keys: list[str], feeds: list[list[np.ndarray]]):
+    """Run ``path`` on each feed in a child process: ``(what it told, per feed outputs or an error line)``.
+
+    The interpreter is native code that can abort the process on a graph it cannot run
+    (LiteRT 2.1 does, without delegates, on an int8 ResNet whose XNNPACK preparation fails);
+    in a child that is the artifact's failure, not the conversion's end."""
+    import json
+    import subprocess
+
+    with tempfile.TemporaryDirectory(prefix=".tflite-run-", dir=path.parent) as work:
+        work = Path(work)
+        np.savez(work / "feeds.npz", **{f"f{i}_{j}": x for i, feed in enumerate(feeds) for j, x in enumerate(feed)})
+        (work / "job.json").write_text(json.dumps({"model": str(path), "in_keys": in_keys, "out_keys": out_keys,
+                                                  "feeds": len(feeds)}))
+        code = "import sys; from pipeline.artifacts import _tflite_child; _tflite_child(sys.argv[1])"
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent.parent),
+                                                                          os.environ.get("PYTHONPATH")])))
+        proc = subprocess.run([sys.executable, "-c", code, str(work)], env=env, capture_output=True, text=True,
+                              timeout=CHILD_TIMEOUT_S)
+        if not (work / "told.json").is_file():
+            last = (proc.stderr.strip().splitlines() or [""])[-1][:300]
+            how = f"signal {-proc.returncode}" if proc.returncode < 0 else f"exit {proc.returncode}"
+            raise _Told(f"the TFLite interpreter died ({how}) on {path.name}" + (f": {last}" if last else ""))
+        told = json.loads((work / "told.json").read_text())
+        results = []
+        with np.load(work / "results.npz") as got:
+            for i in range(len(feeds)):
+                error = told["errors"].get(str(i))
+                results.append(error if error else [got[f"r{i}_{j}"] for j in range(len(out_keys))])
+    return told, results
+
+
+def _tflite_child(work: str) -> None:
+    """In the child process of :func:`_run_tflite_apart`: load, describe and run the file."""
+    import json
+
+    work = Path(work)
+    job = json.loads((work / "job.json").read_text())
+    Interpreter, label = interpreter_class()
+    runner = Interpreter(model_path=job["model"]).get_signature_runner("serving_default")
+    details = runner.get_input_details()
+    told = {"label": label, "ops": op_counts(Path(job["model"])), "errors": {},
+            "signature": {k: [int(d) for d in details[k]["shape_signature"]] for k in job["in_keys"]}}
+    out = {}
+    with np.load(work / "feeds.npz") as feeds:
+        for i in range(job["feeds"]):
+            try:
+                got = runner(**{k: feeds[f"f{i}_{j}"] for j, k in enumerate(job["in_keys"])})
+                out.update({f"r{i}_{j}": got[k] for j, k in enumerate(job["out_keys"])})
+            except Exception as exc:
+                told["errors"][str(i)] = _first_line(exc)
+    np.savez(work / "results.npz", **out)
+    (work / "told.json").write_text(json.dumps(told))
 
 
 # ---------------------------------------------------------------- PyTorch: torch.export and TorchScript

@@ -210,6 +210,16 @@ def test_artifact_at_further_sizes_wrong_fails_refused_is_recorded(tmp_path):
     assert "size 4 is fixed out" in shapes[2]["refused"]
 
 
+def test_tflite_interpreter_dying_is_the_artifacts_failure(tmp_path):
+    """The interpreter runs in a child process: a file it cannot even load is a failure in
+    words (the row's error), never the end of the conversion."""
+    bad = tmp_path / "model.tflite"
+    bad.write_bytes(b"not a flatbuffer")
+    with pytest.raises(RuntimeError, match="TFLite interpreter died .* on model.tflite"):
+        artifacts._run_tflite_apart(bad, ["x"], ["y"], [[rand(1, 3)]])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.tflite"]  # its scratch folder is gone
+
+
 # -- the command line's bad input ---------------------------------------------------------------
 
 
