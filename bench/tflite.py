@@ -4,8 +4,8 @@ size, TRANSPOSE count and latency at batch 1 against the PyTorch source.
 Each model is converted in a fresh process exactly as a user would (``python -m pipeline convert
 MODEL --to keras --layout target --input x=B=... --export tflite --export tflite:fp16 --export
 tflite:int8 --calibration ...``); the errors are the ones the conversion checked and wrote to
-``report.json``.  Latency: the median of ``--runs`` calls at batch 1, the LiteRT interpreter
-(default delegates, as deployed) against the PyTorch model in eval mode, in this process.
+``report.json``.  Latency: the median of ``--runs`` calls at batch 1 on one thread, the LiteRT
+interpreter (default delegates, as deployed) against the PyTorch model in eval mode, in this process.
 Results go to ``bench/results/tflite.json`` with the commit and the machine (``evidence.py``).
 
     .venv/bin/python bench/tflite.py [--models mobilenet,resnet] [--runs 50]
@@ -83,12 +83,13 @@ def latencies(name: str, out: Path, runs: int) -> dict:
     x = np.random.default_rng(2).standard_normal((1, *shape[1:])).astype(np.float32)
     source = resolve(model, [parse_input(f"{inp}={','.join(map(str, shape))}")], {})
     xt = torch.from_numpy(x)
+    torch.set_num_threads(1)  # one thread each: the machine is shared, and a phone runs one model per core
     with torch.no_grad():
         ms = {"torch": median_latency_ms(lambda: source.obj(xt), runs)}
     nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
     for f in ("model.tflite", "model_fp16.tflite", "model_int8.tflite"):
         if (out / f).is_file():
-            run = Interpreter(model_path=str(out / f)).get_signature_runner()
+            run = Interpreter(model_path=str(out / f), num_threads=1).get_signature_runner()
             ms[f] = median_latency_ms(lambda: run(**{inp: nhwc}), runs)
     return ms
 
