@@ -100,7 +100,8 @@ def _export_settings(entry: dict, where: str, path: str) -> dict:
         value = entry["export"]
         value = [value] if isinstance(value, str) else value
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise BadInput(f"{path}: {where}.export: expected a list such as [tflite, saved_model], got {entry['export']!r}")
+            raise BadInput(f"{path}: {where}.export: expected a list such as [tflite, saved_model], "
+                           f"got {entry['export']!r}")
         try:
             out["export"] = [parse_export(v) for v in value]
         except BadInput as exc:

@@ -178,7 +178,8 @@ def _print_exports(rows: list[dict]) -> None:
         worst = max(r["outputs"], key=lambda c: c["max_abs_err"])
         extra = f"  top1_agreement={r['top1_agreement']:.3g}" if "top1_agreement" in r else ""
         print(f"  {'ok ' if r['passed'] else 'BAD'} export {r['export']:<14} {r['file']:<24} "
-              f"max_abs={worst['max_abs_err']:.3g}  max_rel={worst['max_rel_err']:.3g}  ({r['tolerance']['rule']}){extra}")
+              f"max_abs={worst['max_abs_err']:.3g}  max_rel={worst['max_rel_err']:.3g}  "
+              f"({r['tolerance']['rule']}){extra}")
         for s in r.get("shapes", []):
             sizes = ", ".join(f"{k}={v}" for k, v in s["sizes"].items())
             if s["passed"] is None:
