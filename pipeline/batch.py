@@ -12,6 +12,8 @@ Schema::
         inputs: {x: [256, 237, 21]}   # optional; NAME: [dims] or NAME: {shape: [...], dtype: int64}
         atol: 1.0e-4              # optional, also rtol, opset, layout, seed
         fold_bn: true             # optional (default false): fold BatchNorm into the layer before it
+        export: [tflite, saved_model]   # optional: deployable artifacts, each checked (see --export)
+        calibration: data/cal.npz # optional: calibration batches for export tflite:int8
 
 A ``model`` that names a whole zoo (``torch_zoo``) stands for one entry per member.
 
@@ -35,8 +37,9 @@ from . import __version__
 from .errors import BadInput
 from .spec import DTYPES, InputSpec
 
-ENTRY_KEYS = {"name", "model", "to", "inputs", "atol", "rtol", "opset", "layout", "seed", "fold_bn"}
-DEFAULT_KEYS = {"to", "atol", "rtol", "opset", "layout", "seed", "fold_bn"}
+ENTRY_KEYS = {"name", "model", "to", "inputs", "atol", "rtol", "opset", "layout", "seed", "fold_bn", "export",
+              "calibration"}
+DEFAULT_KEYS = {"to", "atol", "rtol", "opset", "layout", "seed", "fold_bn", "export", "calibration"}
 
 
 def load_config(path: str) -> dict:
@@ -83,6 +86,30 @@ def _settings(entry: dict, where: str, path: str) -> dict:
         if not isinstance(entry["fold_bn"], bool):
             raise BadInput(f"{path}: {where}.fold_bn: expected true or false, got {entry['fold_bn']!r}")
         out["fold_bn"] = entry["fold_bn"]
+    out.update(_export_settings(entry, where, path))
+    return out
+
+
+def _export_settings(entry: dict, where: str, path: str) -> dict:
+    """``export: [tflite:int8, saved_model]`` (or one string) and ``calibration: FILE``, as for
+    ``--export`` / ``--calibration``; whether the target can produce them is said when it runs."""
+    from .artifacts import parse_export
+
+    out = {}
+    if "export" in entry:
+        value = entry["export"]
+        value = [value] if isinstance(value, str) else value
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise BadInput(f"{path}: {where}.export: expected a list such as [tflite, saved_model], "
+                           f"got {entry['export']!r}")
+        try:
+            out["export"] = [parse_export(v) for v in value]
+        except BadInput as exc:
+            raise BadInput(f"{path}: {where}.export: {exc}") from exc
+    if "calibration" in entry:
+        if not isinstance(entry["calibration"], str) or not entry["calibration"]:
+            raise BadInput(f"{path}: {where}.calibration: expected a file or folder path, got {entry['calibration']!r}")
+        out["calibration"] = entry["calibration"]
     return out
 
 

@@ -47,7 +47,8 @@ def convert_entry(task: dict) -> dict:
     opts = Options(model=task["model"], to=task.get("to"), out=task["out"],
                    inputs=[parse_input(text) for text in task["inputs"]],
                    atol=task.get("atol", 1e-4), rtol=task.get("rtol", 1e-4), opset=task.get("opset"),
-                   layout=task.get("layout", "source"), seed=task.get("seed", 0), fold_bn=task.get("fold_bn", False))
+                   layout=task.get("layout", "source"), seed=task.get("seed", 0), fold_bn=task.get("fold_bn", False),
+                   export=list(task.get("export") or []), calibration=task.get("calibration"))
     try:
         result = convert(opts, Progress(True, stream=sys.stdout))
         worst = max((c["max_abs_err"] for c in result.report["parity"]["outputs"]), default=0.0)

@@ -53,6 +53,12 @@ def _add_convert_args(p: argparse.ArgumentParser) -> None:
                         "(default: keep it as nn.BatchNorm*d / layers.BatchNormalization)")
     p.add_argument("--no-check-passes", dest="check_passes", action="store_false",
                    help="skip running onnxruntime after every normalize pass")
+    p.add_argument("--export", dest="export", action="append", default=[], metavar="KIND",
+                   help="also write a deployable artifact, checked on the parity inputs: tflite[:fp32|fp16|int8] or "
+                        "saved_model (Keras result), pt2 or torchscript (PyTorch result); repeatable")
+    p.add_argument("--calibration", metavar="FILE.npz|DIR",
+                   help="calibration batches for --export tflite:int8: arrays named by input (an .npz, or a folder "
+                        "of NAME.npy), in the source model's layout")
 
 
 def _positive_int(text: str) -> int:
@@ -161,6 +167,7 @@ def _print_result(result) -> None:
         at = f" on the sample {first['sample']}" if first.get("sample") else at
         print(f"  first divergence{at}: ONNX node '{first['onnx_node']}' ({first['op_type']}) = generated "
               f"'{first['target_layer']}': max_abs={first['max_abs_err']:.3g} max_rel={first['max_rel_err']:.3g}")
+    _print_exports(par.get("exports", []))
     for pin in rep.get("pinned", []):
         print(f"  pinned: {describe_pin(pin)}")
     if rep.get("symbols"):
@@ -174,12 +181,31 @@ def _print_result(result) -> None:
         print("  symbols: " + ", ".join(f"{s['name']} (example {s['example']}{sizes(s.get('constraint'))})"
                                         for s in rep["symbols"]))
     t = rep["timings_s"]
-    print("  time: " + ", ".join(f"{k} {t[k]:.2f}s" for k in ("export", "normalize", "import", "parity", "total") if k in t))
+    print("  time: " + ", ".join(f"{k} {t[k]:.2f}s" for k in ("export", "normalize", "import", "parity", "exports", "total") if k in t))
     for note in rep.get("notes", []):
         print(f"  note: {note}")
     print(f"  wrote {result.out_dir}/ ({', '.join(rep['artifacts'])})")
     if result.out_dir.name.endswith(".failed"):
         print(f"  kept the earlier passing conversion in {str(result.out_dir)[:-len('.failed')]}/")
+
+
+def _print_exports(rows: list[dict]) -> None:
+    """One line per ``--export``: its file and its error against the source model."""
+    for r in rows:
+        if r.get("skipped") or r.get("error"):
+            print(f"  BAD export {r['export']:<14} {r.get('skipped') or r['error']}")
+            continue
+        worst = max(r["outputs"], key=lambda c: c["max_abs_err"])
+        extra = f"  top1_agreement={r['top1_agreement']:.3g}" if "top1_agreement" in r else ""
+        print(f"  {'ok ' if r['passed'] else 'BAD'} export {r['export']:<14} {r['file']:<24} "
+              f"max_abs={worst['max_abs_err']:.3g}  max_rel={worst['max_rel_err']:.3g}  "
+              f"({r['tolerance']['rule']}){extra}")
+        for s in r.get("shapes", []):
+            sizes = ", ".join(f"{k}={v}" for k, v in s["sizes"].items())
+            if s["passed"] is None:
+                print(f"  --      at {sizes}: the artifact refuses these sizes ({s['refused']})")
+            else:
+                print(f"  {'ok ' if s['passed'] else 'BAD'}     at {sizes:<24} max_abs={s['max_abs_err']:.3g}")
 
 
 def _dims(texts: list[str]) -> dict[str, int]:
@@ -228,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
             opts = Options(model=args.model, to=args.to, out=args.out,
                            inputs=[parse_input(s) for s in args.inputs], atol=args.atol, rtol=args.rtol,
                            opset=args.opset, layout=args.layout, seed=args.seed, check_passes=args.check_passes,
-                           fold_bn=args.fold_bn, dims=_dims(args.dims), static=args.static, sample=args.sample)
+                           fold_bn=args.fold_bn, dims=_dims(args.dims), static=args.static, sample=args.sample,
+                           export=args.export, calibration=args.calibration)
             result = convert(opts, Progress(not args.quiet))
             _print_result(result)
             return result.exit_code

@@ -49,6 +49,8 @@ class Options:
     static: bool = False  # --static: every dimension fixed at its example size
     freeze: tuple[str, ...] = ()  # symbols fixed at their example (the batch, when it cannot vary yet)
     sample: str | None = None  # --sample FILE.npz or a folder of NAME.npy: parity also on these arrays
+    export: list[str] = field(default_factory=list)  # --export: deployable artifacts, each checked (artifacts.py)
+    calibration: str | None = None  # --calibration FILE.npz or folder of .npy: int8 calibration batches
 
 
 @dataclass
@@ -238,6 +240,10 @@ def _convert(opts: Options, progress: Progress, extra_pins: list[dict] | None = 
     target = opts.to or source.default_target
     if not target:
         raise BadInput(f"{opts.model}: an ONNX model needs --to keras or --to torch")
+    from . import artifacts
+
+    exports = artifacts.plan(opts.export, target, opts.calibration)  # bad flags: said before the long stages
+    calibration = artifacts.load_calibration(opts.calibration, source.inputs) if opts.calibration else None
     out = Path(opts.out or Path("build") / source.name)
     if out.exists() and not out.is_dir():
         raise BadInput(f"--out {out} exists and is not a folder")
@@ -273,6 +279,7 @@ def _convert(opts: Options, progress: Progress, extra_pins: list[dict] | None = 
             reference = parity.run_source(source, inputs, src_onnx)
         sample_reference = parity.sample_reference(source, sample, opts.sample, src_onnx) if sample else None
         size_sets = parity.reference_sets(source, opts.seed, src_onnx)  # other sizes of the symbols
+        export_sets = size_sets if exports else None  # --export artifacts are run at them too
         if source.framework != "onnx":
             source.obj = None
             # Free it here: collected later, its weakref callbacks could run at a Ctrl-C
@@ -348,6 +355,11 @@ def _convert(opts: Options, progress: Progress, extra_pins: list[dict] | None = 
                 report_parity["first_divergence"] = None
                 report_parity["bisect_error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
         timings["parity"] = round(time.perf_counter() - t, 3)
+        if exports:
+            _check_exports(report_parity, exports, tmp, source.inputs, result.interface, input_order,
+                           output_names, inputs, reference, src_onnx, calibration, opts, progress, timings,
+                           export_sets)
+        export_sets = None
         timings["total"] = round(time.perf_counter() - t0, 3)
 
         report = {
@@ -368,7 +380,8 @@ def _convert(opts: Options, progress: Progress, extra_pins: list[dict] | None = 
             "nodes": {"source": source_nodes, "normalized": normalized_nodes},
             "parameters": gen.get("parameters"),
             "notes": [n for n in [gen.get("note")] if n],
-            "artifacts": sorted(["source.onnx", "normalized.onnx", "report.json", "report.html", *gen["files"]]),
+            "artifacts": sorted(["source.onnx", "normalized.onnx", "report.json", "report.html", *gen["files"],
+                                 *(r["file"] for r in report_parity.get("exports", []) if (tmp / r["file"]).exists())]),
         }
         (tmp / "report.json").write_text(json.dumps(report, indent=2, default=_json_default))
         from .report_html import write as write_html
@@ -394,6 +407,32 @@ def _parity_at_sizes(example: dict, specs: list[InputSpec], size_sets: list[dict
              "inputs": {k: v["shape"] for k, v in example["inputs"].items()}}
     return [first, *parity.check_shapes(size_sets, src_onnx, norm_onnx, out_dir, target, interface, input_order,
                                         output_names, opts.atol, opts.rtol)]
+
+
+def _check_exports(report_parity: dict, exports: list[str], tmp: Path, specs: list[InputSpec],
+                   interface: dict, input_order: list[str], output_names: list[str], inputs: dict, reference,
+                   src_onnx: Path, calibration, opts: Options, progress: Progress, timings: dict,
+                   size_sets: list[dict] | None) -> None:
+    """Build and check each ``--export`` into ``report["parity"]["exports"]``; a failing one
+    fails the conversion (exit 1) with its row.  Skipped when the model itself failed: an
+    artifact of a wrong model proves nothing."""
+    from . import artifacts
+
+    if not report_parity["passed"]:
+        report_parity["exports"] = [{"export": e, "file": artifacts.FILES[e], "passed": False,
+                                     "skipped": "the converted model failed parity"} for e in exports]
+        return
+    t = time.perf_counter()
+    if reference is None:  # an .onnx source: onnxruntime on source.onnx is the source model
+        from .referee import run_onnx
+
+        reference = run_onnx(str(src_onnx), inputs)
+    rows = artifacts.build_and_check(exports, tmp, specs, interface, input_order, output_names, inputs,
+                                     reference, opts.atol, opts.rtol, calibration, progress, size_sets)
+    report_parity["exports"] = rows
+    report_parity["problems"] += artifacts.problems(rows)
+    report_parity["passed"] = all(r["passed"] for r in rows)
+    timings["exports"] = round(time.perf_counter() - t, 3)
 
 
 def _json_default(obj):

@@ -109,6 +109,30 @@ def _inputs_section(report: dict) -> list[str]:
     return parts
 
 
+def _exports_section(rows: list[dict]) -> list[str]:
+    """One row per ``--export``: its file, what ran it, its tolerance and its error against the source."""
+    if not rows:
+        return []
+    out = []
+    for r in rows:
+        head = [f"<code>{html.escape(r['export'])}</code>", f"<code>{html.escape(r['file'])}</code>"]
+        if r.get("skipped") or r.get("error"):
+            out.append(head + ["&ndash;", "&ndash;", "&ndash;", "&ndash;",
+                               f'<span class="fail">FAIL</span> {html.escape(r.get("skipped") or r["error"])}'])
+            continue
+        worst = max(r["outputs"], key=lambda c: c["max_abs_err"])
+        ok = '<span class="pass">ok</span>' if r["passed"] else '<span class="fail">FAIL</span>'
+        extra = f"<br>top-1 agreement {r['top1_agreement']:.3g}" if "top1_agreement" in r else ""
+        for s in r.get("shapes", []):  # the artifact at parity's further sizes of the symbols
+            at = html.escape(_sizes(s["sizes"]))
+            extra += (f"<br>at {at}: refused ({html.escape(s['refused'])})" if s["passed"] is None else
+                      f"<br>at {at}: {'ok' if s['passed'] else 'FAIL'}, max abs err {_fmt(s['max_abs_err'])}")
+        out.append(head + [html.escape(r.get("checked_with", "")), html.escape(r["tolerance"]["rule"]),
+                           _fmt(worst["max_abs_err"]), _fmt(worst["max_rel_err"]), ok + extra])
+    return ["<h2>Exported artifacts</h2>",
+            _table(["export", "file", "run with", "tolerance", "max abs err", "max rel err", ""], out)]
+
+
 def write(report: dict, path: Path) -> None:
     par = report["parity"]
     verdict = '<span class="pass">PASS</span>' if par["passed"] else '<span class="fail">FAIL</span>'
@@ -127,6 +151,7 @@ def write(report: dict, path: Path) -> None:
     parts.append(_table(["comparison", "output", "max abs err", "max rel err", ""], rows))
     parts += _shapes_section(report)
     parts += _inputs_section(report)
+    parts += _exports_section(par.get("exports") or [])
     first = par.get("first_divergence")
     if first:
         at = f" at {html.escape(_sizes(first['sizes']))}" if first.get("sizes") else ""
