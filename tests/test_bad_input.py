@@ -278,7 +278,7 @@ def test_forward_that_fails_in_export_names_the_cause(tmp_path, capfd):
                     "    def forward(self, x):\n"
                     "        return self.c(torch.cat([x, x], 1))\n"
                     "def build():\n    return M().eval()\n")
-    line = assert_one_line(capfd, 2, "expected input[1, 8, 5] to have 4 channels", "convert", f"{path}:build",
+    line = assert_one_line(capfd, 2, "to have 4 channels, but got 8 channels", "convert", f"{path}:build",
                            "--input", "x=1,4,5", "--out", str(tmp_path / "o"))
     assert "RuntimeError" in line and "\x1b[" not in line
 

@@ -56,8 +56,12 @@ def test_family_converts_to_keras(tmp_path, family):
     assert oracle.assert_matches(tmp_path / "out", module, specs=_oracle_specs(family)).max_rel_err <= 1e-4
     code = (tmp_path / "out" / "model.py").read_text()
     assert "import torch" not in code and "onnx" not in code.split('"""')[-1]
+    # The batch varied: every input's first dimension is the symbol B.
+    assert {s["name"] for s in result.report["symbols"]} == {"B"}
     # The same family given as the exported .onnx file converts too; PyTorch stays the reference.
-    again = convert(Options(model=str(tmp_path / "out" / "source.onnx"), to="keras", out=str(tmp_path / "k")))
+    # Its batch is a dim_param B, whose example an ONNX file does not say: --dim gives it.
+    again = convert(Options(model=str(tmp_path / "out" / "source.onnx"), to="keras", out=str(tmp_path / "k"),
+                            dims={"B": _specs(family)[0].shape[0]}))
     assert again.exit_code == 0
     assert oracle.assert_matches(tmp_path / "k", module, specs=_oracle_specs(family)).max_rel_err <= 1e-4
 

@@ -44,6 +44,20 @@ def static_shape(value: ir.Value | None) -> tuple[int, ...] | None:
     return tuple(dims)
 
 
+def named_dims(value: ir.Value | None) -> list | None:
+    """``value``'s dimensions: ints, or the symbolic sizes' names (a graph input's symbol or an
+    expression of them, as shape inference wrote it: one name is one size); None when its
+    shape or any size is unknown."""
+    if value is None or value.shape is None:
+        return None
+    out = []
+    for d in value.shape:
+        if not isinstance(d, int) and not d.value:
+            return None
+        out.append(d if isinstance(d, int) else d.value)
+    return out
+
+
 def producer(value: ir.Value | None, *ops: str) -> ir.Node | None:
     """The node making ``value`` if it is one of the standard-domain ``ops``, else None."""
     node = value.producer() if value is not None else None

@@ -31,6 +31,7 @@ from .graph import (
     is_free_transpose,
     is_identity,
     make_node,
+    named_dims,
     ops_with,
     perm_of,
     rank_of,
@@ -335,17 +336,7 @@ def _moves_only_singletons(shape: tuple[int, ...], perm: list[int]) -> bool:
 
 
 def _named_dims(graph: ir.Graph, value: ir.Value) -> list | None:
-    """``value``'s dimensions: ints, or the symbolic sizes' names (a graph input's symbol or
-    an expression of them, as shape inference wrote it: one name is one size); None when a
-    size is unknown."""
-    if value.shape is None:
-        return None
-    out = []
-    for d in value.shape:
-        if not isinstance(d, int) and not d.value:
-            return None
-        out.append(d if isinstance(d, int) else d.value)
-    return out
+    return named_dims(value)
 
 
 def _reshape_target(graph: ir.Graph, src: list, dst: list) -> np.ndarray | None:
@@ -601,7 +592,115 @@ def push_reshape(graph: ir.Graph, node: ir.Node) -> bool:
     return _pull_through_reshape(graph, node, t, after, groups, src)
 
 
+def _shape_axes(value: ir.Value) -> list | None:
+    """``value`` as the sizes of other tensors' axes, when a Concat of pieces computes it:
+    each entry ``(tensor, axis)`` (read off ``Shape(tensor)`` by Gather or Slice) or an int
+    (a constant); None for anything else."""
+    node = value.producer()
+    if node is None:
+        return None
+    arr = const_array(value)
+    if arr is not None:
+        return [int(v) for v in arr.reshape(-1)] if arr.ndim <= 1 and arr.dtype.kind == "i" else None
+    if node.op_type == "Concat" and node.domain == "":
+        out = []
+        for piece in node.inputs:
+            got = None if piece is None else _shape_axes(piece)
+            if got is None:
+                return None
+            out += got
+        return out
+    if node.op_type in ("Unsqueeze", "Squeeze", "Identity", "Reshape", "Cast") and node.domain == "":
+        return _shape_axes(node.inputs[0])  # a vector of sizes (or one size) keeps its entries in order
+    if node.op_type == "Shape" and node.domain == "":
+        rank = rank_of(node.inputs[0])
+        if rank is None:
+            return None
+        start, end = node.attributes.get_int("start", 0), node.attributes.get_int("end", rank)
+        return [(node.inputs[0], a) for a in list(range(rank))[slice(start, end)]]
+    if node.op_type not in ("Gather", "Slice") or node.domain != "":
+        return None
+    shape_node = node.inputs[0].producer()
+    if shape_node is None or shape_node.op_type != "Shape" or shape_node.domain != "":
+        return None
+    tensor = shape_node.inputs[0]
+    rank = rank_of(tensor)
+    if rank is None:
+        return None
+    start = shape_node.attributes.get_int("start", 0)
+    end = shape_node.attributes.get_int("end", rank)
+    axes = list(range(rank))[slice(start, end)]
+    if node.op_type == "Gather":
+        idx = const_array(node.inputs[1])
+        if idx is None or idx.size != 1 or node.attributes.get_int("axis", 0) != 0:
+            return None
+        return [(tensor, axes[int(idx.reshape(-1)[0])])]
+    starts, ends = const_array(node.inputs[1]), const_array(node.inputs[2])
+    steps = const_array(node.inputs[4]) if len(node.inputs) > 4 and node.inputs[4] is not None else None
+    if starts is None or ends is None or starts.size != 1 or ends.size != 1 or (steps is not None and steps.size != 1):
+        return None
+    step = 1 if steps is None else int(steps.reshape(-1)[0])
+    return [(tensor, a) for a in axes[slice(int(starts.reshape(-1)[0]), int(ends.reshape(-1)[0]), step)]]
+
+
+def own_sizes_target(graph: ir.Graph, node: ir.Node) -> bool:
+    """A Reshape whose target is computed from ``Shape`` pieces, each size on the same axis as
+    in the data it reshapes (``x.reshape(x.shape[0], -1)``): the constant target with ``0``
+    there ("keep this axis' size"), exact for every size, so the sizes that follow are known."""
+    if node.op_type != "Reshape" or node.domain != "" or const_array(node.inputs[1]) is not None:
+        return False
+    pieces = _shape_axes(node.inputs[1])
+    if pieces is not None and node.attributes.get_int("allowzero", 0) and 0 in pieces:
+        return False  # a literal 0 stays a zero size: our 0 could not mean "keep" beside it
+    data = _named_dims(graph, node.inputs[0])
+    if pieces is None or data is None:
+        return False
+    target = []
+    for j, piece in enumerate(pieces):
+        if isinstance(piece, int):
+            target.append(piece)
+            continue
+        tensor, axis = piece
+        theirs = _named_dims(graph, tensor)
+        same = tensor is node.inputs[0] and axis == j
+        if not same and (theirs is None or j >= len(data) or theirs[axis] != data[j] or isinstance(data[j], int)):
+            return False
+        target.append(0)
+    if target.count(-1) > 1:
+        return False
+    node.replace_input_with(1, add_initializer(graph, np.array(target, np.int64), "shape"))
+    node.attributes.pop("allowzero", None)  # 0 = "keep the input's size" (allowzero=0, the default)
+    return True
+
+
+def unit_axes_around_norm(graph: ir.Graph, node: ir.Node) -> bool:
+    """``Reshape(x -> x + (1, ...)) -> BatchNormalization -> Reshape(back to x)``: the norm on
+    ``x`` itself (tf2onnx adds trailing unit axes around a BatchNormalization when the batch
+    varies).  Exact: the statistics are per channel (axis 1) and a size-1 axis changes nothing."""
+    if node.op_type != "BatchNormalization" or node.domain != "" or len(node.outputs) != 1:
+        return False
+    up, down = node.inputs[0].producer(), single_consumer(node.outputs[0])
+    if up is None or up.op_type != "Reshape" or down is None or down.op_type != "Reshape":
+        return False
+    if single_consumer(node.inputs[0]) is not node or node.outputs[0].is_graph_output():
+        return False
+    x = up.inputs[0]
+    src, mid, dst = _named_dims(graph, x), _named_dims(graph, node.inputs[0]), _named_dims(graph, down.outputs[0])
+    if src is None or mid is None or dst != src or len(src) < 2 or mid[:len(src)] != src:
+        return False
+    if len(mid) == len(src) or any(d != 1 for d in mid[len(src):]):
+        return False
+    node.replace_input_with(0, x)
+    node.outputs[0].shape = ir.Shape(list(x.shape))
+    replace_value(graph, down.outputs[0], node.outputs[0])
+    remove_if_dead(graph, down)
+    remove_if_dead(graph, up)
+    return True
+
+
 RULES = (
+    own_sizes_target,
+    unit_axes_around_norm,
     merge_transposes,
     cancel_unsqueeze,
     push_squeeze,

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_ir as ir
 
-from ...normalize.graph import const_array, static_shape
+from ...normalize.graph import const_array, named_dims, static_shape
 from .. import keras_emit as K
 from .. import torch_emit as T
 from ..codegen import Translation, py_literal
@@ -44,15 +44,18 @@ def linear_nd(node: ir.Node):
     if len(flat.outputs[0].consumers()) != 1 or flat.outputs[0].is_graph_output():
         return None
     x = flat.inputs[0]
-    shape, flat_shape = static_shape(x), static_shape(flat.outputs[0])
+    shape, flat_shape = named_dims(x), static_shape(flat.outputs[0])
     if shape is None or len(shape) < 3 or shape[-1] != w.shape[0]:
         return None
-    if flat_shape != (int(np.prod(shape[:-1])), w.shape[0]):
+    target = const_array(flat.inputs[1])
+    flat_to_rows = target is not None and target.tolist() == [-1, w.shape[0]]  # whatever the sizes before
+    if not flat_to_rows and (not all(isinstance(d, int) for d in shape)
+                             or flat_shape != (int(np.prod(shape[:-1])), w.shape[0])):
         return None
     users = node.outputs[0].consumers()
     if len(users) != 1 or node.outputs[0].is_graph_output() or users[0].op_type != "Reshape":
         return None
-    if static_shape(users[0].outputs[0]) != tuple(shape[:-1]) + (w.shape[1],):
+    if named_dims(users[0].outputs[0]) != list(shape[:-1]) + [w.shape[1]]:
         return None
     return x, users[0]
 
