@@ -45,6 +45,9 @@ def _add_convert_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fold-bn", dest="fold_bn", action="store_true",
                    help="fold inference BatchNorm into the Conv/ConvTranspose/Gemm/MatMul that alone feeds it "
                         "(default: keep it as nn.BatchNorm*d / layers.BatchNormalization)")
+    p.add_argument("--gradients", action="store_true",
+                   help="also check gradients: d sum(output * R) / d inputs and every weight, converted vs source "
+                        "(report.json 'gradients'; a mismatch is reported, it does not fail parity)")
     p.add_argument("--no-check-passes", dest="check_passes", action="store_false",
                    help="skip running onnxruntime after every normalize pass")
 
@@ -153,13 +156,32 @@ def _print_result(result) -> None:
         print(f"  pinned: {pin['symbol']} = {pin['size']} ({places}){where}: {pin['reason']}")
     if rep.get("symbols"):
         print("  symbols: " + ", ".join(f"{s['name']} (example {s['example']})" for s in rep["symbols"]))
+    _print_gradients(rep.get("gradients") or {})
     t = rep["timings_s"]
-    print("  time: " + ", ".join(f"{k} {t[k]:.2f}s" for k in ("export", "normalize", "import", "parity", "total") if k in t))
+    print("  time: " + ", ".join(f"{k} {t[k]:.2f}s" for k in ("export", "normalize", "import", "parity", "gradients",
+                                                              "total") if k in t))
     for note in rep.get("notes", []):
         print(f"  note: {note}")
     print(f"  wrote {result.out_dir}/ ({', '.join(rep['artifacts'])})")
     if result.out_dir.name.endswith(".failed"):
         print(f"  kept the earlier passing conversion in {str(result.out_dir)[:-len('.failed')]}/")
+
+
+def _print_gradients(grad: dict) -> None:
+    """One line for the gradient check (``--gradients``), one more per gradient that differs."""
+    if grad.get("error"):
+        print(f"  BAD gradients: the check raised {grad['error']}")
+    if not grad.get("ran"):
+        return
+    rows = grad["inputs"] + grad["weights"]
+    worst = max((r.get("max_rel_err", float("inf")) for r in rows), default=0.0)
+    unmapped = grad["unmapped"]
+    extra = (f", unmapped: {len(unmapped['source'])} source / {len(unmapped['converted'])} converted weight(s)"
+             if unmapped["source"] or unmapped["converted"] else "")
+    print(f"  {'ok ' if grad['passed'] else 'BAD'} gradients: {len(grad['inputs'])} input(s), {len(grad['weights'])} "
+          f"weight(s), max_rel={worst:.3g}{extra}")
+    for problem in grad["problems"]:
+        print(f"  BAD {problem}")
 
 
 def _dims(texts: list[str]) -> dict[str, int]:
@@ -208,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
             opts = Options(model=args.model, to=args.to, out=args.out,
                            inputs=[parse_input(s) for s in args.inputs], atol=args.atol, rtol=args.rtol,
                            opset=args.opset, layout=args.layout, seed=args.seed, check_passes=args.check_passes,
-                           fold_bn=args.fold_bn, dims=_dims(args.dims), static=args.static)
+                           fold_bn=args.fold_bn, dims=_dims(args.dims), static=args.static,
+                           gradients=args.gradients)
             result = convert(opts, Progress(not args.quiet))
             _print_result(result)
             return result.exit_code

@@ -46,6 +46,7 @@ class Options:
     fold_bn: bool = False
     dims: dict[str, int] = field(default_factory=dict)  # --dim SYMBOL=INT
     static: bool = False  # --static: every dimension fixed at its example size
+    gradients: bool = False  # --gradients: gradient parity in report["gradients"] (pipeline/gradients.py)
 
 
 @dataclass
@@ -155,7 +156,7 @@ def convert(opts: Options, progress: Progress | None = None) -> Result:
     _validate(opts)
     symbol_sizes(opts.inputs, opts.dims, complete=False)  # conflicting sizes: said before loading the model
     from . import export as export_stage
-    from . import importers, normalize, parity
+    from . import gradients, importers, normalize, parity
     from .sources import resolve
 
     timings: dict[str, float] = {}
@@ -193,8 +194,10 @@ def convert(opts: Options, progress: Progress | None = None) -> Result:
         # (An .onnx source is only a path; onnxruntime runs it in parity, after preflight.)
         t = time.perf_counter()
         reference = None
+        training = gradients.SourceSide()  # what fine-tuning needs from the source, taken while it is loaded
         if source.framework != "onnx":
             reference = parity.run_source(source, inputs, src_onnx)
+            training = gradients.capture(source, inputs, opts.seed, opts.gradients)
         size_sets = parity.reference_sets(source, opts.seed, src_onnx)  # other sizes of the symbols
         if source.framework != "onnx":
             source.obj = None
@@ -219,6 +222,9 @@ def convert(opts: Options, progress: Progress | None = None) -> Result:
 
         t = time.perf_counter()
         progress(f"import: ONNX -> {target} source code")
+        from .importers.to_torch import FROZEN
+
+        result.model.graph.meta[FROZEN] = training.frozen  # the source's buffers stay buffers
         gen = importers.generate(target, result.model, tmp, source.name, source.origin, result.interface,
                                  source.framework)
         timings["import"] = round(time.perf_counter() - t, 3)
@@ -260,6 +266,8 @@ def convert(opts: Options, progress: Progress | None = None) -> Result:
                 report_parity["first_divergence"] = None
                 report_parity["bisect_error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
         timings["parity"] = round(time.perf_counter() - t, 3)
+        report_gradients = _gradients(training, tmp, target, result.interface, inputs, input_order, output_names,
+                                      opts, progress, timings)
         timings["total"] = round(time.perf_counter() - t0, 3)
 
         report = {
@@ -274,11 +282,12 @@ def convert(opts: Options, progress: Progress | None = None) -> Result:
             "symbols": symbols_report(source.inputs),
             "pinned": pins,
             "parity": report_parity,
+            "gradients": report_gradients,
             "timings_s": timings,
             "passes": [r.as_dict() for r in result.passes],
             "nodes": {"source": source_nodes, "normalized": normalized_nodes},
             "parameters": gen.get("parameters"),
-            "notes": [n for n in [gen.get("note")] if n],
+            "notes": [n for n in [gen.get("note"), gradients.dropout_note(training)] if n],
             "artifacts": sorted(["source.onnx", "normalized.onnx", "report.json", "report.html", *gen["files"]]),
         }
         (tmp / "report.json").write_text(json.dumps(report, indent=2, default=_json_default))
@@ -290,6 +299,25 @@ def convert(opts: Options, progress: Progress | None = None) -> Result:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return Result(EXIT_OK if report_parity["passed"] else EXIT_PARITY, report, final)
+
+
+def _gradients(training, out_dir: Path, target: str, interface: dict, inputs: dict, input_order: list[str],
+               output_names: list[str], opts: Options, progress: Progress, timings: dict) -> dict:
+    """``report["gradients"]`` (pipeline/gradients.py): a diagnosis beside parity, so an error in
+    it is recorded there rather than ending the conversion."""
+    from . import gradients
+
+    if training.gradients is None:
+        return gradients.check(training, out_dir, target, interface, inputs, input_order, output_names, opts.atol)
+    t = time.perf_counter()
+    progress("gradients: d sum(output * R) / d inputs and weights, source vs generated model.py")
+    try:
+        found = gradients.check(training, out_dir, target, interface, inputs, input_order, output_names, opts.atol)
+    except Exception as exc:
+        found = {"ran": False, "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+    training.gradients = None
+    timings["gradients"] = round(time.perf_counter() - t, 3)
+    return found
 
 
 def _parity_at_sizes(example: dict, specs: list[InputSpec], size_sets: list[dict], src_onnx: Path, norm_onnx: Path,

@@ -4,6 +4,11 @@ The generated file has ``build()``, a functional Keras model of native layers
 and ``keras.ops`` calls, and ``load()``, which builds it and loads
 ``model.weights.h5``.  Constants that are not layer weights live in
 ``constants.npz``.  ``model.keras`` is saved too, for users who prefer it.
+
+The model trains: a floating-point tensor no layer holds (a bare ``nn.Parameter`` of a
+PyTorch source, a functional convolution's kernel) is the trainable weight of a ``Weight``
+layer, so ``model.trainable_weights`` holds every weight.  Integer tensors, and those the
+source does not train (``FROZEN``, see to_torch), stay numpy constants in ``constants.npz``.
 """
 
 from __future__ import annotations
@@ -19,14 +24,38 @@ from ..sources import import_file
 from .codegen import Generator, py_literal
 from .docs import interface_doc
 from .keras_emit import HELPERS, KERAS_DTYPES
+from .to_torch import FROZEN, trainable
+
+WEIGHT_LAYER = '''
+@keras.saving.register_keras_serializable(package="pipeline")
+class Weight(layers.Layer):
+    """A trainable tensor no layer of Keras holds; called on a model input only to be part of
+    the functional graph (its value does not depend on it)."""
+
+    def __init__(self, shape, value_dtype="float32", **kwargs):
+        super().__init__(**kwargs)
+        self.shape_, self.value_dtype = tuple(shape), value_dtype
+        self.value = self.add_weight(shape=self.shape_, dtype=value_dtype, initializer="zeros", name="value")
+
+    def call(self, anchor):
+        return ops.convert_to_tensor(self.value)
+
+    def compute_output_shape(self, input_shape):
+        return self.shape_
+
+    def get_config(self):
+        return {**super().get_config(), "shape": self.shape_, "value_dtype": self.value_dtype}
+'''
 
 
 class KerasGenerator(Generator):
     def __init__(self, graph: ir.Graph):
-        super().__init__(graph, "keras", reserved=("keras", "layers", "ops", "np", "os", "C", "HERE", *HELPERS))
+        super().__init__(graph, "keras", reserved=("keras", "layers", "ops", "np", "os", "C", "HERE", "Weight", *HELPERS))
         self.layer_weights: dict[str, list[np.ndarray]] = {}
         self.constants: dict[str, np.ndarray] = {}
         self.helpers: set[str] = set()  # keras_emit.HELPERS the model uses
+        self.frozen_names: set[str] = set(graph.meta.get(FROZEN, ()))
+        self.weight_layers = 0  # Weight layers written
 
     def add_layer(self, hint: str, weights: list) -> str:
         name = self.layer_names.take(hint)
@@ -37,11 +66,26 @@ class KerasGenerator(Generator):
     def constant(self, value: ir.Value, arr: np.ndarray) -> str:
         if arr.ndim == 0:
             return py_literal(arr)
+        if trainable(arr) and value.name not in self.frozen_names and self.graph.inputs:
+            return self.weight(value, arr)
         key = self.names.take(self.value_hint(value) if value.name else "const")
         self.constants[key] = np.ascontiguousarray(arr)
         expr = f'C["{key}"]'
         self.values[value] = expr
         return expr
+
+
+    def weight(self, value: ir.Value, arr: np.ndarray) -> str:
+        """``arr`` as a ``Weight`` layer's trainable variable, called on the first model input."""
+        hint = self.value_hint(value) if value.name else "const"
+        name = self.add_layer(hint, [arr])
+        var = self.names.take(hint)
+        dtype = KERAS_DTYPES.get(ir.DataType.from_numpy(arr.dtype).value, "float32")
+        anchor = self.values[self.graph.inputs[0]]
+        self.emit(f"{var} = Weight({tuple(arr.shape)}, {dtype!r}, name={name!r})({anchor})", "trainable")
+        self.weight_layers += 1
+        self.values[value] = var
+        return var
 
 
 def generate(model: ir.Model, out_dir: Path, title: str, origin: str, interface: dict, source_layout: str) -> dict:
@@ -80,7 +124,7 @@ def generate(model: ir.Model, out_dir: Path, title: str, origin: str, interface:
     doc = interface_doc(graph, interface, "keras", title, origin, source_layout)
     lines = [f'"""{doc}"""', "", "import os", "", "import keras", "import numpy as np", "from keras import layers, ops", "",
              "HERE = os.path.dirname(os.path.abspath(__file__))", "",
-             *[HELPERS[h] for h in HELPERS if h in gen.helpers], "",
+             *[HELPERS[h] for h in HELPERS if h in gen.helpers], *([WEIGHT_LAYER] if gen.weight_layers else []), "",
              "def build() -> keras.Model:", '    """The model\'s structure (weights are random until load())."""']
     if gen.constants:
         lines.append('    C = np.load(os.path.join(HERE, "constants.npz"))')

@@ -3,6 +3,12 @@
 The generated file defines ``class Model(nn.Module)`` with named submodules
 and a straight-line ``forward``, and ``load()`` that returns it with weights
 loaded and in eval mode.  It imports only torch and safetensors.
+
+The model trains: a floating-point tensor that no module holds (a bare ``nn.Parameter`` of
+the source, a functional convolution's weight) is an ``nn.Parameter`` too, so
+``model.parameters()`` gives every weight to an optimizer.  Integer tensors, and those the
+source itself keeps out of training (``FROZEN``: its buffers), stay buffers, as BatchNorm's
+running statistics do inside ``nn.BatchNorm*d``.
 """
 
 from __future__ import annotations
@@ -18,6 +24,10 @@ from .torch_emit import DTYPE_NAMES, HELPERS
 
 SMALL_CONST = 16  # int constants up to this size are written inline
 
+# ``graph.meta[FROZEN]``: names of ONNX initializers the source does not train (a PyTorch
+# source's buffers and parameters with ``requires_grad=False``); convert.py sets it.
+FROZEN = "pipeline.frozen"
+
 
 class TorchGenerator(Generator):
     def __init__(self, graph: ir.Graph):
@@ -28,6 +38,8 @@ class TorchGenerator(Generator):
         self.attrs = set()
         self.symbols: dict[str, str] = {}  # symbol -> its variable in forward
         self.helpers: set[str] = set()  # torch_emit.HELPERS the model uses
+        self.frozen_names: set[str] = set(graph.meta.get(FROZEN, ()))
+        self.frozen: set[str] = set()  # buffer attributes the source does not train
 
     def add_module(self, hint: str, ctor: str, weights: dict) -> str:
         attr = self.layer_names.take(hint)
@@ -67,9 +79,16 @@ class TorchGenerator(Generator):
         self.names.used.add(attr)
         self.buffers.append((attr, arr))
         self.state[attr] = np.ascontiguousarray(arr)
+        if value.name in self.frozen_names:
+            self.frozen.add(attr)
         expr = f"self.{attr}"
         self.values[value] = expr
         return expr
+
+
+def trainable(arr: np.ndarray) -> bool:
+    """Whether a tensor can be an ``nn.Parameter``: only floating-point ones have gradients."""
+    return np.issubdtype(arr.dtype, np.floating)
 
 
 def release_dead(lines: list[str], keep: set[str]) -> list[str]:
@@ -139,7 +158,11 @@ def generate(model: ir.Model, out_dir: Path, title: str, origin: str, interface:
         lines.append(f"        self.{attr} = {ctor}")
     for attr, arr in gen.buffers:
         dtype = DTYPE_NAMES.get(ir.DataType.from_numpy(arr.dtype).value, "torch.float32")
-        lines.append(f'        self.register_buffer("{attr}", torch.empty({tuple(arr.shape)}, dtype={dtype}))')
+        empty = f"torch.empty({tuple(arr.shape)}, dtype={dtype})"
+        if trainable(arr) and attr not in gen.frozen:
+            lines.append(f"        self.{attr} = nn.Parameter({empty})")
+        else:
+            lines.append(f'        self.register_buffer("{attr}", {empty})')
     lines += ["", f"    def forward(self, {', '.join(args)}):"]
     places = gen.symbol_places()
     bindings = [f"{var} = {gen.values[places[sym][0]]}.shape[{places[sym][1]}]" for sym, var in gen.symbols.items()]
