@@ -5,10 +5,12 @@ and ``keras.ops`` calls, and ``load()``, which builds it and loads
 ``model.weights.h5``.  Constants that are not layer weights live in
 ``constants.npz``.  ``model.keras`` is saved too, for users who prefer it.
 
-The model trains: a floating-point tensor no layer holds (a bare ``nn.Parameter`` of a
-PyTorch source, a functional convolution's kernel) is the trainable weight of a ``Weight``
-layer, so ``model.trainable_weights`` holds every weight.  Integer tensors, and those the
-source does not train (``FROZEN``, see to_torch), stay numpy constants in ``constants.npz``.
+The model trains: a floating-point tensor of the graph no layer holds (a bare
+``nn.Parameter`` of a PyTorch source) and a functional convolution's kernel and bias are the
+trainable weight of a ``Weight`` layer, so ``model.trainable_weights`` holds every weight.
+Integer tensors, those the source does not train (``FROZEN``, see to_torch) and arrays an
+emitter computes (an LRN window, a pooling's rescale factors) stay numpy constants in
+``constants.npz``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,11 @@ from ..sources import import_file
 from .codegen import Generator, py_literal
 from .docs import interface_doc
 from .keras_emit import HELPERS, KERAS_DTYPES
-from .to_torch import FROZEN, trainable
+from .to_torch import FROZEN, of_the_graph, trainable
+
+# ``keras_emit.new_constant`` names of a functional convolution's kernel and bias (conv.py,
+# conv_transpose.py): the source's weights, laid out for ``ops.conv``.
+FUNCTIONAL_WEIGHT = ("_kernel", "_bias")
 
 WEIGHT_LAYER = '''
 @keras.saving.register_keras_serializable(package="pipeline")
@@ -55,7 +61,7 @@ class KerasGenerator(Generator):
         self.constants: dict[str, np.ndarray] = {}
         self.helpers: set[str] = set()  # keras_emit.HELPERS the model uses
         self.frozen_names: set[str] = set(graph.meta.get(FROZEN, ()))
-        self.weight_layers = 0  # Weight layers written
+        self.weight_layers: dict[str, str] = {}  # variable -> layer name of each Weight layer written
 
     def add_layer(self, hint: str, weights: list) -> str:
         name = self.layer_names.take(hint)
@@ -66,7 +72,8 @@ class KerasGenerator(Generator):
     def constant(self, value: ir.Value, arr: np.ndarray) -> str:
         if arr.ndim == 0:
             return py_literal(arr)
-        if trainable(arr) and value.name not in self.frozen_names and self.graph.inputs:
+        weight = of_the_graph(value) or value.name.endswith(FUNCTIONAL_WEIGHT)
+        if trainable(arr) and weight and value.name not in self.frozen_names and self.graph.inputs:
             return self.weight(value, arr)
         key = self.names.take(self.value_hint(value) if value.name else "const")
         self.constants[key] = np.ascontiguousarray(arr)
@@ -83,7 +90,7 @@ class KerasGenerator(Generator):
         dtype = KERAS_DTYPES.get(ir.DataType.from_numpy(arr.dtype).value, "float32")
         anchor = self.values[self.graph.inputs[0]]
         self.emit(f"{var} = Weight({tuple(arr.shape)}, {dtype!r}, name={name!r})({anchor})", "trainable")
-        self.weight_layers += 1
+        self.weight_layers[var] = name
         self.values[value] = var
         return var
 
@@ -116,6 +123,7 @@ def generate(model: ir.Model, out_dir: Path, title: str, origin: str, interface:
     gen.run()
     outs = [gen.expr(v) for v in graph.outputs]
     outs = _outputs_of_their_own(gen, graph, outs)
+    _drop_unread_weights(gen, outs)
     gen.release_weights()
     ins = input_names[0] if len(input_names) == 1 else "[" + ", ".join(input_names) + "]"
     ret = outs[0] if len(outs) == 1 else "[" + ", ".join(outs) + "]"
@@ -147,6 +155,22 @@ def generate(model: ir.Model, out_dir: Path, title: str, origin: str, interface:
     if weight_bytes >= COLLECT_BYTES:  # the Keras model's reference cycles would keep its weights alive
         gc.collect()
     return {"files": files, "node_vars": gen.node_vars, "parameters": params, "note": note}
+
+
+def _drop_unread_weights(gen: KerasGenerator, outs: list[str]) -> None:
+    """Remove the ``Weight`` layers no statement reads: a translator may ask for a constant's
+    expression and then write a layer that holds it (Gather -> Embedding), and a functional
+    model leaves such a layer out, so its weights could not be set."""
+    import re
+
+    for var, name in list(gen.weight_layers.items()):
+        definition = f"{var} = Weight("
+        text = "\n".join([li for li in gen.lines if not li.startswith(definition)] + outs)
+        if re.search(rf"\b{re.escape(var)}\b", text):
+            continue
+        gen.lines = [li for li in gen.lines if not li.startswith(f"{var} = Weight(")]
+        gen.layer_weights.pop(name, None)
+        del gen.weight_layers[var]
 
 
 def _input_layer_name(name: str) -> str:
