@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:  # each model in its own process: one model's memory and threads do not weigh on the next
         proc = subprocess.run([sys.executable, __file__, "--one", name, "--rounds", str(args.rounds),
                                "--threads", str(args.threads)],
-                              capture_output=True, text=True, cwd=REPO, timeout=3600)
+                              check=False, capture_output=True, text=True, cwd=REPO, timeout=3600)
         line = next((li for li in proc.stdout.splitlines() if li.startswith("LATENCY ")), None)
         if line is None:
             tail = (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]
