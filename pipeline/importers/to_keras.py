@@ -85,7 +85,7 @@ class KerasGenerator(Generator):
     def weight(self, value: ir.Value, arr: np.ndarray) -> str:
         """``arr`` as a ``Weight`` layer's trainable variable, called on the first model input."""
         hint = self.value_hint(value) if value.name else "const"
-        name = self.add_layer(hint, [arr])
+        name = self.add_layer(_weight_layer_name(hint), [arr])
         var = self.names.take(hint)
         dtype = KERAS_DTYPES.get(ir.DataType.from_numpy(arr.dtype).value, "float32")
         anchor = self.values[self.graph.inputs[0]]
@@ -155,6 +155,17 @@ def generate(model: ir.Model, out_dir: Path, title: str, origin: str, interface:
     if weight_bytes >= COLLECT_BYTES:  # the Keras model's reference cycles would keep its weights alive
         gc.collect()
     return {"files": files, "node_vars": gen.node_vars, "parameters": params, "note": note}
+
+
+def _weight_layer_name(hint: str) -> str:
+    """``hint``, or ``hint_weight`` where Keras could name one of its own operations so
+    (``mean``, ``add_1``): keras.Model refuses two operations of one name."""
+    import re
+
+    from keras import ops
+
+    base = re.sub(r"_\d+$", "", hint)
+    return f"{hint}_weight" if callable(getattr(ops, base, None)) else hint
 
 
 def _drop_unread_weights(gen: KerasGenerator, outs: list[str]) -> None:
