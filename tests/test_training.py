@@ -81,13 +81,16 @@ def build():
 
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):
-    """``{"torch": (source file, result), "keras": ...}``: each CNN converted to the other framework."""
+    """``{"torch": (source file, result), "keras": ...}``: each CNN converted to the other framework
+    (PyTorch -> Keras with ``--layout target``: a channels-last input, so the gradient check
+    must permute the input's gradient back)."""
     root = tmp_path_factory.mktemp("training")
     out = {}
-    for framework, code, to in (("torch", TORCH_CNN, "keras"), ("keras", KERAS_CNN, "torch")):
+    for framework, code, to, layout in (("torch", TORCH_CNN, "keras", "target"), ("keras", KERAS_CNN, "torch", "source")):
         src = root / f"{framework}_cnn.py"
         src.write_text(textwrap.dedent(code))
-        result = convert(Options(model=f"{src}:build", to=to, out=str(root / f"{framework}_to_{to}"), gradients=True))
+        result = convert(Options(model=f"{src}:build", to=to, out=str(root / f"{framework}_to_{to}"), gradients=True,
+                                 layout=layout))
         assert result.exit_code == 0, result.report["parity"]
         out[framework] = (src, result)
     return out
@@ -142,8 +145,9 @@ def test_torch_source_and_keras_result_train_alike(converted):
     n_source = sum(p.numel() for p in source.parameters())
     assert sum(int(np.prod(w.shape)) for w in keras_model.trainable_weights) == n_source
     x, y = _data((4, 3, 12, 12))
+    assert result.report["interface"]["inputs"] == {"x": [0, 2, 3, 1]}
     expected = torch_losses(source, x, y)
-    got = keras_losses(keras_model, x, y)
+    got = keras_losses(keras_model, x.transpose(0, 2, 3, 1), y)
     assert expected[-1] < expected[0]  # it learns, so equal losses say something
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
     assert not np.allclose(keras_model.get_layer("bn").moving_mean.numpy(), stats)  # BatchNorm updated them
@@ -221,7 +225,7 @@ def test_keras_result_compiles_with_xla(converted):
     import tensorflow as tf
 
     model = import_file(converted["torch"][1].out_dir / "model.py").load()
-    x, _ = _data((4, 3, 12, 12))
+    x = _data((4, 3, 12, 12))[0].transpose(0, 2, 3, 1)  # --layout target: channels-last
     eager = model(x, training=False).numpy()
     compiled = tf.function(lambda t: model(t, training=False), jit_compile=True)
     np.testing.assert_allclose(compiled(tf.constant(x)).numpy(), eager, rtol=1e-5, atol=1e-5)
