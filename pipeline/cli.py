@@ -172,6 +172,8 @@ def _print_gradients(grad: dict) -> None:
     if grad.get("error"):
         print(f"  BAD gradients: the check raised {grad['error']}")
     if not grad.get("ran"):
+        if grad.get("reason") and not grad["reason"].startswith("not asked"):
+            print(f"  --  gradients: not checked: {grad['reason']}")
         return
     rows = grad["inputs"] + grad["weights"]
     worst = max((r.get("max_rel_err", float("inf")) for r in rows), default=0.0)

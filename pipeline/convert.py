@@ -194,10 +194,9 @@ def convert(opts: Options, progress: Progress | None = None) -> Result:
         # (An .onnx source is only a path; onnxruntime runs it in parity, after preflight.)
         t = time.perf_counter()
         reference = None
-        training = gradients.SourceSide()  # what fine-tuning needs from the source, taken while it is loaded
         if source.framework != "onnx":
             reference = parity.run_source(source, inputs, src_onnx)
-            training = gradients.capture(source, inputs, opts.seed, opts.gradients)
+        training = gradients.capture(source, inputs, opts.seed, opts.gradients)  # while the source is loaded
         size_sets = parity.reference_sets(source, opts.seed, src_onnx)  # other sizes of the symbols
         if source.framework != "onnx":
             source.obj = None
