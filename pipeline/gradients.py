@@ -56,16 +56,25 @@ def capture(source, inputs: dict[str, np.ndarray], seed: int, gradients: bool) -
     if source.framework not in ("torch", "keras"):
         side.skipped = f"gradients are taken from PyTorch and Keras sources only, not {source.framework}"
         return side
-    side.gradients = source_gradients(source, inputs, seed)
+    try:
+        side.gradients = source_gradients(source, inputs, seed)
+    except Exception as exc:  # a diagnosis beside parity: the conversion goes on without it
+        side.skipped = f"the source's gradients could not be taken: {type(exc).__name__}: {str(exc)[:200]}"
     return side
+
+
+def _torch_module(source):
+    """The source's ``nn.Module``: a ``.pt2`` file's is the ExportedProgram's ``module()``."""
+    obj = source.obj
+    return obj if hasattr(obj, "named_parameters") else getattr(obj, "module", obj)
 
 
 def frozen_names(source) -> set[str]:
     """Names of the PyTorch source's buffers and frozen parameters: its exporter names ONNX
     initializers after them, and the importers keep those tensors out of training."""
-    if source.framework != "torch":
+    model = _torch_module(source) if source.framework == "torch" else None
+    if not hasattr(model, "named_buffers"):
         return set()
-    model = source.obj
     return {n for n, _ in model.named_buffers()} | {n for n, p in model.named_parameters() if not p.requires_grad}
 
 
@@ -75,7 +84,8 @@ def dropout_layers(source) -> list[dict]:
     if source.framework == "torch":
         from torch import nn
 
-        for name, m in source.obj.named_modules():
+        model = _torch_module(source)
+        for name, m in (model.named_modules() if hasattr(model, "named_modules") else ()):
             if isinstance(m, (nn.modules.dropout._DropoutNd,)):
                 found.append({"layer": name, "type": type(m).__name__, "rate": float(m.p)})
     elif source.framework == "keras":
@@ -125,7 +135,7 @@ def source_gradients(source, inputs: dict[str, np.ndarray], seed: int) -> dict:
     if source.framework == "torch":
         import torch
 
-        model = source.obj
+        model = _torch_module(source)
         args = [torch.from_numpy(x.copy()).requires_grad_(_floating(x)) for x in xs]
         params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         outs = _as_list(model(*args), sort_dicts=False)
