@@ -176,11 +176,14 @@ def test_what_the_source_does_not_train_stays_out_of_training(tmp_path, converte
     """A PyTorch source's float buffer stays a buffer in the generated PyTorch code, its
     parameters become parameters (BatchNorm's statistics are buffers of nn.BatchNorm2d)."""
     src, _ = converted["torch"]
-    result = convert(Options(model=f"{src}:build", to="torch", out=str(tmp_path / "t2t")))
+    result = convert(Options(model=f"{src}:build", to="torch", out=str(tmp_path / "t2t"), gradients=True))
     model = import_file(result.out_dir / "model.py").load()
     source = import_file(src).build()
     assert {n for n, _ in model.named_parameters()} == {n for n, _ in source.named_parameters()}
     assert "shift" in dict(model.named_buffers())
+    grad = result.report["gradients"]  # the round trip: same names, same layouts
+    assert grad["passed"] and not grad["unmapped"]["source"]
+    assert all(r["converted"] == [r["name"]] for r in grad["weights"])
 
 
 @pytest.mark.parametrize("framework", ["torch", "keras"])
