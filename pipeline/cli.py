@@ -51,6 +51,9 @@ def _add_convert_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fold-bn", dest="fold_bn", action="store_true",
                    help="fold inference BatchNorm into the Conv/ConvTranspose/Gemm/MatMul that alone feeds it "
                         "(default: keep it as nn.BatchNorm*d / layers.BatchNormalization)")
+    p.add_argument("--gradients", action="store_true",
+                   help="also check gradients: d sum(output * R) / d inputs and every weight, converted vs source "
+                        "(report.json 'gradients'; a mismatch is reported, it does not fail parity)")
     p.add_argument("--no-check-passes", dest="check_passes", action="store_false",
                    help="skip running onnxruntime after every normalize pass")
     p.add_argument("--export", dest="export", action="append", default=[], metavar="KIND",
@@ -180,8 +183,10 @@ def _print_result(result) -> None:
 
         print("  symbols: " + ", ".join(f"{s['name']} (example {s['example']}{sizes(s.get('constraint'))})"
                                         for s in rep["symbols"]))
+    _print_gradients(rep.get("gradients") or {})
     t = rep["timings_s"]
-    print("  time: " + ", ".join(f"{k} {t[k]:.2f}s" for k in ("export", "normalize", "import", "parity", "exports", "total") if k in t))
+    print("  time: " + ", ".join(f"{k} {t[k]:.2f}s" for k in ("export", "normalize", "import", "parity", "exports",
+                                                              "gradients", "total") if k in t))
     for note in rep.get("notes", []):
         print(f"  note: {note}")
     print(f"  wrote {result.out_dir}/ ({', '.join(rep['artifacts'])})")
@@ -206,6 +211,25 @@ def _print_exports(rows: list[dict]) -> None:
                 print(f"  --      at {sizes}: the artifact refuses these sizes ({s['refused']})")
             else:
                 print(f"  {'ok ' if s['passed'] else 'BAD'}     at {sizes:<24} max_abs={s['max_abs_err']:.3g}")
+
+
+def _print_gradients(grad: dict) -> None:
+    """One line for the gradient check (``--gradients``), one more per gradient that differs."""
+    if grad.get("error"):
+        print(f"  BAD gradients: the check raised {grad['error']}")
+    if not grad.get("ran"):
+        if grad.get("reason") and not grad["reason"].startswith("not asked"):
+            print(f"  --  gradients: not checked: {grad['reason']}")
+        return
+    rows = grad["inputs"] + grad["weights"]
+    worst = max((r.get("max_rel_err", float("inf")) for r in rows), default=0.0)
+    unmapped = grad["unmapped"]
+    extra = (f", unmapped: {len(unmapped['source'])} source / {len(unmapped['converted'])} converted weight(s)"
+             if unmapped["source"] or unmapped["converted"] else "")
+    print(f"  {'ok ' if grad['passed'] else 'BAD'} gradients: {len(grad['inputs'])} input(s), {len(grad['weights'])} "
+          f"weight(s), max_rel={worst:.3g}{extra}")
+    for problem in grad["problems"]:
+        print(f"  BAD {problem}")
 
 
 def _dims(texts: list[str]) -> dict[str, int]:
@@ -255,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
                            inputs=[parse_input(s) for s in args.inputs], atol=args.atol, rtol=args.rtol,
                            opset=args.opset, layout=args.layout, seed=args.seed, check_passes=args.check_passes,
                            fold_bn=args.fold_bn, dims=_dims(args.dims), static=args.static, sample=args.sample,
-                           export=args.export, calibration=args.calibration)
+                           export=args.export, calibration=args.calibration, gradients=args.gradients)
             result = convert(opts, Progress(not args.quiet))
             _print_result(result)
             return result.exit_code

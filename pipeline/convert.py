@@ -51,6 +51,7 @@ class Options:
     sample: str | None = None  # --sample FILE.npz or a folder of NAME.npy: parity also on these arrays
     export: list[str] = field(default_factory=list)  # --export: deployable artifacts, each checked (artifacts.py)
     calibration: str | None = None  # --calibration FILE.npz or folder of .npy: int8 calibration batches
+    gradients: bool = False  # --gradients: gradient parity in report["gradients"] (pipeline/gradients.py)
 
 
 @dataclass
@@ -223,7 +224,7 @@ def _convert(opts: Options, progress: Progress, extra_pins: list[dict] | None = 
     symbol_sizes(opts.inputs, opts.dims, complete=False)  # conflicting sizes: said before loading the model
     sample = load_sample(opts.sample) if opts.sample else None  # a bad file too
     from . import export as export_stage
-    from . import importers, normalize, parity
+    from . import gradients, importers, normalize, parity
     from .sources import resolve
 
     timings: dict[str, float] = {}
@@ -278,6 +279,7 @@ def _convert(opts: Options, progress: Progress, extra_pins: list[dict] | None = 
         if source.framework != "onnx":
             reference = parity.run_source(source, inputs, src_onnx)
         sample_reference = parity.sample_reference(source, sample, opts.sample, src_onnx) if sample else None
+        training = gradients.capture(source, inputs, opts.seed, opts.gradients)  # while the source is loaded
         size_sets = parity.reference_sets(source, opts.seed, src_onnx)  # other sizes of the symbols
         export_sets = size_sets if exports else None  # --export artifacts are run at them too
         if source.framework != "onnx":
@@ -303,6 +305,9 @@ def _convert(opts: Options, progress: Progress, extra_pins: list[dict] | None = 
 
         t = time.perf_counter()
         progress(f"import: ONNX -> {target} source code")
+        from .importers.to_torch import FROZEN
+
+        result.model.graph.meta[FROZEN] = training.frozen  # the source's buffers stay buffers
         gen = importers.generate(target, result.model, tmp, source.name, source.origin, result.interface,
                                  source.framework)
         timings["import"] = round(time.perf_counter() - t, 3)
@@ -360,6 +365,8 @@ def _convert(opts: Options, progress: Progress, extra_pins: list[dict] | None = 
                            output_names, inputs, reference, src_onnx, calibration, opts, progress, timings,
                            export_sets)
         export_sets = None
+        report_gradients = _gradients(training, tmp, target, result.interface, inputs, input_order, output_names,
+                                      opts, progress, timings)
         timings["total"] = round(time.perf_counter() - t0, 3)
 
         report = {
@@ -375,11 +382,12 @@ def _convert(opts: Options, progress: Progress, extra_pins: list[dict] | None = 
             "input_ranges": input_ranges,
             "pinned": pins,
             "parity": report_parity,
+            "gradients": report_gradients,
             "timings_s": timings,
             "passes": [r.as_dict() for r in result.passes],
             "nodes": {"source": source_nodes, "normalized": normalized_nodes},
             "parameters": gen.get("parameters"),
-            "notes": [n for n in [gen.get("note")] if n],
+            "notes": [n for n in [gen.get("note"), gradients.dropout_note(training)] if n],
             "artifacts": sorted(["source.onnx", "normalized.onnx", "report.json", "report.html", *gen["files"],
                                  *(r["file"] for r in report_parity.get("exports", []) if (tmp / r["file"]).exists())]),
         }
@@ -394,6 +402,25 @@ def _convert(opts: Options, progress: Progress, extra_pins: list[dict] | None = 
             exc.batch_pin = batch_pin  # convert() runs it again with the batch static
         raise
     return Result(EXIT_OK if report_parity["passed"] else EXIT_PARITY, report, final)
+
+
+def _gradients(training, out_dir: Path, target: str, interface: dict, inputs: dict, input_order: list[str],
+               output_names: list[str], opts: Options, progress: Progress, timings: dict) -> dict:
+    """``report["gradients"]`` (pipeline/gradients.py): a diagnosis beside parity, so an error in
+    it is recorded there rather than ending the conversion."""
+    from . import gradients
+
+    if training.gradients is None:
+        return gradients.check(training, out_dir, target, interface, inputs, input_order, output_names, opts.atol)
+    t = time.perf_counter()
+    progress("gradients: d sum(output * R) / d inputs and weights, source vs generated model.py")
+    try:
+        found = gradients.check(training, out_dir, target, interface, inputs, input_order, output_names, opts.atol)
+    except Exception as exc:
+        found = {"ran": False, "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+    training.gradients = None
+    timings["gradients"] = round(time.perf_counter() - t, 3)
+    return found
 
 
 def _parity_at_sizes(example: dict, specs: list[InputSpec], size_sets: list[dict], src_onnx: Path, norm_onnx: Path,

@@ -133,6 +133,36 @@ def _exports_section(rows: list[dict]) -> list[str]:
             _table(["export", "file", "run with", "tolerance", "max abs err", "max rel err", ""], out)]
 
 
+
+
+def _gradients_section(report: dict) -> list[str]:
+    """Gradient parity (``--gradients``, pipeline/gradients.py) and the report's notes."""
+    parts = []
+    grad = report.get("gradients") or {}
+    if grad.get("ran"):
+        verdict = '<span class="pass">match</span>' if grad["passed"] else '<span class="fail">differ</span>'
+        rows = []
+        for kind, entries in (("input", grad["inputs"]), ("weight", grad["weights"])):
+            for r in entries:
+                ok = '<span class="pass">ok</span>' if r["passed"] else '<span class="fail">FAIL</span>'
+                conv = ", ".join(f"<code>{html.escape(c)}</code>" for c in r.get("converted", []))
+                rows.append([kind, f"<code>{html.escape(r['name'])}</code>", conv or "&ndash;",
+                             _fmt(r.get("max_abs_err", "?")), _fmt(r.get("max_rel_err", "?")), ok])
+        unmapped = grad["unmapped"]
+        parts += [f"<h2>Gradients: {verdict}</h2>",
+                  f"<p>{html.escape(grad['function'])}; {html.escape(grad['rule'])}. A mismatch does not fail parity.</p>",
+                  _table(["", "source", "converted", "max abs err", "max rel err", ""], rows)]
+        if unmapped["source"] or unmapped["converted"]:
+            parts.append("<p>unmapped (no unique weight of equal values): source "
+                         + html.escape(", ".join(unmapped["source"]) or "none") + "; converted "
+                         + html.escape(", ".join(unmapped["converted"]) or "none") + "</p>")
+    elif grad.get("error"):
+        parts += ["<h2>Gradients</h2>", f"<p class='fail'>the check raised {html.escape(grad['error'])}</p>"]
+    if report.get("notes"):
+        parts += ["<h2>Notes</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in report["notes"]) + "</ul>"]
+    return parts
+
+
 def write(report: dict, path: Path) -> None:
     par = report["parity"]
     verdict = '<span class="pass">PASS</span>' if par["passed"] else '<span class="fail">FAIL</span>'
@@ -152,6 +182,7 @@ def write(report: dict, path: Path) -> None:
     parts += _shapes_section(report)
     parts += _inputs_section(report)
     parts += _exports_section(par.get("exports") or [])
+    parts += _gradients_section(report)
     first = par.get("first_divergence")
     if first:
         at = f" at {html.escape(_sizes(first['sizes']))}" if first.get("sizes") else ""

@@ -4,6 +4,13 @@ The generated file has ``build()``, a functional Keras model of native layers
 and ``keras.ops`` calls, and ``load()``, which builds it and loads
 ``model.weights.h5``.  Constants that are not layer weights live in
 ``constants.npz``.  ``model.keras`` is saved too, for users who prefer it.
+
+The model trains: a floating-point tensor of the graph no layer holds (a bare
+``nn.Parameter`` of a PyTorch source) and a functional convolution's kernel and bias are the
+trainable weight of a ``Weight`` layer, so ``model.trainable_weights`` holds every weight.
+Integer tensors, those the source does not train (``FROZEN``, see to_torch) and arrays an
+emitter computes (an LRN window, a pooling's rescale factors) stay numpy constants in
+``constants.npz``.
 """
 
 from __future__ import annotations
@@ -19,14 +26,42 @@ from ..sources import import_file
 from .codegen import Generator, py_literal
 from .docs import interface_doc
 from .keras_emit import HELPERS, KERAS_DTYPES
+from .to_torch import FROZEN, of_the_graph, trainable
+
+# ``keras_emit.new_constant`` names of a functional convolution's kernel and bias (conv.py,
+# conv_transpose.py): the source's weights, laid out for ``ops.conv``.
+FUNCTIONAL_WEIGHT = ("_kernel", "_bias")
+
+WEIGHT_LAYER = '''
+@keras.saving.register_keras_serializable(package="pipeline")
+class Weight(layers.Layer):
+    """A trainable tensor no layer of Keras holds; called on a model input only to be part of
+    the functional graph (its value does not depend on it)."""
+
+    def __init__(self, shape, value_dtype="float32", **kwargs):
+        super().__init__(**kwargs)
+        self.shape_, self.value_dtype = tuple(shape), value_dtype
+        self.value = self.add_weight(shape=self.shape_, dtype=value_dtype, initializer="zeros", name="value")
+
+    def call(self, anchor):
+        return ops.convert_to_tensor(self.value)
+
+    def compute_output_shape(self, input_shape):
+        return self.shape_
+
+    def get_config(self):
+        return {**super().get_config(), "shape": self.shape_, "value_dtype": self.value_dtype}
+'''
 
 
 class KerasGenerator(Generator):
     def __init__(self, graph: ir.Graph):
-        super().__init__(graph, "keras", reserved=("keras", "layers", "ops", "np", "os", "C", "HERE", *HELPERS))
+        super().__init__(graph, "keras", reserved=("keras", "layers", "ops", "np", "os", "C", "HERE", "Weight", *HELPERS))
         self.layer_weights: dict[str, list[np.ndarray]] = {}
         self.constants: dict[str, np.ndarray] = {}
         self.helpers: set[str] = set()  # keras_emit.HELPERS the model uses
+        self.frozen_names: set[str] = set(graph.meta.get(FROZEN, ()))
+        self.weight_layers: dict[str, str] = {}  # variable -> layer name of each Weight layer written
 
     def add_layer(self, hint: str, weights: list) -> str:
         name = self.layer_names.take(hint)
@@ -37,11 +72,27 @@ class KerasGenerator(Generator):
     def constant(self, value: ir.Value, arr: np.ndarray) -> str:
         if arr.ndim == 0:
             return py_literal(arr)
+        weight = of_the_graph(value) or value.name.endswith(FUNCTIONAL_WEIGHT)
+        if trainable(arr) and weight and value.name not in self.frozen_names and self.graph.inputs:
+            return self.weight(value, arr)
         key = self.names.take(self.value_hint(value) if value.name else "const")
         self.constants[key] = np.ascontiguousarray(arr)
         expr = f'C["{key}"]'
         self.values[value] = expr
         return expr
+
+
+    def weight(self, value: ir.Value, arr: np.ndarray) -> str:
+        """``arr`` as a ``Weight`` layer's trainable variable, called on the first model input."""
+        hint = self.value_hint(value) if value.name else "const"
+        name = self.add_layer(_weight_layer_name(hint), [arr])
+        var = self.names.take(hint)
+        dtype = KERAS_DTYPES.get(ir.DataType.from_numpy(arr.dtype).value, "float32")
+        anchor = self.values[self.graph.inputs[0]]
+        self.emit(f"{var} = Weight({tuple(arr.shape)}, {dtype!r}, name={name!r})({anchor})", "trainable")
+        self.weight_layers[var] = name
+        self.values[value] = var
+        return var
 
 
 def generate(model: ir.Model, out_dir: Path, title: str, origin: str, interface: dict, source_layout: str) -> dict:
@@ -72,6 +123,7 @@ def generate(model: ir.Model, out_dir: Path, title: str, origin: str, interface:
     gen.run()
     outs = [gen.expr(v) for v in graph.outputs]
     outs = _outputs_of_their_own(gen, graph, outs)
+    _drop_unread_weights(gen, outs)
     gen.release_weights()
     ins = input_names[0] if len(input_names) == 1 else "[" + ", ".join(input_names) + "]"
     ret = outs[0] if len(outs) == 1 else "[" + ", ".join(outs) + "]"
@@ -80,7 +132,7 @@ def generate(model: ir.Model, out_dir: Path, title: str, origin: str, interface:
     doc = interface_doc(graph, interface, "keras", title, origin, source_layout)
     lines = [f'"""{doc}"""', "", "import os", "", "import keras", "import numpy as np", "from keras import layers, ops", "",
              "HERE = os.path.dirname(os.path.abspath(__file__))", "",
-             *[HELPERS[h] for h in HELPERS if h in gen.helpers], "",
+             *[HELPERS[h] for h in HELPERS if h in gen.helpers], *([WEIGHT_LAYER] if gen.weight_layers else []), "",
              "def build() -> keras.Model:", '    """The model\'s structure (weights are random until load())."""']
     if gen.constants:
         lines.append('    C = np.load(os.path.join(HERE, "constants.npz"))')
@@ -103,6 +155,33 @@ def generate(model: ir.Model, out_dir: Path, title: str, origin: str, interface:
     if weight_bytes >= COLLECT_BYTES:  # the Keras model's reference cycles would keep its weights alive
         gc.collect()
     return {"files": files, "node_vars": gen.node_vars, "parameters": params, "note": note}
+
+
+def _weight_layer_name(hint: str) -> str:
+    """``hint``, or ``hint_weight`` where Keras could name one of its own operations so
+    (``mean``, ``add_1``): keras.Model refuses two operations of one name."""
+    import re
+
+    from keras import ops
+
+    base = re.sub(r"_\d+$", "", hint)
+    return f"{hint}_weight" if callable(getattr(ops, base, None)) else hint
+
+
+def _drop_unread_weights(gen: KerasGenerator, outs: list[str]) -> None:
+    """Remove the ``Weight`` layers no statement reads: a translator may ask for a constant's
+    expression and then write a layer that holds it (Gather -> Embedding), and a functional
+    model leaves such a layer out, so its weights could not be set."""
+    import re
+
+    for var, name in list(gen.weight_layers.items()):
+        definition = f"{var} = Weight("
+        text = "\n".join([li for li in gen.lines if not li.startswith(definition)] + outs)
+        if re.search(rf"\b{re.escape(var)}\b", text):
+            continue
+        gen.lines = [li for li in gen.lines if not li.startswith(f"{var} = Weight(")]
+        gen.layer_weights.pop(name, None)
+        del gen.weight_layers[var]
 
 
 def _input_layer_name(name: str) -> str:

@@ -3,10 +3,18 @@
 The generated file defines ``class Model(nn.Module)`` with named submodules
 and a straight-line ``forward``, and ``load()`` that returns it with weights
 loaded and in eval mode.  It imports only torch and safetensors.
+
+The model trains: a floating-point tensor of the graph that no module holds (a bare
+``nn.Parameter`` of the source) and a functional convolution's weight and bias are
+``nn.Parameter`` too, so ``model.parameters()`` gives every weight to an optimizer.  Buffers
+stay: integer tensors, tensors the source itself keeps out of training (``FROZEN``: its
+buffers), BatchNorm's running statistics (inside ``nn.BatchNorm*d``), and arrays an emitter
+computes (a pooling's rescale factors, an index).
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +26,10 @@ from .torch_emit import DTYPE_NAMES, HELPERS
 
 SMALL_CONST = 16  # int constants up to this size are written inline
 
+# ``graph.meta[FROZEN]``: names of ONNX initializers the source does not train (a PyTorch
+# source's buffers and parameters with ``requires_grad=False``); convert.py sets it.
+FROZEN = "pipeline.frozen"
+
 
 class TorchGenerator(Generator):
     def __init__(self, graph: ir.Graph):
@@ -28,6 +40,8 @@ class TorchGenerator(Generator):
         self.attrs = set()
         self.symbols: dict[str, str] = {}  # symbol -> its variable in forward
         self.helpers: set[str] = set()  # torch_emit.HELPERS the model uses
+        self.frozen_names: set[str] = set(graph.meta.get(FROZEN, ()))
+        self.trainable: set[str] = set()  # buffer attributes that are the graph's own floating-point tensors
 
     def add_module(self, hint: str, ctor: str, weights: dict) -> str:
         attr = self.layer_names.take(hint)
@@ -67,9 +81,27 @@ class TorchGenerator(Generator):
         self.names.used.add(attr)
         self.buffers.append((attr, arr))
         self.state[attr] = np.ascontiguousarray(arr)
+        if trainable(arr) and of_the_graph(value) and value.name not in self.frozen_names:
+            self.trainable.add(attr)
         expr = f"self.{attr}"
         self.values[value] = expr
         return expr
+
+
+def trainable(arr: np.ndarray) -> bool:
+    """Whether a tensor can be an ``nn.Parameter``: only floating-point ones have gradients."""
+    return np.issubdtype(arr.dtype, np.floating)
+
+
+def of_the_graph(value: ir.Value) -> bool:
+    """Whether ``value`` is a tensor of the ONNX graph (an initializer, a Constant's output),
+    not one an emitter made while generating (``keras_emit.new_constant``'s fresh values)."""
+    return value.is_initializer() or value.producer() is not None
+
+
+# ``torch_emit.buffer`` names of a functional convolution's weight and bias (conv.py,
+# conv_transpose.py): the source's weights, laid out for ``F.convNd``.
+FUNCTIONAL_WEIGHT = re.compile(r"_(weight|bias)(_\d+)?$")
 
 
 def release_dead(lines: list[str], keep: set[str]) -> list[str]:
@@ -139,7 +171,11 @@ def generate(model: ir.Model, out_dir: Path, title: str, origin: str, interface:
         lines.append(f"        self.{attr} = {ctor}")
     for attr, arr in gen.buffers:
         dtype = DTYPE_NAMES.get(ir.DataType.from_numpy(arr.dtype).value, "torch.float32")
-        lines.append(f'        self.register_buffer("{attr}", torch.empty({tuple(arr.shape)}, dtype={dtype}))')
+        empty = f"torch.empty({tuple(arr.shape)}, dtype={dtype})"
+        if attr in gen.trainable or (trainable(arr) and FUNCTIONAL_WEIGHT.search(attr)):
+            lines.append(f"        self.{attr} = nn.Parameter({empty})")
+        else:
+            lines.append(f'        self.register_buffer("{attr}", {empty})')
     lines += ["", f"    def forward(self, {', '.join(args)}):"]
     places = gen.symbol_places()
     bindings = [f"{var} = {gen.values[places[sym][0]]}.shape[{places[sym][1]}]" for sym, var in gen.symbols.items()]
