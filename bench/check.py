@@ -108,7 +108,21 @@ def check_shapes(record) -> list[str]:
     return problems
 
 
-CHECKS = {"shapes.json": ("make bench", check_shapes), "memory.json": ("make bench", check_memory), "onnx2tf.json": ("make bench", check_speed),
+def check_latency(record) -> list[str]:
+    data = record["data"]
+    problems = []
+    for r in data["rows"]:
+        if r.get("exit_code"):
+            problems.append(f"latency {r['model']}: conversion failed")
+            continue
+        for b, c in r["batches"].items():
+            if not c["goal_met"]:
+                problems.append(f"latency {r['model']} ({r['framework']}) at batch {b}: {c['ratio']}x the source "
+                                f"> {data['goal_ratio']}x")
+    return problems
+
+
+CHECKS = {"latency.json": ("make bench", check_latency), "shapes.json": ("make bench", check_shapes), "memory.json": ("make bench", check_memory), "onnx2tf.json": ("make bench", check_speed),
           "zoo.json": ("make zoo", check_zoo), "fuzz.json": ("make fuzz", check_fuzz)}
 
 

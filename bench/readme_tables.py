@@ -121,7 +121,27 @@ def shapes(record: dict) -> str:
     return "\n".join(lines)
 
 
-RENDER = {"shapes.json": shapes, "zoo.json": zoo, "fuzz.json": fuzz, "onnx2tf.json": onnx2tf, "memory.json": memory}
+def latency(record: dict) -> str:
+    d = record["data"]
+    lines = [provenance(record, "make bench"), "",
+             "| model | round trip | batch 1: source / converted ms (ratio) | batch 32: source / converted ms (ratio) |",
+             "| --- | --- | --- | --- |"]
+    for r in d["rows"]:
+        if r.get("exit_code"):
+            lines.append(f"| {r['model']} | {r['framework']} | conversion failed (exit {r['exit_code']}) | |")
+            continue
+        cells = []
+        for b in ("1", "32"):
+            c = r["batches"][b]
+            mark = "**" if not c["goal_met"] else ""
+            cells.append(f"{c['source_ms']} / {c['converted_ms']} ({mark}{c['ratio']}x{mark})")
+        lines.append(f"| {r['model']} | {r['framework']} -> {r['framework']} | {cells[0]} | {cells[1]} |")
+    lines += ["", f"{d['timing']}, {d['threads']} thread(s); goal: converted at most {d['goal_ratio']}x the "
+              "source (misses in bold)."]
+    return "\n".join(lines)
+
+
+RENDER = {"latency.json": latency, "shapes.json": shapes, "zoo.json": zoo, "fuzz.json": fuzz, "onnx2tf.json": onnx2tf, "memory.json": memory}
 
 
 def render(text: str, folder: Path) -> str:

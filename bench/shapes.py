@@ -8,8 +8,8 @@ plus the symbols a model's row names).  Reported per model:
   ``COST_GOAL``x the static one); the polymorphic side includes its parity at the extra
   size sets, which is part of what it costs;
 - inference latency of the two generated models at the example size, loaded in one
-  process, called alternately ``--calls`` times after a warm-up, median of each (goal: at
-  most ``LATENCY_GOAL``x).
+  process on one thread, called alternately ``--calls`` times after a warm-up, median CPU
+  time of each (goal: at most ``LATENCY_GOAL``x; wall-clock swings with the machine's load).
 
 Writes bench/results/shapes.json (with commit and machine); the README table is rendered
 from it by bench/readme_tables.py and ``make bench-check`` checks both goals.
@@ -76,6 +76,12 @@ def load(folder, tag):
     spec.loader.exec_module(mod)
     return mod.load()
 
+import torch  # one thread each, timed in CPU seconds: wall-clock swings with the machine's load
+torch.set_num_threads(1)
+if target == "keras":
+    import tensorflow as tf
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
 rng = np.random.default_rng(0)
 inputs = []
 for name, info in report["parity"]["inputs"].items():
@@ -85,7 +91,6 @@ for name, info in report["parity"]["inputs"].items():
     inputs.append(x.transpose(layout) if layout else x)
 models = {"static": load(static_dir, "s"), "polymorphic": load(poly_dir, "p")}
 if target == "torch":
-    import torch
     feed = [torch.from_numpy(np.ascontiguousarray(x)) for x in inputs]
     def call(m):
         with torch.no_grad():
@@ -100,7 +105,7 @@ for k, m in models.items():
         call(m)
 for _ in range(calls):
     for k, m in models.items():
-        t = time.perf_counter(); call(m); times[k].append(time.perf_counter() - t)
+        t = time.process_time(); call(m); times[k].append(time.process_time() - t)
 print(json.dumps({k: statistics.median(v) * 1e3 for k, v in times.items()}))
 """
 
