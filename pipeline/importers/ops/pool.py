@@ -236,29 +236,51 @@ class Pool(Op):
     def _keras_varying(t: Translation, p: PoolPlan, is_max: bool) -> None:
         """Pooling over spatial sizes that vary: the padding must not depend on them.  "same"
         where it pads alike at every size (stride-1 axes), else the pads made explicit (-inf
-        before a max, zeros before a mean that counts them); a mean that excludes explicit
-        pads or ceil_mode's extra windows would need the sizes, and is refused."""
+        before a max, zeros before a mean).  ceil_mode's last window is ``stride - 1`` more
+        end padding, exact where that window never starts in the end padding (end pad <=
+        kernel - stride; refused otherwise).  A mean whose divisor is not the whole window
+        (padding left out of it, or ceil_mode's overhang) divides by the same pooling of a
+        mask of ones, which counts at run time what each window holds."""
         nd, kernel, strides, pads, dil = p.nd, p.kernel, p.strides, p.pads, p.dil
         dims = t.dims(0)[2:]
-        if p.ceil:
-            t.unsupported(f"ceil_mode pooling over a varying size ({dims})")
         varying = [not isinstance(n, int) for n in dims]
         in_sizes = [1 if v else n for v, n in zip(varying, dims)]
+        begins, ends = list(pads[:nd]), list(pads[nd:])
+        grown = ends  # the end pads with ceil_mode's extra windows
+        if p.ceil:
+            fixed = ceil_end_pads(in_sizes, kernel, strides, [1] * nd, pads)
+            grown = []
+            for i in range(nd):
+                if varying[i] and ends[i] + strides[i] > kernel[i]:
+                    t.unsupported(f"ceil_mode pooling over a varying size ({dims[i]}) whose last window can start "
+                                  f"in the end padding (end pad {ends[i]}, stride {strides[i]}, kernel {kernel[i]})")
+                grown.append(ends[i] + strides[i] - 1 if varying[i] else fixed[i])
         x, padding = t.inp(0), "valid"
-        if any(pads):
-            if (not any(v and s != 1 for v, s in zip(varying, strides)) and not p.include_pad
-                    and pads == same_pads(in_sizes, kernel, strides, dil, upper=True)
-                    and not K.tf_3d_same_shifts(in_sizes, kernel, strides, dil)):
-                padding = "same"
-            elif is_max or p.include_pad:
-                x = K.pool_pad(t, x, pads, is_max)
-            else:
-                t.unsupported(f"mean pooling that leaves its padding {pads} out, over a varying size ({dims})")
+        if (any(pads) and not p.ceil and not any(v and s != 1 for v, s in zip(varying, strides)) and not p.include_pad
+                and pads == same_pads(in_sizes, kernel, strides, dil, upper=True)
+                and not K.tf_3d_same_shifts(in_sizes, kernel, strides, dil)):
+            padding = "same"
+        elif any(begins + grown):
+            x = K.pool_pad(t, x, begins + grown, is_max)
         cls = f"{'Max' if is_max else 'Average'}Pooling{nd}D"
         args = [f"pool_size={K.tuple_or_int(kernel)}", f"strides={K.tuple_or_int(strides)}"]
         if padding != "valid":
             args.append(f"padding={padding!r}")
-        t.assign(K.layer(t, cls, args, None, x))
+        pooled = K.layer(t, cls, args, None, x)
+        if is_max or padding == "same" or (grown == ends and (p.include_pad or not any(pads))):
+            t.assign(pooled)
+            return
+        # ones over the input (and over its padding when the mean counts it), zeros past it
+        mask = t.gen.names.take(t.layer_hint() + "_mask")
+        counted = [(b, e) if p.include_pad else (0, 0) for b, e in zip(begins, ends)]
+        rest = [(b - c, g - d) for b, g, (c, d) in zip(begins, grown, counted)]
+        ones = f"ops.ones_like({t.inp(0)}[..., :1])"
+        if any(b or e for b, e in counted):
+            ones = f"ops.pad({ones}, {[(0, 0), *counted, (0, 0)]}, constant_values=1.0)"
+        t.gen.emit(f"{mask} = ops.pad({ones}, {[(0, 0), *rest, (0, 0)]})",
+                   "1 where a window's mean counts, 0 where it does not: pooled, each window's share")
+        counts = K.layer(t, cls, args, None, mask, name=t.layer_hint() + "_count")
+        t.assign(f"ops.divide({pooled}, {counts})", comment="mean over what each window counts, at every size")
 
 
 def _torch_taps(t: Translation, x: str, plan, what: str = "dilated average pooling") -> str:
