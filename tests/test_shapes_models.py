@@ -34,7 +34,7 @@ def _body(out) -> str:
 
 # -- the zoo's transformer encoder and ViT stem with a symbolic batch ------------------------------
 
-@pytest.mark.parametrize("to", ["keras", "torch"])
+@pytest.mark.parametrize("to", ["keras", pytest.param("torch", marks=pytest.mark.slow)])
 def test_transformer_encoder_any_batch(tmp_path, to):
     """``ids=B=2,L=12``: the batch varies; the length is pinned by the position table (1, 12, 32),
     which the conversion reports instead of failing."""
@@ -174,7 +174,7 @@ def test_pooling_over_any_image_size(tmp_path, to):
 @pytest.mark.parametrize("to, align_corners", [
     ("torch", True),
     pytest.param("torch", False, marks=pytest.mark.slow),
-    ("keras", False),
+    pytest.param("keras", False, marks=pytest.mark.slow),
 ])
 def test_upsampling_over_any_image_size(tmp_path, to, align_corners):
     source = upsampling(align_corners)
