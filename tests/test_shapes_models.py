@@ -7,8 +7,8 @@ them) next to the PyTorch module, never through ``report.json``'s own verdict.
 - the ``models/torch_zoo.py`` transformer encoder and ViT stem with a symbolic batch (their
   attention reshapes read the batch with ``x.shape[0]``, which ONNX writes as
   ``Shape(x, end=1)``; the ViT's class token is an ``Expand`` to it);
-- PyTorch pooling (``ceil_mode``, padding left out of the mean) and upsampling over a
-  varying height and width.
+- PyTorch pooling (``ceil_mode``, padding left out of the mean) and upsampling, and Keras'
+  strided "same" pooling, over a varying height and width.
 """
 
 from __future__ import annotations
@@ -181,3 +181,45 @@ def test_upsampling_over_any_image_size(tmp_path, to, align_corners):
     out = _convert_any_image_size(tmp_path, source, to, (2, 1, 5, 7))
     sizes = [(2, 1, 5, 7), (1, 1, 2, 2), (3, 1, 9, 4)]
     _check_outputs(import_file(out / "model.py", "_test_shapes_models"), to, source, sizes)
+
+
+def keras_same_pools(path) -> str:
+    """A Keras model on ``(None, None, 3)`` with strided "same" pools, whose padding depends on the size."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    x = keras.Input(shape=(None, None, 3), name="x")
+    model = keras.Model(x, [keras.layers.MaxPooling2D(3, 2, padding="same")(x),
+                            keras.layers.AveragePooling2D(2, 2, padding="same")(x)])
+    model.save(path)
+    return str(path)
+
+
+@pytest.mark.parametrize("to", ["torch", "keras"])
+def test_keras_same_pooling_over_any_image_size(tmp_path, to):
+    """TF's "same" pooling with stride 2: PyTorch pads by what each size needs when it runs
+    (``same_padding``); the mean divides by the window's unpadded part at every size."""
+    import keras
+
+    path = keras_same_pools(tmp_path / "same_pools.keras")
+    source = keras.models.load_model(path, compile=False)
+    out, module = converted(tmp_path, path, to, "x=B=2,H=11,W=13,3")
+    body = _body(out)
+    assert not re.search(r"(?<![\w.])(11|13)(?![\w.])", body), body
+    if to == "torch":
+        assert "same_padding(" in body
+    model = module.load()
+    rng = np.random.default_rng(3)
+    for shape in [(2, 11, 13, 3), (1, 1, 1, 3), (3, 8, 5, 3), (1, 16, 17, 3)]:
+        x = rng.standard_normal(shape).astype(np.float32)
+        want = [np.asarray(w) for w in source(x, training=False)]
+        if to == "torch":
+            import torch
+
+            with torch.no_grad():
+                got = [g.numpy() for g in model(torch.from_numpy(x))]
+        else:
+            got = [np.asarray(g) for g in model(x, training=False)]
+        for i, (g, w) in enumerate(zip(got, want)):
+            assert g.shape == w.shape, (shape, i)
+            np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5, err_msg=f"output {i}, input shape {shape}")
