@@ -62,7 +62,7 @@ def test_transformer_encoder_any_batch(tmp_path, to):
                                    err_msg=f"input shape {shape}")
 
 
-@pytest.mark.parametrize("to", ["keras", pytest.param("torch", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("to", ["keras", "torch"])
 def test_vit_stem_any_batch(tmp_path, to):
     """The class token ``cls.expand(x.shape[0], -1, -1)``: an Expand to a size known at run time only."""
     factory = seeded_factory(tmp_path, "vit_stem")
@@ -174,7 +174,7 @@ def test_pooling_over_any_image_size(tmp_path, to):
 @pytest.mark.parametrize("to, align_corners", [
     ("torch", True),
     pytest.param("torch", False, marks=pytest.mark.slow),
-    pytest.param("keras", False, marks=pytest.mark.slow),
+    ("keras", False),
 ])
 def test_upsampling_over_any_image_size(tmp_path, to, align_corners):
     source = upsampling(align_corners)
