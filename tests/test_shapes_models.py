@@ -20,11 +20,17 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import numpy as np
 import pytest
+from test_shapes_import import (
+    check_against_torch,
+    converted,
+    run_generated,
+    seeded_factory,
+    zoo_input,
+)
 
 import pipeline.quiet  # noqa: F401  (silences TensorFlow before anything imports it)
 from pipeline.convert import Options, convert
 from pipeline.sources import import_file
-from test_shapes_import import check_against_torch, converted, run_generated, seeded_factory, zoo_input
 
 
 def _body(out) -> str:
@@ -90,7 +96,6 @@ def test_vit_stem_any_batch(tmp_path, to):
 
 def pools():
     """One branch per pooling rule whose output size or divisor depends on the input size."""
-    import torch
     from torch import nn
 
     class Pools(nn.Module):

@@ -106,7 +106,7 @@ def _symbolic_shape_inference(proto):
     )
 
     class Inference(SymbolicShapeInference):
-        def _infer_Shape(self, node):  # noqa: N802
+        def _infer_Shape(self, node):
             """Shape's ``start`` / ``end`` (opset 15), which its own rule ignores: torch.onnx's
             ``x.shape[0]`` is ``Shape(x, end=1)``, and taken whole it gave every size after
             the first to the reshape that reads it (a transformer's q/k/v)."""
@@ -222,7 +222,7 @@ def _merge(value: ir.Value, other: list) -> bool:
         return True
     if len(value.shape) != len(other):
         return False
-    if any(isinstance(mine, int) and mine != theirs for mine, theirs in zip(value.shape, other)):
+    if any(isinstance(mine, int) and theirs not in (None, mine) for mine, theirs in zip(value.shape, other)):
         return False  # the two inferences disagree on a size ONNX's knows: trust neither's unknowns
     new, changed = [], False
     for mine, theirs in zip(value.shape, other):
