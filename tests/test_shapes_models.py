@@ -228,3 +228,15 @@ def test_keras_same_pooling_over_any_image_size(tmp_path, to):
         for i, (g, w) in enumerate(zip(got, want)):
             assert g.shape == w.shape, (shape, i)
             np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5, err_msg=f"output {i}, input shape {shape}")
+
+
+def test_reshape_size_from_onnxruntime_cancels_to_a_product():
+    """wav2vec2's attention reshape: onnxruntime writes its ``-1`` as floor(total / known); the
+    fraction cancels to ``4*B``, a size the Keras importer can write (it cannot write a floor)."""
+    import sympy
+
+    from pipeline.normalize.symbolic import expression
+
+    b = sympy.Symbol("B", integer=True, positive=True)
+    assert expression("floor(32*B*(floor(T/10) - 1)/(8*floor(T/10) - 8))") == 4 * b
+    assert str(expression("floor(T/2) + 1")) == "floor(T/2) + 1"  # a floor that is one stays one

@@ -56,6 +56,9 @@ def expression(text: str):
 
     try:
         expr = sympy.sympify(text, locals=_symbols_in(text))
+        # onnxruntime's Reshape writes ``-1`` as floor(total / known), e.g. floor(32*B*(n - 1)/(8*n - 8)):
+        # cancelled, the fraction is 4*B, a product of the symbols an importer can write.
+        expr = expr.replace(lambda e: isinstance(e, sympy.floor), lambda e: sympy.floor(sympy.cancel(e.args[0])))
         return sympy.Integer(expr) if expr.is_Integer else expr
     except (sympy.SympifyError, SyntaxError, TypeError, AttributeError):
         return sympy.Symbol(text, integer=True, positive=True)
