@@ -14,6 +14,13 @@ Run with `make zoo` (or `python bench/keras_zoo.py [--models A,B] [--out build/z
   next) with ``pipeline.convert`` at the default tolerance; the row records parameters,
   export seconds, convert seconds (normalize + import + parity), the max relative error
   ``max|torch - keras| / max|keras|`` and pass/fail (exit code 0 and error <= 1e-4).
+- What converts polymorphically (issue 14): each model again with a symbolic batch
+  (``--input image=B=2,S,S,3``), and, where the application accepts
+  ``input_shape=(None, None, 3)`` (Keras allows it only without the classifier:
+  ``include_top=False, pooling="avg"``), built so and converted with a symbolic batch, height
+  and width (``image=B=2,H=S,W=S,3``); the pipeline checks each at two more size sets.  The
+  row's ``symbolic`` holds ``batch`` and ``hw`` (pass, FAIL, an error, or ``n/a``: the
+  application needs a fixed size); ``--static-only`` skips these two conversions.
 
 Writes build/zoo/keras_applications.json and a Markdown table build/zoo/keras_applications.md;
 each model's conversion stays in build/zoo/keras/NAME/ (its factory ``app.py`` can be
@@ -41,6 +48,7 @@ import keras
 import numpy as np
 
 INPUTS = {{"image": (1, {size}, {size}, 3)}}
+INPUT_SHAPE = {input_shape}  # (None, None, 3): height and width vary (the features, no classifier)
 
 # Stand-ins for trained values, by weight name; absent ones (scale=False, center=False) are skipped.
 # gamma <= 1 <= variance: no BatchNorm amplifies.  With gamma up to 1.5 and variance down to 0.5
@@ -52,7 +60,7 @@ RANDOMIZED = ("BatchNormalization", "LayerNormalization", "LayerScale")
 
 def build():
     keras.utils.set_random_seed(0)
-    model = keras.applications.{name}(weights=None, input_shape=({size}, {size}, 3), classifier_activation=None)
+    model = keras.applications.{name}(weights=None, input_shape=INPUT_SHAPE, {head})
     rng = np.random.default_rng(0)
     for layer in model.layers:
         if type(layer).__name__ in RANDOMIZED:
@@ -95,26 +103,53 @@ def smallest_input(name: str) -> int:
     return 32
 
 
-def write_factory(name: str, folder: Path) -> tuple[Path, int]:
-    """Write ``folder/app.py`` (``build()`` and ``INPUTS``) for ``name``; return it and the input size."""
+# Keras' applications take (None, None, 3) only without their classifier (include_top=True asks for a
+# static input_shape): that build is the pooled features, what a model over any image size serves.
+ANY_SIZE_HEAD = 'include_top=False, pooling="avg"'
+
+
+def accepts_any_size(name: str) -> bool:
+    """Whether ``name`` builds on ``input_shape=(None, None, 3)`` (see ``ANY_SIZE_HEAD``)."""
+    try:
+        getattr(_keras().applications, name)(weights=None, input_shape=(None, None, 3), include_top=False,
+                                              pooling="avg")
+    except ValueError:
+        return False
+    return True
+
+
+def write_factory(name: str, folder: Path, any_size: bool = False) -> tuple[Path, int]:
+    """Write ``folder/app.py`` (``build()`` and ``INPUTS``) for ``name``; return it and the input size
+    (``any_size``: the model is built on ``(None, None, 3)``, the size is the example's)."""
     size = smallest_input(name)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "app.py"
-    path.write_text(FACTORY.format(name=name, size=size))
+    shape = (None, None, 3) if any_size else (size, size, 3)
+    head = ANY_SIZE_HEAD if any_size else "classifier_activation=None"
+    path.write_text(FACTORY.format(name=name, size=size, input_shape=shape, head=head))
     return path, size
 
 
-def convert_app(name: str, folder: Path) -> dict:
-    """Convert ``keras.applications.<name>`` to PyTorch into ``folder/out``; return its table row."""
-    from pipeline.convert import Options, convert
+# How each polymorphic conversion names the image's dimensions (S: the example side).
+SYMBOLIC = {"batch": "image=B=2,{size},{size},3", "hw": "image=B=2,H={size},W={size},3"}
 
-    factory, size = write_factory(name, Path(folder))
+
+def convert_app(name: str, folder: Path, symbolic: str | None = None) -> dict:
+    """Convert ``keras.applications.<name>`` to PyTorch into ``folder/out``; return its table row.
+
+    ``symbolic``: ``"batch"`` or ``"hw"`` (see ``SYMBOLIC``) converts with those dimensions varying."""
+    from pipeline.convert import Options, convert
+    from pipeline.spec import parse_input
+
+    factory, size = write_factory(name, Path(folder), any_size=symbolic == "hw")
+    inputs = [parse_input(SYMBOLIC[symbolic].format(size=size))] if symbolic else []
     t0 = time.perf_counter()
-    result = convert(Options(model=f"{factory}:build", to="torch", out=str(Path(folder) / "out")))
+    result = convert(Options(model=f"{factory}:build", to="torch", out=str(Path(folder) / "out"), inputs=inputs))
     wall = time.perf_counter() - t0
     report = result.report
     timings = report["timings_s"]
     rel = max(o["max_rel_err"] for o in report["parity"]["outputs"])
+    sets = [s for s in report["parity"].get("shapes", []) if "skipped" not in s]
     return {
         "model": name,
         "input": [1, size, size, 3],
@@ -125,15 +160,16 @@ def convert_app(name: str, folder: Path) -> dict:
         "max_rel_err": rel,
         "exit_code": result.exit_code,
         "passed": result.exit_code == 0 and rel <= MAX_REL_ERR,
+        "size_sets": len(sets) + 1 if symbolic else 1,
         "out_dir": str(result.out_dir),
     }
 
 
-def run_isolated(name: str, folder: Path, timeout: float) -> dict:
+def run_isolated(name: str, folder: Path, timeout: float, symbolic: str | None = None) -> dict:
     """``convert_app`` in a fresh interpreter; a crash or timeout becomes a failed row."""
     row_file = folder / "row.json"
     row_file.unlink(missing_ok=True)
-    cmd = [sys.executable, __file__, "--one", name, "--out", str(folder)]
+    cmd = [sys.executable, __file__, "--one", name, "--out", str(folder)] + (["--symbolic", symbolic] if symbolic else [])
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
@@ -145,19 +181,53 @@ def run_isolated(name: str, folder: Path, timeout: float) -> dict:
     return {"model": name, "passed": False, "error": error[:300], "total_s": round(time.perf_counter() - t0, 3)}
 
 
+def polymorphic(name: str, folder: Path, timeout: float) -> dict:
+    """``{"batch": verdict, "hw": verdict}``: pass, FAIL (parity), the error line, or ``n/a`` where the
+    application takes no ``(None, None, 3)`` input."""
+    out = {}
+    for kind in SYMBOLIC:
+        if kind == "hw" and not accepts_any_size(name):
+            out[kind] = "n/a"
+            continue
+        row = run_isolated(name, folder / kind, timeout, kind)
+        out[kind] = "pass" if row.get("passed") else row.get("error") or f"FAIL (exit {row.get('exit_code')})"
+    return out
+
+
+def _polymorphic_cell(row: dict) -> str:
+    """``B, H x W`` / ``B`` / what failed first, for the table."""
+    sym = row.get("symbolic")
+    if not sym:
+        return ""
+    if sym["batch"] != "pass":
+        return f"static only (B: {sym['batch']})"
+    if sym["hw"] == "pass":
+        return "B, H x W"
+    return "B" if sym["hw"] == "n/a" else f"B (H x W: {sym['hw']})"
+
+
 def markdown(rows: list[dict]) -> str:
-    """The coverage table: model, input, parameters, export s, convert s, max rel err, pass/fail."""
-    lines = ["| model | input | parameters | export s | convert s | max rel err | result |",
-             "| --- | --- | ---: | ---: | ---: | ---: | --- |"]
+    """The coverage table: model, input, parameters, export s, convert s, max rel err, pass/fail, and
+    which dimensions may vary (``polymorphic``)."""
+    lines = ["| model | input | parameters | export s | convert s | max rel err | result | polymorphic |",
+             "| --- | --- | ---: | ---: | ---: | ---: | --- | --- |"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['model']} | | | | | | error: {r['error']} |")
+            lines.append(f"| {r['model']} | | | | | | error: {r['error']} | {_polymorphic_cell(r)} |")
             continue
         params = f"{r['parameters'] / 1e6:.1f} M" if r.get("parameters") else ""
         lines.append(f"| {r['model']} | {r['input'][1]}x{r['input'][2]} | {params} | {r['export_s']:.1f} "
-                     f"| {r['convert_s']:.1f} | {r['max_rel_err']:.1e} | {'pass' if r['passed'] else 'FAIL'} |")
+                     f"| {r['convert_s']:.1f} | {r['max_rel_err']:.1e} | {'pass' if r['passed'] else 'FAIL'} "
+                     f"| {_polymorphic_cell(r)} |")
     passed = sum(bool(r.get("passed")) for r in rows)
     lines.append(f"\n{passed}/{len(rows)} pass (max rel err <= {MAX_REL_ERR:g}).")
+    checked = [r for r in rows if r.get("symbolic")]
+    if checked:
+        batch = sum(r["symbolic"]["batch"] == "pass" for r in checked)
+        hw = sum(r["symbolic"]["hw"] == "pass" for r in checked)
+        able = sum(r["symbolic"]["hw"] != "n/a" for r in checked)
+        lines.append(f"Polymorphic: {batch}/{len(checked)} with a symbolic batch, {hw}/{able} of those that "
+                     "accept (None, None, 3) with a symbolic height and width too.")
     return "\n".join(lines) + "\n"
 
 
@@ -169,20 +239,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", default=None,
                         help="where the rows are kept with commit and machine (default: bench/results/zoo.json "
                              "for the whole sweep, bench/results/zoo-partial.json with --models; '' to skip)")
+    parser.add_argument("--static-only", action="store_true",
+                        help="skip the polymorphic conversions (symbolic batch, symbolic height and width)")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: one model, in this process
+    parser.add_argument("--symbolic", choices=sorted(SYMBOLIC), help=argparse.SUPPRESS)  # with --one
     args = parser.parse_args(argv)
     out = Path(args.out)
     if args.one:
-        row = convert_app(args.one, out)
+        row = convert_app(args.one, out, args.symbolic)
         (out / "row.json").write_text(json.dumps(row, indent=2))
         return 0
     names = args.models.split(",") if args.models else list(applications())
     rows = []
     for name in names:
         row = run_isolated(name, out / "keras" / name, args.timeout)
+        if not args.static_only:
+            row["symbolic"] = polymorphic(name, out / "keras" / name, args.timeout)
         rows.append(row)
         status = "pass" if row.get("passed") else "FAIL"
         detail = row.get("error") or f"export {row['export_s']:.1f} s, rel err {row['max_rel_err']:.1e}"
+        if row.get("symbolic"):
+            detail += f", polymorphic: {_polymorphic_cell(row)}"
         print(f"{name:<20} {status}  {row['total_s']:7.1f} s  {detail}", flush=True)
         out.mkdir(parents=True, exist_ok=True)
         (out / "keras_applications.json").write_text(json.dumps(rows, indent=2))  # kept current as it goes

@@ -92,14 +92,14 @@ def np_dtype(t: Translation, j: int = 0):
 # Functions a generated model.py defines for itself, written only where used.
 HELPERS = {
     "same_padding": '''
-def same_padding(x, kernel, stride, dilation, upper=True):
-    """``x`` zero-padded as TensorFlow's (ONNX's) "same" does before a strided convolution: the
-    amount depends on the size, known at run time only (the odd pixel at the end; at the
-    start with ``upper=False``)."""
+def same_padding(x, kernel, stride, dilation, upper=True, value=0.0):
+    """``x`` padded (with ``value``) as TensorFlow's (ONNX's) "same" does before a strided
+    convolution or pooling: the amount depends on the size, known at run time only (the odd
+    pixel at the end; at the start with ``upper=False``)."""
     pads = []
     for n, k, s, d in zip(reversed(x.shape[-len(kernel):]), reversed(kernel), reversed(stride), reversed(dilation)):
         total = max((-(-n // s) - 1) * s + (k - 1) * d + 1 - n, 0)
         pads += [total // 2, total - total // 2] if upper else [total - total // 2, total // 2]
-    return F.pad(x, pads)
+    return F.pad(x, pads, value=value)
 ''',
 }

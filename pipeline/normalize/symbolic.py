@@ -56,6 +56,9 @@ def expression(text: str):
 
     try:
         expr = sympy.sympify(text, locals=_symbols_in(text))
+        # onnxruntime's Reshape writes ``-1`` as floor(total / known), e.g. floor(32*B*(n - 1)/(8*n - 8)):
+        # cancelled, the fraction is 4*B, a product of the symbols an importer can write.
+        expr = expr.replace(lambda e: isinstance(e, sympy.floor), lambda e: sympy.floor(sympy.cancel(e.args[0])))
         return sympy.Integer(expr) if expr.is_Integer else expr
     except (sympy.SympifyError, SyntaxError, TypeError, AttributeError):
         return sympy.Symbol(text, integer=True, positive=True)
@@ -106,6 +109,14 @@ def _symbolic_shape_inference(proto):
     )
 
     class Inference(SymbolicShapeInference):
+        def _infer_Shape(self, node):
+            """Shape's ``start`` / ``end`` (opset 15), which its own rule ignores: torch.onnx's
+            ``x.shape[0]`` is ``Shape(x, end=1)``, and taken whole it gave every size after
+            the first to the reshape that reads it (a transformer's q/k/v)."""
+            shape = self._get_sympy_shape(node, 0)
+            start, end = get_attribute(node, "start", 0), get_attribute(node, "end", len(shape))
+            self.sympy_data_[node.output[0]] = shape[slice(start, end)]
+
         def _compute_conv_pool_shape(self, node, channels_last=False):
             auto_pad = get_attribute(node, "auto_pad", b"NOTSET").decode("utf-8")
             if get_attribute(node, "ceil_mode", 0):
@@ -214,6 +225,8 @@ def _merge(value: ir.Value, other: list) -> bool:
         return True
     if len(value.shape) != len(other):
         return False
+    if any(isinstance(mine, int) and theirs not in (None, mine) for mine, theirs in zip(value.shape, other)):
+        return False  # the two inferences disagree on a size ONNX's knows: trust neither's unknowns
     new, changed = [], False
     for mine, theirs in zip(value.shape, other):
         unknown = not isinstance(mine, int) and (mine.value is None or _UNNAMED.match(mine.value))

@@ -40,6 +40,7 @@ class PoolPlan:
     include_pad: bool  # AveragePool's count_include_pad (False for MaxPool)
     indices: str | None = None  # the name of MaxPool's Indices output when something reads it
     storage_order: int = 0  # Indices count row-major (0) or column-major (1)
+    same: str | None = None  # "SAME_UPPER"/"SAME_LOWER" left for run time: spatial sizes that vary
 
 
 def read_pool(t: Translation) -> PoolPlan:
@@ -50,8 +51,11 @@ def read_pool(t: Translation) -> PoolPlan:
     nd = len(kernel)
     if nd not in (1, 2, 3):
         t.unsupported(f"{nd}-D pooling")
-    if t.str("auto_pad", "NOTSET") != "NOTSET":
-        t.unsupported("auto_pad with an unknown input shape")
+    auto_pad = t.str("auto_pad", "NOTSET")
+    varying = not all(isinstance(n, int) for n in t.dims(0)[2:])
+    if auto_pad != "NOTSET" and not (varying and auto_pad in ("SAME_UPPER", "SAME_LOWER", "VALID")
+                                     and t.op in ("MaxPool", "AveragePool")):
+        t.unsupported("auto_pad with an unknown input shape")  # normalize's ExplicitPads took every static one
     is_max = t.op == "MaxPool"
     indices = None
     if is_max and len(t.node.outputs) > 1 and (t.node.outputs[1].uses() or t.node.outputs[1].is_graph_output()):
@@ -59,7 +63,10 @@ def read_pool(t: Translation) -> PoolPlan:
     plan = PoolPlan(nd=nd, kernel=kernel, strides=t.ints("strides", [1] * nd), pads=t.ints("pads", [0] * (2 * nd)),
                     dil=t.ints("dilations", [1] * nd), ceil=bool(t.int("ceil_mode", 0)),
                     include_pad=not is_max and bool(t.int("count_include_pad", 0)), indices=indices,
-                    storage_order=t.int("storage_order", 0) if is_max else 0)
+                    storage_order=t.int("storage_order", 0) if is_max else 0,
+                    same=auto_pad if auto_pad.startswith("SAME") else None)
+    if auto_pad != "NOTSET":  # the padding is the run time's (same) or none (VALID)
+        plan.pads, plan.ceil = [0] * (2 * nd), False
     if indices is not None and plan.storage_order == 1 and nd == 3:
         t.unsupported(f"MaxPool output {indices!r} (Indices) with storage_order=1 on a 3-D input")
     return plan
@@ -99,6 +106,9 @@ class Pool(Op):
         nd, kernel, strides, pads, dil, ceil = p.nd, p.kernel, p.strides, p.pads, p.dil, p.ceil
         is_max = t.op == "MaxPool"
         include_pad = p.include_pad
+        if p.same:
+            self._torch_same(t, p, is_max)
+            return
         if not is_max and any(d != 1 for d in dil):
             _dilated_average(t, p)
             return
@@ -168,6 +178,27 @@ class Pool(Op):
             t.assign(f"{call} * {rescale}", comment="mean over the unpadded part of each window")
 
     @staticmethod
+    def _torch_same(t: Translation, p: PoolPlan, is_max: bool) -> None:
+        """ONNX's (TensorFlow's) "same" over sizes that vary: ``same_padding`` pads by what each
+        size needs when the model runs (-inf before a max); a mean that leaves the padding out
+        divides by the same pooling of a padded mask of ones."""
+        if p.indices is not None or (not is_max and any(d != 1 for d in p.dil)):
+            t.unsupported(f"{p.same} pooling over a varying size with Indices or dilations")
+        t.gen.helpers.add("same_padding")
+        where = f"{tuple(p.kernel)}, {tuple(p.strides)}, {tuple(p.dil)}{', upper=False' if p.same == 'SAME_LOWER' else ''}"
+        args = [f"kernel_size={T.tuple_or_int(p.kernel)}", f"stride={T.tuple_or_int(p.strides)}"]
+        if is_max and any(d != 1 for d in p.dil):
+            args.append(f"dilation={T.tuple_or_int(p.dil)}")
+        mod = T.module(t, f"nn.{'Max' if is_max else 'Avg'}Pool{p.nd}d({', '.join(args)})")
+        fill = ", value=float('-inf')" if is_max else ""
+        pooled = f"self.{mod}(same_padding({t.inp(0)}, {where}{fill}))"
+        if is_max or p.include_pad:
+            t.assign(pooled, comment=f"{p.same}: padded by what the size needs")
+            return
+        ones = f"same_padding(torch.ones_like({t.inp(0)}[:, :1]), {where})"
+        t.assign(f"{pooled} / self.{mod}({ones})", comment=f"{p.same}: the mean over each window's unpadded part")
+
+    @staticmethod
     def _with_indices(t: Translation, p: PoolPlan, call: str) -> None:
         """``return_indices=True`` gives each maximum's index into its own (n, c) plane of the
         unpadded input, row-major, the first maximum of a tie as in onnxruntime; ONNX counts
@@ -193,6 +224,8 @@ class Pool(Op):
         nd, kernel, strides, pads, dil = p.nd, p.kernel, p.strides, p.pads, p.dil
         is_max = t.op == "MaxPool"
         if any(d != 1 for d in dil):
+            if p.same:
+                t.unsupported(f"dilated {p.same} pooling over a varying size")
             _tap_pool(t, p, is_max)
             return
         if not all(isinstance(n, int) for n in t.dims(0)[2:]):
@@ -236,29 +269,58 @@ class Pool(Op):
     def _keras_varying(t: Translation, p: PoolPlan, is_max: bool) -> None:
         """Pooling over spatial sizes that vary: the padding must not depend on them.  "same"
         where it pads alike at every size (stride-1 axes), else the pads made explicit (-inf
-        before a max, zeros before a mean that counts them); a mean that excludes explicit
-        pads or ceil_mode's extra windows would need the sizes, and is refused."""
+        before a max, zeros before a mean).  ceil_mode's last window is ``stride - 1`` more
+        end padding, exact where that window never starts in the end padding (end pad <=
+        kernel - stride; refused otherwise).  A mean whose divisor is not the whole window
+        (padding left out of it, or ceil_mode's overhang) divides by the same pooling of a
+        mask of ones, which counts at run time what each window holds."""
         nd, kernel, strides, pads, dil = p.nd, p.kernel, p.strides, p.pads, p.dil
         dims = t.dims(0)[2:]
-        if p.ceil:
-            t.unsupported(f"ceil_mode pooling over a varying size ({dims})")
+        if p.same:  # TF's own "same": SAME_UPPER, the padding left out of a mean
+            if p.same != "SAME_UPPER" or p.include_pad or (nd == 3 and any(k < s for k, s in zip(kernel, strides))):
+                t.unsupported(f"{p.same} pooling over a varying size ({dims}) that Keras' 'same' does not compute")
+            cls = f"{'Max' if is_max else 'Average'}Pooling{nd}D"
+            args = [f"pool_size={K.tuple_or_int(kernel)}", f"strides={K.tuple_or_int(strides)}", "padding='same'"]
+            t.assign(K.layer(t, cls, args, None, t.inp(0)))
+            return
         varying = [not isinstance(n, int) for n in dims]
         in_sizes = [1 if v else n for v, n in zip(varying, dims)]
+        begins, ends = list(pads[:nd]), list(pads[nd:])
+        grown = ends  # the end pads with ceil_mode's extra windows
+        if p.ceil:
+            fixed = ceil_end_pads(in_sizes, kernel, strides, [1] * nd, pads)
+            grown = []
+            for i in range(nd):
+                if varying[i] and ends[i] + strides[i] > kernel[i]:
+                    t.unsupported(f"ceil_mode pooling over a varying size ({dims[i]}) whose last window can start "
+                                  f"in the end padding (end pad {ends[i]}, stride {strides[i]}, kernel {kernel[i]})")
+                grown.append(ends[i] + strides[i] - 1 if varying[i] else fixed[i])
         x, padding = t.inp(0), "valid"
-        if any(pads):
-            if (not any(v and s != 1 for v, s in zip(varying, strides)) and not p.include_pad
-                    and pads == same_pads(in_sizes, kernel, strides, dil, upper=True)
-                    and not K.tf_3d_same_shifts(in_sizes, kernel, strides, dil)):
-                padding = "same"
-            elif is_max or p.include_pad:
-                x = K.pool_pad(t, x, pads, is_max)
-            else:
-                t.unsupported(f"mean pooling that leaves its padding {pads} out, over a varying size ({dims})")
+        if (any(pads) and not p.ceil and not any(v and s != 1 for v, s in zip(varying, strides)) and not p.include_pad
+                and pads == same_pads(in_sizes, kernel, strides, dil, upper=True)
+                and not K.tf_3d_same_shifts(in_sizes, kernel, strides, dil)):
+            padding = "same"
+        elif any(begins + grown):
+            x = K.pool_pad(t, x, begins + grown, is_max)
         cls = f"{'Max' if is_max else 'Average'}Pooling{nd}D"
         args = [f"pool_size={K.tuple_or_int(kernel)}", f"strides={K.tuple_or_int(strides)}"]
         if padding != "valid":
             args.append(f"padding={padding!r}")
-        t.assign(K.layer(t, cls, args, None, x))
+        pooled = K.layer(t, cls, args, None, x)
+        if is_max or padding == "same" or (grown == ends and (p.include_pad or not any(pads))):
+            t.assign(pooled)
+            return
+        # ones over the input (and over its padding when the mean counts it), zeros past it
+        mask = t.gen.names.take(t.layer_hint() + "_mask")
+        counted = [(b, e) if p.include_pad else (0, 0) for b, e in zip(begins, ends)]
+        rest = [(b - c, g - d) for b, g, (c, d) in zip(begins, grown, counted)]
+        ones = f"ops.ones_like({t.inp(0)}[..., :1])"
+        if any(b or e for b, e in counted):
+            ones = f"ops.pad({ones}, {[(0, 0), *counted, (0, 0)]}, constant_values=1.0)"
+        t.gen.emit(f"{mask} = ops.pad({ones}, {[(0, 0), *rest, (0, 0)]})",
+                   "1 where a window's mean counts, 0 where it does not: pooled, each window's share")
+        counts = K.layer(t, cls, args, None, mask, name=t.layer_hint() + "_count")
+        t.assign(f"ops.divide({pooled}, {counts})", comment="mean over what each window counts, at every size")
 
 
 def _torch_taps(t: Translation, x: str, plan, what: str = "dilated average pooling") -> str:

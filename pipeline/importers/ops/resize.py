@@ -172,8 +172,8 @@ def _read_varying(t: Translation, rank: int) -> Resize:
         t.unsupported(f"a resize over varying sizes by scales {factors}, not whole upsampling factors")
     mode, coord = t.str("mode", "nearest"), t.str("coordinate_transformation_mode", "half_pixel")
     nearest = mode == "nearest" and (coord, t.str("nearest_mode", "round_prefer_floor")) == ("asymmetric", "floor")
-    linear = (mode == "linear" and rank == 4 and (coord == "half_pixel" or (coord == "pytorch_half_pixel"
-                                                                             and min(factors[2:]) > 1)))
+    linear = (mode == "linear" and rank == 4 and (coord in ("half_pixel", "align_corners") or (
+        coord == "pytorch_half_pixel" and min(factors[2:]) > 1)))  # align_corners: PyTorch only (see keras)
     if not (nearest or linear):
         t.unsupported(f"a {mode} resize with {coord} coordinates over varying sizes")
     return Resize(mode, coord, t.str("nearest_mode", "round_prefer_floor"), tuple(t.dims(0)), tuple(t.out_dims()),
@@ -340,8 +340,14 @@ class ResizeOp(Op):
         return None
 
     def torch(self, t: Translation, p: Resize) -> None:
-        if p.factors is not None:
-            t.unsupported("a resize over spatial sizes that vary (written for Keras only so far)")
+        if p.factors is not None:  # whole factors: nn.Upsample's floor(n * f) is n * f at every size
+            args = [f"scale_factor={T.tuple_or_float([float(f) for f in p.factors])}",
+                    f"mode={'nearest' if p.mode == 'nearest' else _LINEAR[len(p.shape)]!r}"]
+            if p.coord == "align_corners":  # by the output size, which is in * scale: the spec's length
+                args.append("align_corners=True")
+            mod = T.module(t, f"nn.Upsample({', '.join(args)})")
+            t.assign(f"self.{mod}({t.inp(0)})")
+            return
         native = self._torch_mode(p)
         if native is None:
             def emit_axis(axis, arr, name, eq):
@@ -367,6 +373,8 @@ class ResizeOp(Op):
         K.channels_last(t)
         nd, x = len(p.shape) - 2, t.inp(0)
         if p.factors is not None:  # the layers upsample alike at every size
+            if p.coord == "align_corners":
+                t.unsupported("an align_corners resize over varying sizes (UpSampling2D maps by half pixels)")
             interpolation = ["interpolation='bilinear'"] if p.mode == "linear" else []
             size = K.tuple_or_int(p.factors) if nd > 1 else str(p.factors[0])
             t.assign(K.layer(t, f"UpSampling{nd}D", [size, *interpolation], None, x))

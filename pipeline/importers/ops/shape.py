@@ -214,7 +214,9 @@ class Slice(Op):
                 x = f"ops.flip({x}, axis={c.axis})"
         if not all(isinstance(d, int) for d in shape):  # sizes known at run time only: Python slicing
             index = self._index(cuts, shape)
-            t.assign(x if index == "..." else f"{x}[{index}]")
+            if "," not in index:  # a KerasTensor takes a tuple of slices only, never one bare slice
+                index += ","
+            t.assign(x if index == "...," else f"{x}[{index}]")
             return
         begin, size, strided = [0] * len(shape), list(shape), []
         for c in cuts:
