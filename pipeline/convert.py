@@ -21,6 +21,8 @@ from .errors import EXIT_OK, EXIT_PARITY, BadInput
 from .spec import InputSpec, Symbol, make_inputs, symbol_sizes
 
 LAYOUTS = ("source", "target")
+# The graphs kept for debugging and one copy of their weights (``onnx_io.ONNX_DATA``).
+ONNX_FILES = ("source.onnx", "normalized.onnx", "onnx.data")
 TARGETS = ("torch", "keras")
 
 # Batch symbolic by default (issue 14, item 3): when True, the first dimension of every input
@@ -46,6 +48,7 @@ class Options:
     fold_bn: bool = False
     dims: dict[str, int] = field(default_factory=dict)  # --dim SYMBOL=INT
     static: bool = False  # --static: every dimension fixed at its example size
+    profile: bool = False  # --profile: the CLI prints report["profile"] (always recorded)
 
 
 @dataclass
@@ -156,6 +159,7 @@ def convert(opts: Options, progress: Progress | None = None) -> Result:
     symbol_sizes(opts.inputs, opts.dims, complete=False)  # conflicting sizes: said before loading the model
     from . import export as export_stage
     from . import importers, normalize, parity
+    from .onnx_io import COLLECT_BYTES, initializer_bytes, save_inline, share_weights
     from .sources import resolve
 
     timings: dict[str, float] = {}
@@ -178,10 +182,15 @@ def convert(opts: Options, progress: Progress | None = None) -> Result:
     try:
         inputs = make_inputs(source.inputs, opts.seed)
         src_onnx, norm_onnx = tmp / "source.onnx", tmp / "normalized.onnx"
+        profile: dict = {}
 
         t = time.perf_counter()
         progress(f"export: {source.framework} -> ONNX")
-        pins = export_stage.export(source, inputs, src_onnx, opts.opset) or []
+        as_is = export_stage.onnx_as_is(source)  # an .onnx source is read where it is, when nothing needs fixing
+        if as_is is not None:
+            src_onnx, pins = as_is, []
+        else:
+            pins = export_stage.export(source, inputs, src_onnx, opts.opset) or []
         source.inputs = apply_pins(source.inputs, pins)
         for pin in pins:
             where = f" at {pin['where']}" if pin.get("where") else ""
@@ -202,18 +211,25 @@ def convert(opts: Options, progress: Progress | None = None) -> Result:
             # and swallow the KeyboardInterrupt (Python ignores exceptions raised in them).
             gc.collect()
         source_run_s = time.perf_counter() - t
+        profile["source_run"] = round(source_run_s, 3)
 
         t = time.perf_counter()
         progress("normalize: graph passes, each checked with onnxruntime")
         model = normalize.load(src_onnx)
+        if as_is is not None:  # weights kept beside the user's file: in memory, as an inline copy would have them
+            import onnx_ir as ir
+
+            ir.external_data.load_to_model(model)
+        profile["normalize_load"] = round(time.perf_counter() - t, 3)
         source_nodes = len(list(model.graph))  # counted here: re-reading source.onnx costs 2x its weights
         importers.preflight(target, model)
         output_names = [v.name for v in model.graph.outputs]
         result = normalize.normalize(model, target, opts.layout, inputs if opts.check_passes else None,
                                      opts.atol, opts.rtol, fold_bn=opts.fold_bn)
-        from .onnx_io import COLLECT_BYTES, initializer_bytes, save_inline
-
+        mark = time.perf_counter()
         save_inline(result.model, norm_onnx)
+        profile["normalize_save"] = round(time.perf_counter() - mark, 3)
+        profile["normalize_reference_run"] = result.reference_seconds
         weight_bytes = initializer_bytes(result.model)
         timings["normalize"] = round(time.perf_counter() - t, 3)
 
@@ -222,6 +238,7 @@ def convert(opts: Options, progress: Progress | None = None) -> Result:
         gen = importers.generate(target, result.model, tmp, source.name, source.origin, result.interface,
                                  source.framework)
         timings["import"] = round(time.perf_counter() - t, 3)
+        profile["import"] = {**_import_profile(target), "total": timings["import"]}
         input_order = [v.name for v in result.model.graph.inputs]
         normalized_nodes = len(list(result.model.graph))
         result.model = model = None  # parity and bisection read normalized.onnx: free the graph's weights
@@ -230,13 +247,16 @@ def convert(opts: Options, progress: Progress | None = None) -> Result:
 
         t = time.perf_counter() - source_run_s  # the source model's run counts as parity time
         progress("parity: source vs onnxruntime vs normalized vs generated model.py")
-        report_parity = parity.check(source, inputs, src_onnx, norm_onnx, tmp, target, result.interface,
-                                     input_order, output_names, opts.atol, opts.rtol, reference=reference)
+        with _timed_parity(profile.setdefault("parity", {})):
+            report_parity = parity.check(source, inputs, src_onnx, norm_onnx, tmp, target, result.interface,
+                                         input_order, output_names, opts.atol, opts.rtol, reference=reference)
         bisect_inputs = inputs
         if size_sets:
             progress(f"parity at {sum('skipped' not in s for s in size_sets)} more size set(s) of the symbols")
-            report_parity["shapes"] = _parity_at_sizes(report_parity, source.inputs, size_sets, src_onnx, norm_onnx,
-                                                       tmp, target, result.interface, input_order, output_names, opts)
+            with _timed_parity(profile["parity"]):
+                report_parity["shapes"] = _parity_at_sizes(report_parity, source.inputs, size_sets, src_onnx,
+                                                           norm_onnx, tmp, target, result.interface, input_order,
+                                                           output_names, opts)
             failing = parity.first_failing_set(report_parity["shapes"])
             if report_parity["passed"] and failing is not None:
                 report_parity["passed"] = False
@@ -260,7 +280,13 @@ def convert(opts: Options, progress: Progress | None = None) -> Result:
                 report_parity["first_divergence"] = None
                 report_parity["bisect_error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
         timings["parity"] = round(time.perf_counter() - t, 3)
+        t = time.perf_counter()
+        if as_is is None:  # one copy of each ONNX weight for both graphs (an .onnx source's own is not copied)
+            share_weights([src_onnx, norm_onnx])
+        profile["share_onnx_weights"] = round(time.perf_counter() - t, 3)
         timings["total"] = round(time.perf_counter() - t0, 3)
+        profile["passes"] = [{"name": r.name, "pass": r.pass_seconds, "shapes": r.shapes_seconds,
+                              "check": r.check_seconds, "checked_with": r.checked_with} for r in result.passes]
 
         report = {
             "pipeline_version": __version__,
@@ -279,7 +305,10 @@ def convert(opts: Options, progress: Progress | None = None) -> Result:
             "nodes": {"source": source_nodes, "normalized": normalized_nodes},
             "parameters": gen.get("parameters"),
             "notes": [n for n in [gen.get("note")] if n],
-            "artifacts": sorted(["source.onnx", "normalized.onnx", "report.json", "report.html", *gen["files"]]),
+            "onnx_source": str(src_onnx) if as_is is not None else None,  # read in place, not copied
+            "profile": profile,
+            "artifacts": sorted({"report.json", "report.html", *gen["files"],
+                                 *(p.name for p in tmp.iterdir() if p.name in ONNX_FILES)}),
         }
         (tmp / "report.json").write_text(json.dumps(report, indent=2, default=_json_default))
         from .report_html import write as write_html
@@ -303,6 +332,90 @@ def _parity_at_sizes(example: dict, specs: list[InputSpec], size_sets: list[dict
              "inputs": {k: v["shape"] for k, v in example["inputs"].items()}}
     return [first, *parity.check_shapes(size_sets, src_onnx, norm_onnx, out_dir, target, interface, input_order,
                                         output_names, opts.atol, opts.rtol)]
+
+
+def format_profile(report: dict) -> str:
+    """``--profile``: where the conversion's time went, one line per step, slowest passes first marked."""
+    prof, t = report.get("profile") or {}, report["timings_s"]
+    lines = ["profile (seconds):"]
+
+    def row(label, seconds, indent=2):
+        lines.append(f"{' ' * indent}{label:<{34 - indent}} {seconds:8.3f}")
+
+    row("load", t.get("load", 0.0))
+    row("export" + (" (.onnx read in place)" if report.get("onnx_source") else ""), t.get("export", 0.0))
+    row("source model run", prof.get("source_run", 0.0))
+    row("normalize", t.get("normalize", 0.0))
+    row("read graph + shapes", prof.get("normalize_load", 0.0), 4)
+    row("onnxruntime reference run", prof.get("normalize_reference_run", 0.0), 4)
+    for p in prof.get("passes", []):
+        row(f"{p['name']}", p["pass"] + p["shapes"] + p["check"], 4)
+        lines[-1] += f"   (pass {p['pass']:.3f}, shapes {p['shapes']:.3f}, onnxruntime check {p['check']:.3f})"
+        if p.get("checked_with"):
+            lines[-1] += f" checked with {' + '.join(p['checked_with'])}"
+    row("write normalized.onnx", prof.get("normalize_save", 0.0), 4)
+    imp = prof.get("import", {})
+    row("import", t.get("import", 0.0))
+    for key, label in (("keras_build", "Keras build"), ("keras_set_weights", "Keras set weights"),
+                       ("keras_save", "Keras save weights")):
+        if key in imp:
+            row(label, imp[key], 4)
+    par = prof.get("parity", {})
+    row("parity (with source model run)", t.get("parity", 0.0))
+    for key, label in (("onnxruntime", "onnxruntime"), ("load_generated", "model.py build + load"),
+                       ("spec_referee", "second referee")):
+        if key in par:
+            row(label, par[key], 4)
+    row("share ONNX weights", prof.get("share_onnx_weights", 0.0))
+    row("total", t.get("total", 0.0))
+    return "\n".join(lines)
+
+
+def _import_profile(target: str) -> dict:
+    """Seconds of the import stage's build and save steps (Keras: build, set weights, save)."""
+    if target != "keras":
+        return {}
+    from .importers.to_keras import SAVE_PROFILE
+
+    return {k: round(v, 3) for k, v in SAVE_PROFILE.items()}
+
+
+class _timed_parity:
+    """Within ``with``: the seconds parity spends in each executor, added up into ``into``
+    (``onnxruntime``, ``load_generated`` = the generated model's build and weight load,
+    ``spec_referee``).  Wraps ``parity``'s module functions for the call and puts them back."""
+
+    NAMES = {"run_onnx": "onnxruntime", "load_generated": "load_generated", "spec_opinion": "spec_referee"}
+
+    def __init__(self, into: dict):
+        self.into = into
+        self.saved: dict = {}
+
+    def __enter__(self):
+        from . import parity
+
+        for name, label in self.NAMES.items():
+            fn = self.saved[name] = getattr(parity, name)
+            setattr(parity, name, self._wrap(fn, label))
+        self.start = time.perf_counter()
+        return self
+
+    def _wrap(self, fn, label):
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.into[label] = round(self.into.get(label, 0.0) + time.perf_counter() - start, 3)
+        return timed
+
+    def __exit__(self, *exc):
+        from . import parity
+
+        for name, fn in self.saved.items():
+            setattr(parity, name, fn)
+        self.into["total"] = round(self.into.get("total", 0.0) + time.perf_counter() - self.start, 3)
+        return False
 
 
 def _json_default(obj):

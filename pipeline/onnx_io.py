@@ -15,6 +15,7 @@ tensor and costs next to nothing.  The two helpers here build on that:
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from contextlib import contextmanager
@@ -24,6 +25,7 @@ import onnx
 import onnx_ir as ir
 
 LARGE_BYTES = 1 << 20  # initializers above this size are streamed one by one
+SHARE_MIN_BYTES = 1 << 10  # share_weights: smaller tensors stay inline (onnx's own external-data threshold)
 
 
 # Weights above this size are worth a prompt gc.collect() once their holder is dropped (graphs and
@@ -39,35 +41,57 @@ def initializer_bytes(model: ir.Model) -> int:
 def save_inline(model: ir.Model, path) -> None:
     """Save ``model`` to ``path`` as one self-contained ``.onnx`` file, streaming large weights.
 
-    The model is not changed.  Peak memory is about three times the largest tensor.
+    The graph is serialized with its large weights held out (see ``_held_out``), then each
+    of them is appended as a message of its own, straight from its bytes: every weight is
+    written once.  The model is not changed.  Peak memory is about twice the largest tensor.
     """
     path = Path(path)
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as tmp:
-        skeleton = Path(tmp) / "skeleton.onnx"
-        ir.save(model, skeleton, external_data="weights.bin", size_threshold_bytes=LARGE_BYTES)
-        proto = onnx.load(str(skeleton), load_external_data=False)  # small: the large weights are outside
-        streamed = [t for t in proto.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
-        kept = [t for t in proto.graph.initializer if t.data_location != onnx.TensorProto.EXTERNAL]
-        del proto.graph.initializer[:]
-        proto.graph.initializer.extend(kept)
-        partial = path.with_name(f".{path.name}.partial")
-        with open(partial, "wb") as out, open(Path(tmp) / "weights.bin", "rb") as data:
+    with _held_out(model) as held:
+        proto = ir.to_proto(model)
+    names = {value.name for value, _ in held}
+    kept = [t for t in proto.graph.initializer if t.name not in names]
+    del proto.graph.initializer[:]
+    proto.graph.initializer.extend(kept)
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        with open(partial, "wb") as out:
             out.write(proto.SerializeToString())
-            for tensor in streamed:
-                out.write(_initializer_message(tensor, data))
+            del proto
+            for value, tensor in held:
+                out.write(_initializer_message(value.name, tensor))
         os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
-def _initializer_message(tensor: onnx.TensorProto, data) -> bytes:
+def _initializer_message(name: str, tensor) -> bytes:
     """``ModelProto{graph{initializer: [tensor with its bytes inline]}}``, serialized."""
-    info = {e.key: e.value for e in tensor.external_data}
-    data.seek(int(info.get("offset", 0)))
-    inline = onnx.TensorProto()
-    inline.CopyFrom(tensor)
-    del inline.external_data[:]
-    inline.data_location = onnx.TensorProto.DEFAULT
-    inline.raw_data = data.read(int(info["length"]))
+    inline = onnx.TensorProto(name=name, data_type=tensor.dtype.value, dims=[int(d) for d in tensor.shape],
+                              raw_data=tensor.tobytes())
     return onnx.ModelProto(graph=onnx.GraphProto(initializer=[inline])).SerializeToString()
+
+
+@contextmanager
+def _held_out(model: ir.Model, dtypes=None):
+    """Within ``with``: the main graph's large weights (of ``dtypes``, default every non-string
+    type) replaced by placeholders that serialize as a few bytes; yields ``[(value, tensor)]``.
+
+    ``ir.to_proto`` then gives the graph without its weights, which go their own way (appended
+    to a file one by one).  The weights are put back afterwards."""
+    held = []
+    try:
+        for value in model.graph.initializers.values():
+            tensor = value.const_value
+            if (tensor is None or tensor.nbytes < LARGE_BYTES or tensor.dtype == ir.DataType.STRING
+                    or (dtypes is not None and tensor.dtype not in dtypes)):
+                continue
+            held.append((value, tensor))
+            value.const_value = ir.ExternalTensor("held-out", 0, tensor.nbytes, tensor.dtype, shape=tensor.shape,
+                                                  name=value.name)
+        yield held
+    finally:
+        for value, tensor in held:
+            value.const_value = tensor
 
 
 @contextmanager
@@ -77,3 +101,49 @@ def external_copy(model: ir.Model):
         path = Path(tmp) / "model.onnx"
         ir.save(model, path, external_data="model.data")
         yield str(path)
+
+
+# -- one copy of the ONNX weights for source.onnx and normalized.onnx ---------------------------
+#
+# Both graphs are kept for debugging, but most of their weights are the same bytes: a pass that
+# does not touch a weight leaves it as it was.  Once parity has run on them (inline files, as every
+# stage reads them), ``share_weights`` moves the large weights of both into one ``ONNX_DATA`` file
+# beside them, each distinct tensor once.  onnxruntime, ``onnx.load`` and ``onnx_ir.load`` read
+# the files from their folder as before.
+
+ONNX_DATA = "onnx.data"
+
+
+def share_weights(paths, data: str = ONNX_DATA) -> int:
+    """Move the large inline weights of the ``.onnx`` files ``paths`` (in one folder) into ``data``.
+
+    Works on the protobuf itself, so each graph is byte for byte the one written before except
+    for where its weights live; a tensor whose bytes are already in ``data`` points there.  A
+    file that already keeps weights outside is left as it is.  One file's graph is in memory at
+    a time.  Returns the bytes written to ``data``."""
+    index: dict[tuple[bytes, int], int] = {}
+    written = 0
+    for path in map(Path, paths):
+        proto = onnx.load(str(path), load_external_data=False)
+        tensors = [t for t in proto.graph.initializer if t.HasField("raw_data") and len(t.raw_data) >= SHARE_MIN_BYTES]
+        if any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer) or not tensors:
+            continue
+        with open(path.parent / data, "ab") as out:
+            end = out.seek(0, os.SEEK_END)
+            for tensor in tensors:
+                raw = tensor.raw_data
+                key = (hashlib.sha1(raw).digest(), len(raw))
+                if key not in index:
+                    index[key] = end
+                    out.write(raw)
+                    end += len(raw)
+                    written += len(raw)
+                tensor.ClearField("raw_data")
+                tensor.data_location = onnx.TensorProto.EXTERNAL
+                for k, v in (("location", data), ("offset", str(index[key])), ("length", str(key[1]))):
+                    tensor.external_data.add(key=k, value=v)
+        partial = path.with_name(f".{path.name}.partial")
+        onnx.save(proto, str(partial))
+        os.replace(partial, path)
+        del proto, tensors
+    return written
