@@ -159,7 +159,7 @@ def convert(opts: Options, progress: Progress | None = None) -> Result:
     symbol_sizes(opts.inputs, opts.dims, complete=False)  # conflicting sizes: said before loading the model
     from . import export as export_stage
     from . import importers, normalize, parity
-    from .onnx_io import COLLECT_BYTES, initializer_bytes, save_inline, share_weights
+    from .onnx_io import COLLECT_BYTES, externalize, initializer_bytes, save_inline, save_shared
     from .sources import resolve
 
     timings: dict[str, float] = {}
@@ -215,19 +215,26 @@ def convert(opts: Options, progress: Progress | None = None) -> Result:
 
         t = time.perf_counter()
         progress("normalize: graph passes, each checked with onnxruntime")
+        shared = None
+        if as_is is None:  # source.onnx's weights go to onnx.data, which normalized.onnx then shares
+            shared = externalize(src_onnx)
+            profile["source_weights_to_onnx_data"] = round(time.perf_counter() - t, 3)
+        mark = time.perf_counter()
         model = normalize.load(src_onnx)
-        if as_is is not None:  # weights kept beside the user's file: in memory, as an inline copy would have them
-            import onnx_ir as ir
+        import onnx_ir as ir
 
-            ir.external_data.load_to_model(model)
-        profile["normalize_load"] = round(time.perf_counter() - t, 3)
+        ir.external_data.load_to_model(model)  # in memory, as an inline file's: passes and checks read them
+        profile["normalize_load"] = round(time.perf_counter() - mark, 3)
         source_nodes = len(list(model.graph))  # counted here: re-reading source.onnx costs 2x its weights
         importers.preflight(target, model)
         output_names = [v.name for v in model.graph.outputs]
         result = normalize.normalize(model, target, opts.layout, inputs if opts.check_passes else None,
                                      opts.atol, opts.rtol, fold_bn=opts.fold_bn)
         mark = time.perf_counter()
-        save_inline(result.model, norm_onnx)
+        if shared is None:  # an .onnx source read in place: normalized.onnx is the one copy, inline
+            save_inline(result.model, norm_onnx)
+        else:
+            save_shared(result.model, norm_onnx, shared)
         profile["normalize_save"] = round(time.perf_counter() - mark, 3)
         profile["normalize_reference_run"] = result.reference_seconds
         weight_bytes = initializer_bytes(result.model)
@@ -235,10 +242,11 @@ def convert(opts: Options, progress: Progress | None = None) -> Result:
 
         t = time.perf_counter()
         progress(f"import: ONNX -> {target} source code")
+        framework_s = _import_framework(target)
         gen = importers.generate(target, result.model, tmp, source.name, source.origin, result.interface,
                                  source.framework)
         timings["import"] = round(time.perf_counter() - t, 3)
-        profile["import"] = {**_import_profile(target), "total": timings["import"]}
+        profile["import"] = {"framework_import": framework_s, **_import_profile(target), "total": timings["import"]}
         input_order = [v.name for v in result.model.graph.inputs]
         normalized_nodes = len(list(result.model.graph))
         result.model = model = None  # parity and bisection read normalized.onnx: free the graph's weights
@@ -280,10 +288,6 @@ def convert(opts: Options, progress: Progress | None = None) -> Result:
                 report_parity["first_divergence"] = None
                 report_parity["bisect_error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
         timings["parity"] = round(time.perf_counter() - t, 3)
-        t = time.perf_counter()
-        if as_is is None:  # one copy of each ONNX weight for both graphs (an .onnx source's own is not copied)
-            share_weights([src_onnx, norm_onnx])
-        profile["share_onnx_weights"] = round(time.perf_counter() - t, 3)
         timings["total"] = round(time.perf_counter() - t0, 3)
         profile["passes"] = [{"name": r.name, "pass": r.pass_seconds, "shapes": r.shapes_seconds,
                               "check": r.check_seconds, "checked_with": r.checked_with} for r in result.passes]
@@ -335,7 +339,7 @@ def _parity_at_sizes(example: dict, specs: list[InputSpec], size_sets: list[dict
 
 
 def format_profile(report: dict) -> str:
-    """``--profile``: where the conversion's time went, one line per step, slowest passes first marked."""
+    """``--profile``: where the conversion's time went, one line per step, in the order they ran."""
     prof, t = report.get("profile") or {}, report["timings_s"]
     lines = ["profile (seconds):"]
 
@@ -346,6 +350,8 @@ def format_profile(report: dict) -> str:
     row("export" + (" (.onnx read in place)" if report.get("onnx_source") else ""), t.get("export", 0.0))
     row("source model run", prof.get("source_run", 0.0))
     row("normalize", t.get("normalize", 0.0))
+    if "source_weights_to_onnx_data" in prof:
+        row("source.onnx weights to onnx.data", prof["source_weights_to_onnx_data"], 4)
     row("read graph + shapes", prof.get("normalize_load", 0.0), 4)
     row("onnxruntime reference run", prof.get("normalize_reference_run", 0.0), 4)
     for p in prof.get("passes", []):
@@ -356,6 +362,8 @@ def format_profile(report: dict) -> str:
     row("write normalized.onnx", prof.get("normalize_save", 0.0), 4)
     imp = prof.get("import", {})
     row("import", t.get("import", 0.0))
+    row(f"import {'TensorFlow + Keras' if report.get('target') == 'keras' else 'torch'}",
+        imp.get("framework_import", 0.0), 4)
     for key, label in (("keras_build", "Keras build"), ("keras_set_weights", "Keras set weights"),
                        ("keras_save", "Keras save weights")):
         if key in imp:
@@ -366,9 +374,18 @@ def format_profile(report: dict) -> str:
                        ("spec_referee", "second referee")):
         if key in par:
             row(label, par[key], 4)
-    row("share ONNX weights", prof.get("share_onnx_weights", 0.0))
     row("total", t.get("total", 0.0))
     return "\n".join(lines)
+
+
+def _import_framework(target: str) -> float:
+    """Import the target framework now (the importer or parity would anyway); its seconds for the
+    profile, where they are often most of the import stage."""
+    from . import quiet
+
+    start = time.perf_counter()
+    quiet.import_tensorflow() if target == "keras" else quiet.import_torch()
+    return round(time.perf_counter() - start, 3)
 
 
 def _import_profile(target: str) -> dict:

@@ -106,44 +106,88 @@ def external_copy(model: ir.Model):
 # -- one copy of the ONNX weights for source.onnx and normalized.onnx ---------------------------
 #
 # Both graphs are kept for debugging, but most of their weights are the same bytes: a pass that
-# does not touch a weight leaves it as it was.  Once parity has run on them (inline files, as every
-# stage reads them), ``share_weights`` moves the large weights of both into one ``ONNX_DATA`` file
-# beside them, each distinct tensor once.  onnxruntime, ``onnx.load`` and ``onnx_ir.load`` read
-# the files from their folder as before.
+# does not touch a weight leaves it as it was.  ``externalize`` moves the exported file's weights
+# into ``ONNX_DATA`` beside it (right after the export, while little else is in memory) and
+# returns where each distinct tensor went; ``save_shared`` writes ``normalized.onnx`` pointing at
+# those bytes for every weight no pass changed and appends only the others.  onnxruntime,
+# ``onnx.load`` and ``onnx_ir.load`` read both files from their folder.
 
 ONNX_DATA = "onnx.data"
 
 
-def share_weights(paths, data: str = ONNX_DATA) -> int:
-    """Move the large inline weights of the ``.onnx`` files ``paths`` (in one folder) into ``data``.
+def _key(raw: bytes) -> tuple[bytes, int]:
+    return hashlib.sha1(raw).digest(), len(raw)
 
-    Works on the protobuf itself, so each graph is byte for byte the one written before except
-    for where its weights live; a tensor whose bytes are already in ``data`` points there.  A
-    file that already keeps weights outside is left as it is.  One file's graph is in memory at
-    a time.  Returns the bytes written to ``data``."""
+
+def _point_to(tensor: onnx.TensorProto, data: str, offset: int, length: int) -> None:
+    tensor.ClearField("raw_data")
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+    for k, v in (("location", data), ("offset", str(offset)), ("length", str(length))):
+        tensor.external_data.add(key=k, value=v)
+
+
+def externalize(path, data: str = ONNX_DATA) -> dict[tuple[bytes, int], int]:
+    """Move the inline weights (``SHARE_MIN_BYTES`` and up) of the ``.onnx`` file ``path`` into
+    ``data`` beside it, each distinct tensor once; return ``{(sha1, length): offset}`` for
+    ``save_shared``.
+
+    Works on the protobuf itself, so the graph is byte for byte the one written before except
+    for where its weights live.  Peak memory is about twice the file (its bytes and the parsed
+    graph).  A file that already keeps weights outside is left as it is (an empty index)."""
+    path = Path(path)
+    proto = onnx.load(str(path), load_external_data=False)
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer):
+        return {}
     index: dict[tuple[bytes, int], int] = {}
-    written = 0
-    for path in map(Path, paths):
-        proto = onnx.load(str(path), load_external_data=False)
-        tensors = [t for t in proto.graph.initializer if t.HasField("raw_data") and len(t.raw_data) >= SHARE_MIN_BYTES]
-        if any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer) or not tensors:
-            continue
+    with open(path.parent / data, "ab") as out:
+        end = out.seek(0, os.SEEK_END)
+        for tensor in proto.graph.initializer:
+            if not tensor.HasField("raw_data"):
+                continue
+            raw = tensor.raw_data
+            if len(raw) < SHARE_MIN_BYTES:
+                continue
+            key = _key(raw)
+            if key not in index:
+                index[key] = end
+                out.write(raw)
+                end += len(raw)
+            del raw
+            _point_to(tensor, data, index[key], key[1])
+    partial = path.with_name(f".{path.name}.partial")
+    onnx.save(proto, str(partial))
+    os.replace(partial, path)
+    return index
+
+
+def save_shared(model: ir.Model, path, index: dict[tuple[bytes, int], int], data: str = ONNX_DATA) -> None:
+    """Save ``model`` to ``path`` with its weights in ``data`` beside it: a tensor whose bytes are
+    in ``index`` (``externalize``) points there, any other is appended (and added to ``index``).
+
+    The model is not changed; one tensor's bytes at a time are copied."""
+    path = Path(path)
+    swapped: list[tuple[ir.Value, object]] = []
+    try:
         with open(path.parent / data, "ab") as out:
             end = out.seek(0, os.SEEK_END)
-            for tensor in tensors:
-                raw = tensor.raw_data
-                key = (hashlib.sha1(raw).digest(), len(raw))
+            for value in model.graph.initializers.values():
+                tensor = value.const_value
+                if tensor is None or tensor.nbytes < SHARE_MIN_BYTES or tensor.dtype == ir.DataType.STRING:
+                    continue
+                raw = tensor.tobytes()
+                key = _key(raw)
                 if key not in index:
                     index[key] = end
                     out.write(raw)
                     end += len(raw)
-                    written += len(raw)
-                tensor.ClearField("raw_data")
-                tensor.data_location = onnx.TensorProto.EXTERNAL
-                for k, v in (("location", data), ("offset", str(index[key])), ("length", str(key[1]))):
-                    tensor.external_data.add(key=k, value=v)
+                del raw
+                swapped.append((value, tensor))
+                value.const_value = ir.ExternalTensor(data, index[key], key[1], tensor.dtype, shape=tensor.shape,
+                                                      name=value.name, base_dir=str(path.parent))
+        proto = ir.to_proto(model)
         partial = path.with_name(f".{path.name}.partial")
         onnx.save(proto, str(partial))
         os.replace(partial, path)
-        del proto, tensors
-    return written
+    finally:
+        for value, tensor in swapped:
+            value.const_value = tensor

@@ -75,32 +75,36 @@ def test_big_in_memory_models_reach_onnxruntime_through_a_file(tmp_path, monkeyp
     assert np.array_equal(referee.run_onnx(model, feed)[0], expected)  # the model itself is unchanged
 
 
-def test_share_weights_keeps_each_tensor_once(tmp_path):
-    """Two graphs with one weight in common: ``onnx.data`` holds the common one once, and each
-    file reads back (onnx.load, onnxruntime) as the inline file it was."""
-    from pipeline.onnx_io import ONNX_DATA, SHARE_MIN_BYTES, share_weights
+def test_source_and_normalized_share_each_tensor_once(tmp_path):
+    """``externalize`` (source.onnx) then ``save_shared`` (normalized.onnx, one weight changed by a
+    "pass"): ``onnx.data`` holds each distinct tensor once, and each file reads back (onnx.load,
+    onnxruntime) as the inline file of the same model."""
+    from pipeline.onnx_io import ONNX_DATA, SHARE_MIN_BYTES, externalize, save_shared
 
     first = _model()
     second = _model()
     w2 = second.graph.initializers["w2"]
-    w2.const_value = ir.tensor(w2.const_value.numpy() * 2)  # changed by a "pass"; w1 and b stay the same bytes
+    w2.const_value = ir.tensor(w2.const_value.numpy() * 2)  # w1 and b stay the same bytes
     feed = _feed(first)
     for name, model in (("source.onnx", first), ("normalized.onnx", second)):
-        save_inline(model, tmp_path / name)
         save_inline(model, tmp_path / f"inline-{name}")
     expected = {n: referee.run_onnx(str(tmp_path / f"inline-{n}"), feed)[0] for n in ("source.onnx", "normalized.onnx")}
     weights = {n: {t.name: numpy_helper.to_array(t) for t in onnx.load(str(tmp_path / f"inline-{n}")).graph.initializer}
                for n in expected}
 
-    written = share_weights([tmp_path / "source.onnx", tmp_path / "normalized.onnx"])
+    save_inline(first, tmp_path / "source.onnx")
+    index = externalize(tmp_path / "source.onnx")
+    save_shared(second, tmp_path / "normalized.onnx", index)
+    assert np.array_equal(second.graph.initializers["w2"].const_value.numpy(), weights["normalized.onnx"]["w2"])
     blobs = [t.raw_data for n in expected for t in onnx.load(str(tmp_path / f"inline-{n}")).graph.initializer
              if len(t.raw_data) >= SHARE_MIN_BYTES]
     assert len(blobs) == 6 and len(set(blobs)) == 4  # w1 and b common, w2 differs, the Reshape shape stays inline
-    assert written == (tmp_path / ONNX_DATA).stat().st_size == sum(len(b) for b in set(blobs))
+    assert (tmp_path / ONNX_DATA).stat().st_size == sum(len(b) for b in set(blobs))
     for name in expected:
-        got = onnx.load(str(tmp_path / name))  # external data read from the folder
         assert any(t.data_location == onnx.TensorProto.EXTERNAL for t in onnx.load(
             str(tmp_path / name), load_external_data=False).graph.initializer)
+        got = onnx.load(str(tmp_path / name))  # external data read from the folder
+        onnx.checker.check_model(got)
         for t in got.graph.initializer:
             assert np.array_equal(numpy_helper.to_array(t), weights[name][t.name]), (name, t.name)
         assert np.array_equal(referee.run_onnx(str(tmp_path / name), feed)[0], expected[name])
