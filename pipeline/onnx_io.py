@@ -21,6 +21,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import onnx
 import onnx_ir as ir
 
@@ -43,7 +44,7 @@ def save_inline(model: ir.Model, path) -> None:
 
     The graph is serialized with its large weights held out (see ``_held_out``), then each
     of them is appended as a message of its own, straight from its bytes: every weight is
-    written once.  The model is not changed.  Peak memory is about twice the largest tensor.
+    written once, straight from its array.  The model is not changed.
     """
     path = Path(path)
     with _held_out(model) as held:
@@ -58,17 +59,42 @@ def save_inline(model: ir.Model, path) -> None:
             out.write(proto.SerializeToString())
             del proto
             for value, tensor in held:
-                out.write(_initializer_message(value.name, tensor))
+                _write_initializer(out, value.name, tensor)
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
 
 
-def _initializer_message(name: str, tensor) -> bytes:
-    """``ModelProto{graph{initializer: [tensor with its bytes inline]}}``, serialized."""
-    inline = onnx.TensorProto(name=name, data_type=tensor.dtype.value, dims=[int(d) for d in tensor.shape],
-                              raw_data=tensor.tobytes())
-    return onnx.ModelProto(graph=onnx.GraphProto(initializer=[inline])).SerializeToString()
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, n = n & 0x7F, n >> 7
+        out.append(low | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+_PACKED_TYPES = frozenset(getattr(ir.DataType, t) for t in ("INT4", "UINT4", "FLOAT4E2M1") if hasattr(ir.DataType, t))
+
+
+def _write_initializer(out, name: str, tensor) -> None:
+    """Append ``ModelProto{graph{initializer: [tensor, bytes inline]}}`` to ``out``, writing the
+    tensor's bytes straight from its array: no serialized copy of them is built.
+
+    The wire format by hand: field 7 (graph) of ModelProto holds field 5 (initializer) of
+    GraphProto, a TensorProto whose name, type and dims ``onnx`` serializes and whose
+    ``raw_data`` (field 9) follows them."""
+    if tensor.dtype in _PACKED_TYPES:  # numpy holds these unpacked; tobytes() packs them as ONNX does
+        raw = memoryview(tensor.tobytes())
+    else:
+        raw = memoryview(np.ascontiguousarray(tensor.numpy())).cast("B")
+    meta = onnx.TensorProto(name=name, data_type=tensor.dtype.value, dims=[int(d) for d in tensor.shape])
+    head = meta.SerializeToString() + b"\x4a" + _varint(raw.nbytes)  # raw_data: field 9, length-delimited
+    tensor_len = len(head) + raw.nbytes
+    initializer = b"\x2a" + _varint(tensor_len)  # GraphProto.initializer: field 5
+    graph = b"\x3a" + _varint(len(initializer) + tensor_len)  # ModelProto.graph: field 7
+    out.write(graph + initializer + head)
+    out.write(raw)
 
 
 @contextmanager
