@@ -351,7 +351,7 @@ def format_profile(report: dict) -> str:
     row("source model run", prof.get("source_run", 0.0))
     row("normalize", t.get("normalize", 0.0))
     if "source_weights_to_onnx_data" in prof:
-        row("source.onnx weights to onnx.data", prof["source_weights_to_onnx_data"], 4)
+        row("weights to onnx.data", prof["source_weights_to_onnx_data"], 4)
     row("read graph + shapes", prof.get("normalize_load", 0.0), 4)
     row("onnxruntime reference run", prof.get("normalize_reference_run", 0.0), 4)
     for p in prof.get("passes", []):
