@@ -318,9 +318,19 @@ def bench_file(name: str, label: str, onnx_path: Path, params: int, work: Path, 
         "pipeline_x_onnx2tf": round(o_best["seconds"] / t_best["seconds"], 3) if both else None,  # issue 11: <= 0.1
         # The machine's 1-minute load average before and after: timings under load are noisy.
         "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "commit": _commit(),
         "loadavg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "cpus": os.cpu_count(),
     }
+
+
+def _commit() -> str:
+    """The commit a row was measured at (rows of earlier runs stay in the file beside new ones)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import evidence
+
+    c = evidence.commit()
+    return c["commit"] + ("+dirty" if c["dirty"] else "")
 
 
 # --------------------------------------------------------------------------- Keras -> PyTorch vs tf2onnx
@@ -372,7 +382,7 @@ def bench_keras(work: Path, runs: int) -> dict:
             "tf2onnx_export": {"best": t_best, "runs": theirs},
             "pipeline": {"best": o_best, "runs": ours},
             "pipeline_x_tf2onnx": round(o_best["seconds"] / t_best["seconds"], 3) if ok else None,  # issue 11: <= 2
-            "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"), "commit": _commit(),
             "loadavg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)], "cpus": os.cpu_count()}
 
 
@@ -484,6 +494,7 @@ def main(argv: list[str] | None = None) -> int:
 
         kept = evidence.write(Path(args.results), "onnx2tf", {"rows": rows, "keras_rows": keras_rows},
                               command=f"bench/compare_onnx2tf.py --models {args.models} --runs {args.runs}"
+                                      f"{' --no-dynamo' if args.no_dynamo else ''}"
                                       f" --keras-runs {keras_runs}")
         print(f"results: {kept}")
     wrong = [f"{r['model']} ({r['onnx_file']})" for r in rows
