@@ -6,7 +6,10 @@ The goals are the README's claims, checked against the files the benches wrote u
 - memory (``make bench``, memory.json): each direction's peak over the warm baseline is at
   most ``MEMORY_BOUND_X_WEIGHTS`` times the weights, and parity passed;
 - speed (``make bench``, onnx2tf.json): on each TorchScript file pipeline's product is right
-  and onnx2tf takes at least ``MIN_SPEEDUP`` times pipeline's wall time;
+  and onnx2tf takes at least ``MIN_SPEEDUP`` times pipeline's wall time; each weight is written
+  once: the output folder without the ONNX graphs kept for debugging is at most
+  ``MAX_OUTPUT_X_WEIGHTS`` times the weights (rows that measured it); Keras ResNet50 -> PyTorch
+  takes at most ``MAX_X_TF2ONNX`` times tf2onnx's export alone (when measured);
 - shapes (``make bench``, shapes.json): a polymorphic conversion costs at most its stated
   factor over the static one, and its model's latency at the example size likewise;
 - zoo (``make zoo``, zoo.json): every keras.applications model passes;
@@ -28,6 +31,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 MEMORY_BOUND_X_WEIGHTS = 3.0
 MIN_SPEEDUP = 1.0  # "pipeline converts faster than onnx2tf": onnx2tf s / pipeline s >= 1
 MIN_FUZZ_CASES = 10_000  # the deep profile's default
+MAX_OUTPUT_X_WEIGHTS = 1.1  # issue 11: output folder <= 1.1x the weights plus the ONNX files kept
+MAX_X_TF2ONNX = 2.0  # issue 11: Keras -> PyTorch end to end <= 2x tf2onnx's export alone
 
 
 def _load(folder: Path, name: str):
@@ -62,6 +67,17 @@ def check_speed(record) -> list[str]:
         elif r["ratio_onnx2tf_over_pipeline"] < MIN_SPEEDUP:
             problems.append(f"speed {r['model']}: onnx2tf / pipeline = {r['ratio_onnx2tf_over_pipeline']} "
                             f"< {MIN_SPEEDUP}")
+    for r in [*record["data"]["rows"], *record["data"].get("keras_rows", [])]:
+        out = r["pipeline"]["best"].get("output")
+        if out and out["without_onnx_x_weights"] > MAX_OUTPUT_X_WEIGHTS:
+            problems.append(f"output {r['model']}: {out['without_onnx_x_weights']}x the weights besides the ONNX "
+                            f"files > {MAX_OUTPUT_X_WEIGHTS}x")
+    for r in record["data"].get("keras_rows", []):
+        ratio = r.get("pipeline_x_tf2onnx")
+        if ratio is None:
+            problems.append(f"speed {r['model']}: a run failed, pipeline / tf2onnx not shown")
+        elif ratio > MAX_X_TF2ONNX:
+            problems.append(f"speed {r['model']}: pipeline / tf2onnx export = {ratio} > {MAX_X_TF2ONNX}")
     return problems
 
 

@@ -26,6 +26,17 @@ unsimplified TorchScript graph then crashes onnx2tf 1.29.24 at the GELU's
 scalar-constant Div).  On the dynamo file onnx2tf fails even so, in its Constant
 op (a list-valued Constant); that row is kept to show it.
 
+Besides the ratio, each pipeline run records its output folder against the weights (PyTorch's
+parameter count x 4 bytes): the weights file alone and the ONNX graphs kept beside it
+(``source.onnx``/``normalized.onnx`` sharing ``onnx.data``), and its per-stage seconds
+(``report.json``'s ``timings_s`` and ``profile``).
+
+Keras -> PyTorch (issue 11: end to end at most 2x tf2onnx's export alone): keras.applications
+ResNet50 (weights=None, 224x224, bench/keras_zoo.py's stand-in trained values) converted by
+``python -m pipeline convert FACTORY --to torch`` against a fresh process that builds the same
+model and runs ``tf2onnx.convert.from_keras`` on it (opset 18) and nothing else; wall time of
+each whole process.  ``--keras-runs 0`` skips it.
+
 Writes build/bench/onnx2tf.json, keeps every row with the commit and the machine in
 bench/results/onnx2tf.json (the README's table is generated from it) and prints a
 Markdown table.  Exits 1 when a product it measured is wrong or failed.
@@ -143,20 +154,49 @@ def onnx2tf_once(onnx_path: Path, work: Path, run: int) -> dict:
     return run_timed(cmd, work, env, work / f"onnx2tf.run{run}.log")
 
 
-def pipeline_once(onnx_path: Path, work: Path, run: int) -> dict:
-    """One `python -m pipeline convert FILE --to keras` run on a fresh copy of the file; adds its stage timings."""
+ONNX_FILES = ("source.onnx", "normalized.onnx", "onnx.data")
+
+
+def pipeline_once(onnx_path: Path, work: Path, run: int, params: int | None = None) -> dict:
+    """One `python -m pipeline convert FILE --to keras` run on a fresh copy of the file; adds its stage
+    timings and its output folder's size."""
     work.mkdir(parents=True, exist_ok=True)
     src = work / "model.onnx"
     shutil.copyfile(onnx_path, src)
+    cmd = [sys.executable, "-m", "pipeline", "convert", str(src), "--to", "keras", "--out", str(work / "out")]
+    return _pipeline_run(cmd, work / "out", work / f"pipeline.run{run}.log", params)
+
+
+def _pipeline_env() -> dict:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow")
     env.pop("TF_USE_LEGACY_KERAS", None)
-    cmd = [sys.executable, "-m", "pipeline", "convert", str(src), "--to", "keras", "--out", str(work / "out")]
-    result = run_timed(cmd, ROOT, env, work / f"pipeline.run{run}.log")
+    return env
+
+
+def _pipeline_run(cmd: list[str], out: Path, log: Path, params: int | None) -> dict:
+    """Run a pipeline command; add ``stages_s``, ``profile`` and ``output`` (folder bytes vs the weights)."""
+    shutil.rmtree(out, ignore_errors=True)
+    result = run_timed(cmd, ROOT, _pipeline_env(), log)
     try:
-        result["stages_s"] = json.loads((work / "out" / "report.json").read_text())["timings_s"]
+        report = json.loads((out / "report.json").read_text())
+        result["stages_s"], result["profile"] = report["timings_s"], report.get("profile")
     except (OSError, ValueError, KeyError):
-        result["stages_s"] = None
+        result["stages_s"] = result["profile"] = None
+    if out.is_dir() and params:
+        result["output"] = output_size(out, params * 4)
     return result
+
+
+def output_size(out: Path, weight_bytes: int) -> dict:
+    """The output folder in bytes and in units of the weights: all of it, the ONNX graphs kept beside
+    the model, and the rest (model.py, the weights file, constants, the report)."""
+    sizes = {p.name: p.stat().st_size for p in out.iterdir() if p.is_file()}
+    onnx = sum(v for k, v in sizes.items() if k in ONNX_FILES)
+    total = sum(sizes.values())
+    return {"files": sizes, "weight_bytes": weight_bytes, "total_bytes": total, "onnx_bytes": onnx,
+            "total_x_weights": round(total / weight_bytes, 3),
+            "without_onnx_x_weights": round((total - onnx) / weight_bytes, 3),
+            "onnx_x_weights": round(onnx / weight_bytes, 3)}
 
 
 def best_of(runs: list[dict]) -> dict:
@@ -260,25 +300,98 @@ def bench_file(name: str, label: str, onnx_path: Path, params: int, work: Path, 
     load_before = os.getloadavg()[0]
     x_path, ref_path = make_reference(onnx_path, work)
     theirs = [onnx2tf_once(onnx_path, work / "onnx2tf", i) for i in range(runs)]
-    ours = [pipeline_once(onnx_path, work / "pipeline", i) for i in range(runs)]
+    ours = [pipeline_once(onnx_path, work / "pipeline", i, params) for i in range(runs)]
     t_best, o_best = best_of(theirs), best_of(ours)
     tflite = next(iter(sorted((work / "onnx2tf" / "saved_model").glob("*_float32.tflite"))), None)
     t_check = (verify("tflite", tflite, x_path, ref_path) if tflite and t_best["exit_code"] == 0
                else {"ok": False, "error": f"onnx2tf exit {t_best['exit_code']} (log: {work / 'onnx2tf'})"})
     o_check = (verify("keras", work / "pipeline" / "out", x_path, ref_path) if o_best["exit_code"] == 0
                else {"ok": False, "error": f"pipeline exit {o_best['exit_code']} (log: {work / 'pipeline'})"})
-    ratio = round(t_best["seconds"] / o_best["seconds"], 1) if t_check["ok"] and o_check["ok"] else None
+    both = t_check["ok"] and o_check["ok"]
+    ratio = round(t_best["seconds"] / o_best["seconds"], 1) if both else None
     return {
         "model": name, "onnx_file": label, "onnx_path": str(onnx_path.relative_to(ROOT)),
         "parameters": params,
         "onnx2tf": {"best": t_best, "runs": theirs, "check": t_check},
         "pipeline": {"best": o_best, "runs": ours, "check": o_check},
         "ratio_onnx2tf_over_pipeline": ratio,
+        "pipeline_x_onnx2tf": round(o_best["seconds"] / t_best["seconds"], 3) if both else None,  # issue 11: <= 0.1
         # The machine's 1-minute load average before and after: timings under load are noisy.
         "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "commit": _commit(),
         "loadavg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "cpus": os.cpu_count(),
     }
+
+
+def _commit() -> str:
+    """The commit a row was measured at (rows of earlier runs stay in the file beside new ones)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import evidence
+
+    c = evidence.commit()
+    return c["commit"] + ("+dirty" if c["dirty"] else "")
+
+
+# --------------------------------------------------------------------------- Keras -> PyTorch vs tf2onnx
+
+KERAS_MODEL, KERAS_SIZE = "ResNet50", 224
+
+
+def keras_factory(work: Path) -> Path:
+    """``work/app.py``: keras.applications.ResNet50 as bench/keras_zoo.py writes it, at 224x224."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import keras_zoo
+
+    work.mkdir(parents=True, exist_ok=True)
+    path = work / "app.py"
+    path.write_text(keras_zoo.FACTORY.format(name=KERAS_MODEL, size=KERAS_SIZE))
+    return path
+
+
+def tf2onnx_child(factory: str, out: str) -> int:
+    """What a user of tf2onnx alone runs: build the model, ``tf2onnx.convert.from_keras``, nothing else."""
+    import importlib.util
+
+    import tensorflow as tf
+    import tf2onnx
+
+    spec = importlib.util.spec_from_file_location("bench_app", factory)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model = module.build()
+    (name, shape), = module.INPUTS.items()
+    tf2onnx.convert.from_keras(model, input_signature=(tf.TensorSpec(shape, tf.float32, name=name),), opset=18,
+                               output_path=out)
+    return 0
+
+
+def bench_keras(work: Path, runs: int) -> dict:
+    """Keras ResNet50 -> PyTorch (pipeline, end to end) against tf2onnx's export alone, fresh processes."""
+    factory = keras_factory(work)
+    params = _keras_params(factory)
+    load_before = os.getloadavg()[0]
+    theirs = [run_timed([sys.executable, __file__, "--tf2onnx-child", str(factory), str(work / "tf2onnx.onnx")],
+                        ROOT, _pipeline_env(), work / f"tf2onnx.run{i}.log") for i in range(runs)]
+    ours = [_pipeline_run([sys.executable, "-m", "pipeline", "convert", f"{factory}:build", "--to", "torch", "--out",
+                           str(work / "out")], work / "out", work / f"pipeline.run{i}.log", params)
+            for i in range(runs)]
+    t_best, o_best = best_of(theirs), best_of(ours)
+    ok = t_best["exit_code"] == 0 and o_best["exit_code"] == 0
+    return {"model": f"keras.applications.{KERAS_MODEL} {KERAS_SIZE}x{KERAS_SIZE}", "parameters": params,
+            "tf2onnx_export": {"best": t_best, "runs": theirs},
+            "pipeline": {"best": o_best, "runs": ours},
+            "pipeline_x_tf2onnx": round(o_best["seconds"] / t_best["seconds"], 3) if ok else None,  # issue 11: <= 2
+            "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"), "commit": _commit(),
+            "loadavg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)], "cpus": os.cpu_count()}
+
+
+def _keras_params(factory: Path) -> int:
+    """The model's parameter count, asked of Keras in a child (this process stays free of TensorFlow)."""
+    code = (f"import importlib.util as u; s = u.spec_from_file_location('a', {str(factory)!r}); m = u.module_from_spec(s); "
+            "s.loader.exec_module(m); print(m.build().count_params())")
+    proc = subprocess.run([sys.executable, "-c", code], env=_pipeline_env(), capture_output=True, text=True)
+    return int(proc.stdout.strip().splitlines()[-1])
 
 
 def _status(side: dict) -> str:
@@ -304,11 +417,36 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+STAGES = ("load", "export", "normalize", "import", "parity", "total")
+
+
+def stage_table(rows: list[dict], keras_rows: list[dict]) -> str:
+    """Markdown: where pipeline's time goes (fastest run of each), and its output folder against the weights."""
+    lines = ["| run | " + " | ".join(f"{s} s" for s in STAGES) + " | wall s | output / weights (without ONNX) |",
+             "| --- |" + " ---: |" * (len(STAGES) + 2)]
+    named = [(f"{r['model']} ({r['onnx_file']}) -> Keras", r["pipeline"]["best"]) for r in rows]
+    named += [(f"{r['model']} -> PyTorch", r["pipeline"]["best"]) for r in keras_rows]
+    for label, best in named:
+        st = best.get("stages_s") or {}
+        out = best.get("output") or {}
+        size = f"{out['total_x_weights']}x ({out['without_onnx_x_weights']}x)" if out else "n/a"
+        lines.append(f"| {label} | " + " | ".join(f"{st[k]:.1f}" if k in st else "" for k in STAGES)
+                     + f" | {best['seconds']} | {size} |")
+    return "\n".join(lines)
+
+
 def _earlier_rows() -> list[dict]:
     """Rows of an earlier run, so `--models x` re-measures x and keeps the others (each row has its date)."""
     try:
         return json.loads((OUT / "onnx2tf.json").read_text())["rows"]
     except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
+def _earlier_keras_rows() -> list[dict]:
+    try:
+        return json.loads((OUT / "onnx2tf.json").read_text()).get("keras_rows", [])
+    except (OSError, ValueError, AttributeError):
         return []
 
 
@@ -319,12 +457,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-dynamo", action="store_true", help="skip the dynamo-export file")
     parser.add_argument("--results", default=str(ROOT / "bench" / "results" / "onnx2tf.json"),
                         help="where the rows are kept with commit and machine ('' to skip)")
+    parser.add_argument("--keras-runs", type=int, default=None,
+                        help="timed runs of Keras ResNet50 -> PyTorch vs tf2onnx (default: --runs; 0 skips it)")
     parser.add_argument("--verify", nargs=4, metavar=("KIND", "PRODUCT", "INPUT", "REF"), help=argparse.SUPPRESS)
+    parser.add_argument("--tf2onnx-child", nargs=2, metavar=("FACTORY", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.verify:
         return _verify_main(*args.verify)
+    if args.tf2onnx_child:
+        return tf2onnx_child(*args.tf2onnx_child)
     OUT.mkdir(parents=True, exist_ok=True)
-    rows = _earlier_rows()
+    rows, keras_rows = _earlier_rows(), _earlier_keras_rows()
+    keras_runs = args.runs if args.keras_runs is None else args.keras_runs
     for name in [m for m in args.models.split(",") if m]:
         work = OUT / name
         work.mkdir(parents=True, exist_ok=True)
@@ -333,14 +477,25 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[bench] {name} ({label}): {args.runs} run(s) per tool ...", file=sys.stderr, flush=True)
             row = bench_file(name, label, path, params, work / label, args.runs)
             rows = [r for r in rows if (r["model"], r["onnx_file"]) != (name, label)] + [row]
-            (OUT / "onnx2tf.json").write_text(json.dumps({"protocol": __doc__, "rows": rows}, indent=2))
+            (OUT / "onnx2tf.json").write_text(json.dumps({"protocol": __doc__, "rows": rows, "keras_rows": keras_rows},
+                                                         indent=2))
+    if keras_runs > 0:
+        print(f"[bench] Keras {KERAS_MODEL} -> PyTorch vs tf2onnx: {keras_runs} run(s) each ...", file=sys.stderr,
+              flush=True)
+        keras_rows = [bench_keras(OUT / "keras_resnet50", keras_runs)]
+        (OUT / "onnx2tf.json").write_text(json.dumps({"protocol": __doc__, "rows": rows, "keras_rows": keras_rows},
+                                                     indent=2))
     print(table(rows))
+    print()
+    print(stage_table(rows, keras_rows))
     if args.results:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         import evidence
 
-        kept = evidence.write(Path(args.results), "onnx2tf", {"rows": rows},
-                              command=f"bench/compare_onnx2tf.py --models {args.models} --runs {args.runs}")
+        kept = evidence.write(Path(args.results), "onnx2tf", {"rows": rows, "keras_rows": keras_rows},
+                              command=f"bench/compare_onnx2tf.py --models {args.models} --runs {args.runs}"
+                                      f"{' --no-dynamo' if args.no_dynamo else ''}"
+                                      f" --keras-runs {keras_runs}")
         print(f"results: {kept}")
     wrong = [f"{r['model']} ({r['onnx_file']})" for r in rows
              if r["onnx_file"] == "torchscript-17" and not r["pipeline"]["check"].get("ok")]

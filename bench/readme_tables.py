@@ -64,8 +64,9 @@ def fuzz(record: dict) -> str:
 
 def onnx2tf(record: dict) -> str:
     lines = [provenance(record, "make bench"), "",
-             "| model | ONNX file | parameters | onnx2tf s (check) | pipeline s (check) | onnx2tf / pipeline |",
-             "| --- | --- | --- | --- | --- | --- |"]
+             "| model | ONNX file | parameters | onnx2tf s (check) | pipeline s (check) | onnx2tf / pipeline "
+             "| pipeline / onnx2tf (issue 11: <= 0.1) | output / weights (without ONNX files) | measured |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
 
     def side(s):
         c = s["check"]
@@ -75,8 +76,47 @@ def onnx2tf(record: dict) -> str:
     for r in record["data"]["rows"]:
         ratio = f"**{r['ratio_onnx2tf_over_pipeline']}x**" if r["ratio_onnx2tf_over_pipeline"] else "n/a"
         lines.append(f"| {r['model']} | {r['onnx_file']} | {r['parameters'] / 1e6:.1f} M | {side(r['onnx2tf'])} "
-                     f"| {side(r['pipeline'])} | {ratio} |")
+                     f"| {side(r['pipeline'])} | {ratio} | {_target(r.get('pipeline_x_onnx2tf'), 0.1)} "
+                     f"| {_output(r['pipeline']['best'])} | {_measured(r)} |")
+    keras_rows = record["data"].get("keras_rows") or []
+    if keras_rows:
+        lines += ["", "| Keras -> PyTorch | parameters | tf2onnx export alone s | pipeline end to end s "
+                      "| pipeline / tf2onnx (issue 11: <= 2) | output / weights (without ONNX files) | measured |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        for r in keras_rows:
+            lines.append(f"| {r['model']} | {r['parameters'] / 1e6:.1f} M | {r['tf2onnx_export']['best']['seconds']} "
+                         f"| {r['pipeline']['best']['seconds']} | {_target(r.get('pipeline_x_tf2onnx'), 2)} "
+                         f"| {_output(r['pipeline']['best'])} | {_measured(r)} |")
+    stages = [(f"{r['model']} ({r['onnx_file']}) -> Keras", r["pipeline"]["best"]) for r in record["data"]["rows"]]
+    stages += [(f"{r['model']} -> PyTorch", r["pipeline"]["best"]) for r in keras_rows]
+    stages = [(label, best) for label, best in stages if best.get("stages_s")]
+    if stages:
+        names = ("load", "export", "normalize", "import", "parity", "total")
+        lines += ["", "pipeline's stages (seconds, the fastest run; `--profile` prints each pass):", "",
+                  "| run | " + " | ".join(names) + " |", "| --- |" + " ---: |" * len(names)]
+        for label, best in stages:
+            lines.append(f"| {label} | " + " | ".join(f"{best['stages_s'][k]:.1f}" if k in best["stages_s"] else ""
+                                                     for k in names) + " |")
     return "\n".join(lines)
+
+
+def _target(value, bound) -> str:
+    """A measured ratio against its issue-11 target: met, or the gap."""
+    if value is None:
+        return "n/a"
+    return f"{value}x ({'met' if value <= bound else f'gap: {value / bound:.1f}x the target'})"
+
+
+def _measured(row: dict) -> str:
+    """When a row was measured and, where the row keeps it, at which commit (a run with ``--models``
+    keeps the other models' earlier rows, so the file's commit is the last run's)."""
+    when = row.get("measured_at", "")
+    return f"{when}, commit {row['commit']}" if row.get("commit") else when
+
+
+def _output(best: dict) -> str:
+    out = best.get("output")
+    return f"{out['total_x_weights']}x ({out['without_onnx_x_weights']}x)" if out else "n/a"
 
 
 def memory(record: dict) -> str:

@@ -20,6 +20,9 @@ from .referee import compare, session
 
 
 def onnx_intermediates(model: ir.Model, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    # normalized.onnx keeps its weights in onnx.data beside it: read them before the graph is
+    # serialized (onnxruntime gets bytes, which cannot name a file relative to anything).
+    ir.external_data.load_to_model(model)
     clone = ir.from_proto(ir.to_proto(model))
     present = {v.name for v in clone.graph.outputs}
     for node in clone.graph:

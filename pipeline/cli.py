@@ -105,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     conv = sub.add_parser("convert", help="convert one model and check parity")
     _add_convert_args(conv)
     conv.add_argument("--quiet", action="store_true", help="no progress lines")
+    conv.add_argument("--profile", action="store_true",
+                      help="print the seconds of every normalize pass (pass, shape inference, onnxruntime check), "
+                           "of the import's build and save and of parity's executors (report.json keeps them)")
     conv.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
     batch = sub.add_parser("batch", help="convert every model listed in a YAML file")
     batch.add_argument("config", metavar="FILE.yaml")
@@ -279,9 +282,14 @@ def main(argv: list[str] | None = None) -> int:
                            inputs=[parse_input(s) for s in args.inputs], atol=args.atol, rtol=args.rtol,
                            opset=args.opset, layout=args.layout, seed=args.seed, check_passes=args.check_passes,
                            fold_bn=args.fold_bn, dims=_dims(args.dims), static=args.static, sample=args.sample,
-                           export=args.export, calibration=args.calibration, gradients=args.gradients)
+                           export=args.export, calibration=args.calibration, gradients=args.gradients,
+                           profile=args.profile)
             result = convert(opts, Progress(not args.quiet))
             _print_result(result)
+            if opts.profile:
+                from .convert import format_profile
+
+                print(format_profile(result.report))
             return result.exit_code
         if args.command == "batch":
             from .batch import run_batch

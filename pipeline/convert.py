@@ -22,6 +22,8 @@ from .spec import (InputSpec, Symbol, check_range, check_sample, load_sample, ma
                    with_index_ranges)
 
 LAYOUTS = ("source", "target")
+# The graphs kept for debugging and one copy of their weights (``onnx_io.ONNX_DATA``).
+ONNX_FILES = ("source.onnx", "normalized.onnx", "onnx.data")
 TARGETS = ("torch", "keras")
 
 # Batch symbolic by default (issue 14, item 3): the first dimension of every input of a
@@ -52,6 +54,7 @@ class Options:
     export: list[str] = field(default_factory=list)  # --export: deployable artifacts, each checked (artifacts.py)
     calibration: str | None = None  # --calibration FILE.npz or folder of .npy: int8 calibration batches
     gradients: bool = False  # --gradients: gradient parity in report["gradients"] (pipeline/gradients.py)
+    profile: bool = False  # --profile: the CLI prints report["profile"] (always recorded)
 
 
 @dataclass
@@ -225,6 +228,7 @@ def _convert(opts: Options, progress: Progress, extra_pins: list[dict] | None = 
     sample = load_sample(opts.sample) if opts.sample else None  # a bad file too
     from . import export as export_stage
     from . import gradients, importers, normalize, parity
+    from .onnx_io import COLLECT_BYTES, externalize, initializer_bytes, save_inline, save_shared
     from .sources import resolve
 
     timings: dict[str, float] = {}
@@ -255,10 +259,15 @@ def _convert(opts: Options, progress: Progress, extra_pins: list[dict] | None = 
     tmp.mkdir()
     try:
         src_onnx, norm_onnx = tmp / "source.onnx", tmp / "normalized.onnx"
+        profile: dict = {}
 
         t = time.perf_counter()
         progress(f"export: {source.framework} -> ONNX")
-        pins = export_stage.export(source, trace_inputs(source.inputs, opts.seed), src_onnx, opts.opset) or []
+        as_is = export_stage.onnx_as_is(source)  # an .onnx source is read where it is, when nothing needs fixing
+        if as_is is not None:
+            src_onnx, pins = as_is, []
+        else:
+            pins = export_stage.export(source, trace_inputs(source.inputs, opts.seed), src_onnx, opts.opset) or []
         _refuse_pinned_requests(pins, opts)
         if batch_pin is not None and any(p["symbol"] == BATCH_SYMBOL for p in pins):
             batch_pin = None  # the model fixes it: static already
@@ -288,18 +297,32 @@ def _convert(opts: Options, progress: Progress, extra_pins: list[dict] | None = 
             # and swallow the KeyboardInterrupt (Python ignores exceptions raised in them).
             gc.collect()
         source_run_s = time.perf_counter() - t
+        profile["source_run"] = round(source_run_s, 3)
 
         t = time.perf_counter()
         progress("normalize: graph passes, each checked with onnxruntime")
+        shared = None
+        if as_is is None:  # source.onnx's weights go to onnx.data, which normalized.onnx then shares
+            shared = externalize(src_onnx)
+            profile["source_weights_to_onnx_data"] = round(time.perf_counter() - t, 3)
+        mark = time.perf_counter()
         model = normalize.load(src_onnx)
+        import onnx_ir as ir
+
+        ir.external_data.load_to_model(model)  # in memory, as an inline file's: passes and checks read them
+        profile["normalize_load"] = round(time.perf_counter() - mark, 3)
         source_nodes = len(list(model.graph))  # counted here: re-reading source.onnx costs 2x its weights
         importers.preflight(target, model)
         output_names = [v.name for v in model.graph.outputs]
         result = normalize.normalize(model, target, opts.layout, inputs if opts.check_passes else None,
                                      opts.atol, opts.rtol, fold_bn=opts.fold_bn)
-        from .onnx_io import COLLECT_BYTES, initializer_bytes, save_inline
-
-        save_inline(result.model, norm_onnx)
+        mark = time.perf_counter()
+        if shared is None:  # an .onnx source read in place: normalized.onnx is the one copy, inline
+            save_inline(result.model, norm_onnx)
+        else:
+            save_shared(result.model, norm_onnx, shared)
+        profile["normalize_save"] = round(time.perf_counter() - mark, 3)
+        profile["normalize_reference_run"] = result.reference_seconds
         weight_bytes = initializer_bytes(result.model)
         timings["normalize"] = round(time.perf_counter() - t, 3)
 
@@ -308,9 +331,11 @@ def _convert(opts: Options, progress: Progress, extra_pins: list[dict] | None = 
         from .importers.to_torch import FROZEN
 
         result.model.graph.meta[FROZEN] = training.frozen  # the source's buffers stay buffers
+        framework_s = _import_framework(target)
         gen = importers.generate(target, result.model, tmp, source.name, source.origin, result.interface,
                                  source.framework)
         timings["import"] = round(time.perf_counter() - t, 3)
+        profile["import"] = {"framework_import": framework_s, **_import_profile(target), "total": timings["import"]}
         input_order = [v.name for v in result.model.graph.inputs]
         normalized_nodes = len(list(result.model.graph))
         result.model = model = None  # parity and bisection read normalized.onnx: free the graph's weights
@@ -319,13 +344,16 @@ def _convert(opts: Options, progress: Progress, extra_pins: list[dict] | None = 
 
         t = time.perf_counter() - source_run_s  # the source model's run counts as parity time
         progress("parity: source vs onnxruntime vs normalized vs generated model.py")
-        report_parity = parity.check(source, inputs, src_onnx, norm_onnx, tmp, target, result.interface,
-                                     input_order, output_names, opts.atol, opts.rtol, reference=reference)
+        with _timed_parity(profile.setdefault("parity", {})):
+            report_parity = parity.check(source, inputs, src_onnx, norm_onnx, tmp, target, result.interface,
+                                         input_order, output_names, opts.atol, opts.rtol, reference=reference)
         bisect_inputs = inputs
         if size_sets:
             progress(f"parity at {sum('skipped' not in s for s in size_sets)} more size set(s) of the symbols")
-            report_parity["shapes"] = _parity_at_sizes(report_parity, source.inputs, size_sets, src_onnx, norm_onnx,
-                                                       tmp, target, result.interface, input_order, output_names, opts)
+            with _timed_parity(profile["parity"]):
+                report_parity["shapes"] = _parity_at_sizes(report_parity, source.inputs, size_sets, src_onnx,
+                                                           norm_onnx, tmp, target, result.interface, input_order,
+                                                           output_names, opts)
             failing = parity.first_failing_set(report_parity["shapes"])
             if report_parity["passed"] and failing is not None:
                 report_parity["passed"] = False
@@ -368,6 +396,8 @@ def _convert(opts: Options, progress: Progress, extra_pins: list[dict] | None = 
         report_gradients = _gradients(training, tmp, target, result.interface, inputs, input_order, output_names,
                                       opts, progress, timings)
         timings["total"] = round(time.perf_counter() - t0, 3)
+        profile["passes"] = [{"name": r.name, "pass": r.pass_seconds, "shapes": r.shapes_seconds,
+                              "check": r.check_seconds, "checked_with": r.checked_with} for r in result.passes]
 
         report = {
             "pipeline_version": __version__,
@@ -388,8 +418,11 @@ def _convert(opts: Options, progress: Progress, extra_pins: list[dict] | None = 
             "nodes": {"source": source_nodes, "normalized": normalized_nodes},
             "parameters": gen.get("parameters"),
             "notes": [n for n in [gen.get("note"), gradients.dropout_note(training)] if n],
-            "artifacts": sorted(["source.onnx", "normalized.onnx", "report.json", "report.html", *gen["files"],
-                                 *(r["file"] for r in report_parity.get("exports", []) if (tmp / r["file"]).exists())]),
+            "onnx_source": str(src_onnx) if as_is is not None else None,  # read in place, not copied
+            "profile": profile,
+            "artifacts": sorted({"report.json", "report.html", *gen["files"],
+                                 *(p.name for p in tmp.iterdir() if p.name in ONNX_FILES),
+                                 *(r["file"] for r in report_parity.get("exports", []) if (tmp / r["file"]).exists())}),
         }
         (tmp / "report.json").write_text(json.dumps(report, indent=2, default=_json_default))
         from .report_html import write as write_html
@@ -460,6 +493,106 @@ def _check_exports(report_parity: dict, exports: list[str], tmp: Path, specs: li
     report_parity["problems"] += artifacts.problems(rows)
     report_parity["passed"] = all(r["passed"] for r in rows)
     timings["exports"] = round(time.perf_counter() - t, 3)
+
+
+def format_profile(report: dict) -> str:
+    """``--profile``: where the conversion's time went, one line per step, in the order they ran."""
+    prof, t = report.get("profile") or {}, report["timings_s"]
+    lines = ["profile (seconds):"]
+
+    def row(label, seconds, indent=2):
+        lines.append(f"{' ' * indent}{label:<{34 - indent}} {seconds:8.3f}")
+
+    row("load", t.get("load", 0.0))
+    row("export" + (" (.onnx read in place)" if report.get("onnx_source") else ""), t.get("export", 0.0))
+    row("source model run", prof.get("source_run", 0.0))
+    row("normalize", t.get("normalize", 0.0))
+    if "source_weights_to_onnx_data" in prof:
+        row("weights to onnx.data", prof["source_weights_to_onnx_data"], 4)
+    row("read graph + shapes", prof.get("normalize_load", 0.0), 4)
+    row("onnxruntime reference run", prof.get("normalize_reference_run", 0.0), 4)
+    for p in prof.get("passes", []):
+        row(f"{p['name']}", p["pass"] + p["shapes"] + p["check"], 4)
+        lines[-1] += f"   (pass {p['pass']:.3f}, shapes {p['shapes']:.3f}, onnxruntime check {p['check']:.3f})"
+        if p.get("checked_with"):
+            lines[-1] += f" checked with {' + '.join(p['checked_with'])}"
+    row("write normalized.onnx", prof.get("normalize_save", 0.0), 4)
+    imp = prof.get("import", {})
+    row("import", t.get("import", 0.0))
+    row(f"import {'TensorFlow + Keras' if report.get('target') == 'keras' else 'torch'}",
+        imp.get("framework_import", 0.0), 4)
+    for key, label in (("keras_build", "Keras build"), ("keras_set_weights", "Keras set weights"),
+                       ("keras_save", "Keras save weights")):
+        if key in imp:
+            row(label, imp[key], 4)
+    par = prof.get("parity", {})
+    row("parity (with source model run)", t.get("parity", 0.0))
+    for key, label in (("onnxruntime", "onnxruntime"), ("load_generated", "model.py build + load"),
+                       ("spec_referee", "second referee")):
+        if key in par:
+            row(label, par[key], 4)
+    for key, label in (("exports", "--export artifacts, each checked"), ("gradients", "--gradients")):
+        if key in t:
+            row(label, t[key])
+    row("total", t.get("total", 0.0))
+    return "\n".join(lines)
+
+
+def _import_framework(target: str) -> float:
+    """Import the target framework now (the importer or parity would anyway); its seconds for the
+    profile, where they are often most of the import stage."""
+    from . import quiet
+
+    start = time.perf_counter()
+    quiet.import_tensorflow() if target == "keras" else quiet.import_torch()
+    return round(time.perf_counter() - start, 3)
+
+
+def _import_profile(target: str) -> dict:
+    """Seconds of the import stage's build and save steps (Keras: build, set weights, save)."""
+    if target != "keras":
+        return {}
+    from .importers.to_keras import SAVE_PROFILE
+
+    return {k: round(v, 3) for k, v in SAVE_PROFILE.items()}
+
+
+class _timed_parity:
+    """Within ``with``: the seconds parity spends in each executor, added up into ``into``
+    (``onnxruntime``, ``load_generated`` = the generated model's build and weight load,
+    ``spec_referee``).  Wraps ``parity``'s module functions for the call and puts them back."""
+
+    NAMES = {"run_onnx": "onnxruntime", "load_generated": "load_generated", "spec_opinion": "spec_referee"}
+
+    def __init__(self, into: dict):
+        self.into = into
+        self.saved: dict = {}
+
+    def __enter__(self):
+        from . import parity
+
+        for name, label in self.NAMES.items():
+            fn = self.saved[name] = getattr(parity, name)
+            setattr(parity, name, self._wrap(fn, label))
+        self.start = time.perf_counter()
+        return self
+
+    def _wrap(self, fn, label):
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.into[label] = round(self.into.get(label, 0.0) + time.perf_counter() - start, 3)
+        return timed
+
+    def __exit__(self, *exc):
+        from . import parity
+
+        for name, fn in self.saved.items():
+            setattr(parity, name, fn)
+        self.into["total"] = round(self.into.get("total", 0.0) + time.perf_counter() - self.start, 3)
+        return False
 
 
 def _json_default(obj):

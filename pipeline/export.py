@@ -49,6 +49,7 @@ def export(source: Source, inputs: dict[str, np.ndarray], path: Path, opset: int
     path = Path(path)
     if source.framework == "onnx":
         import onnx  # load + save, not a file copy: inlines weights kept beside it (model.onnx.data)
+        # (convert reads the file in place instead when ``onnx_as_is`` finds nothing to fix.)
 
         try:
             proto = onnx.load(str(source.obj))
@@ -65,6 +66,33 @@ def export(source: Source, inputs: dict[str, np.ndarray], path: Path, opset: int
     if source.framework == "tf":
         return _export_savedmodel(source, path, opset)
     raise BadInput(f"cannot export a {source.framework} model")  # pragma: no cover - resolve() only yields the above
+
+
+def onnx_as_is(source: Source) -> Path | None:
+    """The ``.onnx`` source's own path when every later stage can read it as it is, else None.
+
+    ``export`` rewrites the file only to lower its IR version or to stamp the user's sizes on its
+    inputs; when neither changes anything, a copy would only write the weights once more (and
+    read them twice).  Reading the graph to find out costs one parse, with the weights of an
+    inline file (external ones are not read).  A file that cannot be read is left to
+    ``export``, which says why."""
+    if source.framework != "onnx":
+        return None
+    import onnx
+
+    try:
+        proto = onnx.load(str(source.obj), load_external_data=False)
+    except Exception:
+        return None
+
+    def interface():
+        g = proto.graph
+        return proto.ir_version, [m.SerializeToString() for m in (*g.input, *g.output, *g.value_info)]
+
+    before = interface()
+    _lower_ir_version(proto)
+    stamp_input_dims_proto(proto.graph, source.inputs)
+    return Path(source.obj) if interface() == before else None
 
 
 # -- symbolic dimensions in the exported graph ------------------------------------------

@@ -15,15 +15,18 @@ tensor and costs next to nothing.  The two helpers here build on that:
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import onnx
 import onnx_ir as ir
 
 LARGE_BYTES = 1 << 20  # initializers above this size are streamed one by one
+SHARE_MIN_BYTES = 1 << 10  # share_weights: smaller tensors stay inline (onnx's own external-data threshold)
 
 
 # Weights above this size are worth a prompt gc.collect() once their holder is dropped (graphs and
@@ -39,35 +42,82 @@ def initializer_bytes(model: ir.Model) -> int:
 def save_inline(model: ir.Model, path) -> None:
     """Save ``model`` to ``path`` as one self-contained ``.onnx`` file, streaming large weights.
 
-    The model is not changed.  Peak memory is about three times the largest tensor.
+    The graph is serialized with its large weights held out (see ``_held_out``), then each
+    of them is appended as a message of its own, straight from its bytes: every weight is
+    written once, straight from its array.  The model is not changed.
     """
     path = Path(path)
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as tmp:
-        skeleton = Path(tmp) / "skeleton.onnx"
-        ir.save(model, skeleton, external_data="weights.bin", size_threshold_bytes=LARGE_BYTES)
-        proto = onnx.load(str(skeleton), load_external_data=False)  # small: the large weights are outside
-        streamed = [t for t in proto.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
-        kept = [t for t in proto.graph.initializer if t.data_location != onnx.TensorProto.EXTERNAL]
-        del proto.graph.initializer[:]
-        proto.graph.initializer.extend(kept)
-        partial = path.with_name(f".{path.name}.partial")
-        with open(partial, "wb") as out, open(Path(tmp) / "weights.bin", "rb") as data:
+    with _held_out(model) as held:
+        proto = ir.to_proto(model)
+    names = {value.name for value, _ in held}
+    kept = [t for t in proto.graph.initializer if t.name not in names]
+    del proto.graph.initializer[:]
+    proto.graph.initializer.extend(kept)
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        with open(partial, "wb") as out:
             out.write(proto.SerializeToString())
-            for tensor in streamed:
-                out.write(_initializer_message(tensor, data))
+            del proto
+            for value, tensor in held:
+                _write_initializer(out, value.name, tensor)
         os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
-def _initializer_message(tensor: onnx.TensorProto, data) -> bytes:
-    """``ModelProto{graph{initializer: [tensor with its bytes inline]}}``, serialized."""
-    info = {e.key: e.value for e in tensor.external_data}
-    data.seek(int(info.get("offset", 0)))
-    inline = onnx.TensorProto()
-    inline.CopyFrom(tensor)
-    del inline.external_data[:]
-    inline.data_location = onnx.TensorProto.DEFAULT
-    inline.raw_data = data.read(int(info["length"]))
-    return onnx.ModelProto(graph=onnx.GraphProto(initializer=[inline])).SerializeToString()
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, n = n & 0x7F, n >> 7
+        out.append(low | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+_PACKED_TYPES = frozenset(getattr(ir.DataType, t) for t in ("INT4", "UINT4", "FLOAT4E2M1") if hasattr(ir.DataType, t))
+
+
+def _write_initializer(out, name: str, tensor) -> None:
+    """Append ``ModelProto{graph{initializer: [tensor, bytes inline]}}`` to ``out``, writing the
+    tensor's bytes straight from its array: no serialized copy of them is built.
+
+    The wire format by hand: field 7 (graph) of ModelProto holds field 5 (initializer) of
+    GraphProto, a TensorProto whose name, type and dims ``onnx`` serializes and whose
+    ``raw_data`` (field 9) follows them."""
+    if tensor.dtype in _PACKED_TYPES:  # numpy holds these unpacked; tobytes() packs them as ONNX does
+        raw = memoryview(tensor.tobytes())
+    else:
+        raw = memoryview(np.ascontiguousarray(tensor.numpy())).cast("B")
+    meta = onnx.TensorProto(name=name, data_type=tensor.dtype.value, dims=[int(d) for d in tensor.shape])
+    head = meta.SerializeToString() + b"\x4a" + _varint(raw.nbytes)  # raw_data: field 9, length-delimited
+    tensor_len = len(head) + raw.nbytes
+    initializer = b"\x2a" + _varint(tensor_len)  # GraphProto.initializer: field 5
+    graph = b"\x3a" + _varint(len(initializer) + tensor_len)  # ModelProto.graph: field 7
+    out.write(graph + initializer + head)
+    out.write(raw)
+
+
+@contextmanager
+def _held_out(model: ir.Model, dtypes=None):
+    """Within ``with``: the main graph's large weights (of ``dtypes``, default every non-string
+    type) replaced by placeholders that serialize as a few bytes; yields ``[(value, tensor)]``.
+
+    ``ir.to_proto`` then gives the graph without its weights, which go their own way (appended
+    to a file one by one).  The weights are put back afterwards."""
+    held = []
+    try:
+        for value in model.graph.initializers.values():
+            tensor = value.const_value
+            if (tensor is None or tensor.nbytes < LARGE_BYTES or tensor.dtype == ir.DataType.STRING
+                    or (dtypes is not None and tensor.dtype not in dtypes)):
+                continue
+            held.append((value, tensor))
+            value.const_value = ir.ExternalTensor("held-out", 0, tensor.nbytes, tensor.dtype, shape=tensor.shape,
+                                                  name=value.name)
+        yield held
+    finally:
+        for value, tensor in held:
+            value.const_value = tensor
 
 
 @contextmanager
@@ -77,3 +127,93 @@ def external_copy(model: ir.Model):
         path = Path(tmp) / "model.onnx"
         ir.save(model, path, external_data="model.data")
         yield str(path)
+
+
+# -- one copy of the ONNX weights for source.onnx and normalized.onnx ---------------------------
+#
+# Both graphs are kept for debugging, but most of their weights are the same bytes: a pass that
+# does not touch a weight leaves it as it was.  ``externalize`` moves the exported file's weights
+# into ``ONNX_DATA`` beside it (right after the export, while little else is in memory) and
+# returns where each distinct tensor went; ``save_shared`` writes ``normalized.onnx`` pointing at
+# those bytes for every weight no pass changed and appends only the others.  onnxruntime,
+# ``onnx.load`` and ``onnx_ir.load`` read both files from their folder.
+
+ONNX_DATA = "onnx.data"
+
+
+def _key(raw: bytes) -> tuple[bytes, int]:
+    return hashlib.sha1(raw).digest(), len(raw)
+
+
+def _point_to(tensor: onnx.TensorProto, data: str, offset: int, length: int) -> None:
+    tensor.ClearField("raw_data")
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+    for k, v in (("location", data), ("offset", str(offset)), ("length", str(length))):
+        tensor.external_data.add(key=k, value=v)
+
+
+def externalize(path, data: str = ONNX_DATA) -> dict[tuple[bytes, int], int]:
+    """Move the inline weights (``SHARE_MIN_BYTES`` and up) of the ``.onnx`` file ``path`` into
+    ``data`` beside it, each distinct tensor once; return ``{(sha1, length): offset}`` for
+    ``save_shared``.
+
+    Works on the protobuf itself, so the graph is byte for byte the one written before except
+    for where its weights live.  Peak memory is about twice the file (its bytes and the parsed
+    graph).  A file that already keeps weights outside is left as it is (an empty index)."""
+    path = Path(path)
+    proto = onnx.load(str(path), load_external_data=False)
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer):
+        return {}
+    index: dict[tuple[bytes, int], int] = {}
+    with open(path.parent / data, "ab") as out:
+        end = out.seek(0, os.SEEK_END)
+        for tensor in proto.graph.initializer:
+            if not tensor.HasField("raw_data"):
+                continue
+            raw = tensor.raw_data
+            if len(raw) < SHARE_MIN_BYTES:
+                continue
+            key = _key(raw)
+            if key not in index:
+                index[key] = end
+                out.write(raw)
+                end += len(raw)
+            del raw
+            _point_to(tensor, data, index[key], key[1])
+    partial = path.with_name(f".{path.name}.partial")
+    onnx.save(proto, str(partial))
+    os.replace(partial, path)
+    return index
+
+
+def save_shared(model: ir.Model, path, index: dict[tuple[bytes, int], int], data: str = ONNX_DATA) -> None:
+    """Save ``model`` to ``path`` with its weights in ``data`` beside it: a tensor whose bytes are
+    in ``index`` (``externalize``) points there, any other is appended (and added to ``index``).
+
+    The model is not changed; one tensor's bytes at a time are copied."""
+    path = Path(path)
+    swapped: list[tuple[ir.Value, object]] = []
+    try:
+        with open(path.parent / data, "ab") as out:
+            end = out.seek(0, os.SEEK_END)
+            for value in model.graph.initializers.values():
+                tensor = value.const_value
+                if tensor is None or tensor.nbytes < SHARE_MIN_BYTES or tensor.dtype == ir.DataType.STRING:
+                    continue
+                raw = tensor.tobytes()
+                key = _key(raw)
+                if key not in index:
+                    index[key] = end
+                    out.write(raw)
+                    end += len(raw)
+                del raw
+                swapped.append((value, tensor))
+                value.const_value = ir.ExternalTensor(data, index[key], key[1], tensor.dtype, shape=tensor.shape,
+                                                      name=value.name, base_dir=str(path.parent))
+        proto = ir.to_proto(model)
+        partial = path.with_name(f".{path.name}.partial")
+        onnx.save(proto, str(partial))
+        os.replace(partial, path)
+    finally:
+        for value, tensor in swapped:
+            value.const_value = tensor

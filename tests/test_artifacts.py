@@ -85,7 +85,6 @@ def one_error_line(capfd, *args: str) -> str:
 
 
 def torch_reference(model_file, x: np.ndarray) -> np.ndarray:
-    import torch
 
     with torch.no_grad():
         return import_file(model_file).build()(torch.from_numpy(x)).numpy()
@@ -346,7 +345,6 @@ def test_failing_artifact_exits_1_and_keeps_the_passing_conversion(capfd, keras_
 
 
 def test_torch_exports_run_at_two_batch_sizes_like_keras(tmp_path):
-    import torch
 
     src = tmp_path / "k.py"
     src.write_text(KERAS_CONV1D)

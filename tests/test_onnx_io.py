@@ -73,3 +73,38 @@ def test_big_in_memory_models_reach_onnxruntime_through_a_file(tmp_path, monkeyp
     with external_copy(model) as path:
         assert onnx.load(path, load_external_data=False).graph.initializer[0].data_location == onnx.TensorProto.EXTERNAL
     assert np.array_equal(referee.run_onnx(model, feed)[0], expected)  # the model itself is unchanged
+
+
+def test_source_and_normalized_share_each_tensor_once(tmp_path):
+    """``externalize`` (source.onnx) then ``save_shared`` (normalized.onnx, one weight changed by a
+    "pass"): ``onnx.data`` holds each distinct tensor once, and each file reads back (onnx.load,
+    onnxruntime) as the inline file of the same model."""
+    from pipeline.onnx_io import ONNX_DATA, SHARE_MIN_BYTES, externalize, save_shared
+
+    first = _model()
+    second = _model()
+    w2 = second.graph.initializers["w2"]
+    w2.const_value = ir.tensor(w2.const_value.numpy() * 2)  # w1 and b stay the same bytes
+    feed = _feed(first)
+    for name, model in (("source.onnx", first), ("normalized.onnx", second)):
+        save_inline(model, tmp_path / f"inline-{name}")
+    expected = {n: referee.run_onnx(str(tmp_path / f"inline-{n}"), feed)[0] for n in ("source.onnx", "normalized.onnx")}
+    weights = {n: {t.name: numpy_helper.to_array(t) for t in onnx.load(str(tmp_path / f"inline-{n}")).graph.initializer}
+               for n in expected}
+
+    save_inline(first, tmp_path / "source.onnx")
+    index = externalize(tmp_path / "source.onnx")
+    save_shared(second, tmp_path / "normalized.onnx", index)
+    assert np.array_equal(second.graph.initializers["w2"].const_value.numpy(), weights["normalized.onnx"]["w2"])
+    blobs = [t.raw_data for n in expected for t in onnx.load(str(tmp_path / f"inline-{n}")).graph.initializer
+             if len(t.raw_data) >= SHARE_MIN_BYTES]
+    assert len(blobs) == 6 and len(set(blobs)) == 4  # w1 and b common, w2 differs, the Reshape shape stays inline
+    assert (tmp_path / ONNX_DATA).stat().st_size == sum(len(b) for b in set(blobs))
+    for name in expected:
+        assert any(t.data_location == onnx.TensorProto.EXTERNAL for t in onnx.load(
+            str(tmp_path / name), load_external_data=False).graph.initializer)
+        got = onnx.load(str(tmp_path / name))  # external data read from the folder
+        onnx.checker.check_model(got)
+        for t in got.graph.initializer:
+            assert np.array_equal(numpy_helper.to_array(t), weights[name][t.name]), (name, t.name)
+        assert np.array_equal(referee.run_onnx(str(tmp_path / name), feed)[0], expected[name])

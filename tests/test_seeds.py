@@ -46,7 +46,8 @@ def test_seed_torch_encoder_to_keras(tmp_path):
     code = (out / "model.py").read_text()
     assert re.search(r"layers\.Conv1D\(64, 1, use_bias=False\b", code), code
     assert "ops.transpose" not in code  # the (B*K, L, 1) view needs no transpose channels-last
-    assert (out / "model.keras").is_file() and (out / "model.weights.h5").is_file()
+    assert (out / "model.weights.h5").is_file()
+    assert not (out / "model.keras").exists()  # each weight written once: model.py's load() reads the .weights.h5
 
 
 def test_seed_encoder_keeps_epsilon_for_silent_frames(tmp_path):

@@ -3,7 +3,8 @@
 The generated file has ``build()``, a functional Keras model of native layers
 and ``keras.ops`` calls, and ``load()``, which builds it and loads
 ``model.weights.h5``.  Constants that are not layer weights live in
-``constants.npz``.  ``model.keras`` is saved too, for users who prefer it.
+``constants.npz``.  Each weight is written once: no ``model.keras`` beside the
+``.weights.h5`` (it would hold every weight again; ``load()`` gives the same model).
 
 The model trains: a floating-point tensor of the graph no layer holds (a bare
 ``nn.Parameter`` of a PyTorch source) and a functional convolution's kernel and bias are the
@@ -221,12 +222,16 @@ def _outputs_depend_on_inputs(graph: ir.Graph) -> None:
 
 
 def _save_weights(out_dir: Path, layer_weights: dict[str, list[np.ndarray]], files: list[str]) -> str | None:
-    """Build the generated model, set its weights, save ``model.weights.h5`` and ``model.keras``.
+    """Build the generated model, set its weights, save ``model.weights.h5`` (what ``load()`` reads).
 
     ``layer_weights`` is emptied as the weights are set, so the Keras variables are then
-    the only full copy.  Returns a note when ``model.keras`` could not be written.
-    """
+    the only full copy.  The build and the save are timed into ``SAVE_PROFILE`` (``--profile``)."""
+    import time
+
+    start = time.perf_counter()
     built = import_file(out_dir / "model.py", "_pipeline_generated").build()
+    SAVE_PROFILE["keras_build"] = time.perf_counter() - start
+    start = time.perf_counter()
     while layer_weights:
         name, weights = layer_weights.popitem()
         layer = built.get_layer(name)
@@ -235,10 +240,12 @@ def _save_weights(out_dir: Path, layer_weights: dict[str, list[np.ndarray]], fil
         if expected != got:
             raise RuntimeError(f"layer {name}: weight shapes {got} do not fit the layer's {expected}")
         layer.set_weights(weights)
+    SAVE_PROFILE["keras_set_weights"] = time.perf_counter() - start
+    start = time.perf_counter()
     built.save_weights(str(out_dir / "model.weights.h5"))
-    try:
-        built.save(str(out_dir / "model.keras"))
-        files.append("model.keras")
-    except Exception as exc:  # model.keras is a convenience; model.py + weights are the artifact
-        return f"model.keras not written: {type(exc).__name__}: {str(exc)[:200]}"
+    SAVE_PROFILE["keras_save"] = time.perf_counter() - start
     return None
+
+
+# Seconds of the last ``_save_weights``'s steps, read by convert's ``--profile``.
+SAVE_PROFILE: dict[str, float] = {}
