@@ -62,8 +62,8 @@ conformance: setup
 # tables are regenerated from them; both benches run even when the first misses its goal.
 bench: setup
 	$(PY) bench/compare_onnx2tf.py $(ARGS); a=$$?; $(PY) bench/memory.py; b=$$?; \
-	$(PY) bench/shapes.py; c=$$?; $(PY) bench/latency.py; d=$$?; \
-	$(PY) bench/readme_tables.py; test $$a -eq 0 -a $$b -eq 0 -a $$c -eq 0 -a $$d -eq 0
+	$(PY) bench/shapes.py; c=$$?; $(PY) bench/latency.py; d=$$?; $(PY) bench/tflite.py; e=$$?; \
+	$(PY) bench/readme_tables.py; test $$a -eq 0 -a $$b -eq 0 -a $$c -eq 0 -a $$d -eq 0 -a $$e -eq 0
 
 bench-batch: setup
 	$(PY) bench/batch.py $(ARGS)

@@ -181,7 +181,31 @@ def latency(record: dict) -> str:
     return "\n".join(lines)
 
 
-RENDER = {"latency.json": latency, "shapes.json": shapes, "zoo.json": zoo, "fuzz.json": fuzz, "onnx2tf.json": onnx2tf, "memory.json": memory}
+def tflite(record: dict) -> str:
+    def g(x):
+        return f"{x:.2g}"
+
+    lines = [provenance(record, "make bench"), "",
+             "| model | fp32 max_rel | fp16 max_rel | int8 max_rel (top-1) | TRANSPOSE | ms at batch 1: torch / fp32 / fp16 / int8 |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for r in record["data"]["rows"]:
+        cells = []
+        for kind in ("tflite:fp32", "tflite:fp16", "tflite:int8"):
+            c = r.get(kind) or {}
+            if not c.get("passed"):
+                cells.append(f"fails: {(c.get('error') or 'not written')[:70]}")
+                continue
+            top1 = f" ({c['top1_agreement']:.2f})" if c.get("top1_agreement") is not None else ""
+            cells.append(g(c["max_rel_err"]) + top1)
+        transposes = max((r.get(k) or {}).get("transposes") or 0 for k in ("tflite:fp32", "tflite:fp16", "tflite:int8"))
+        lat = r.get("latency_ms_batch1") or {}
+        order = ("torch", "model.tflite", "model_fp16.tflite", "model_int8.tflite")
+        lat_cell = " / ".join(f"{lat[k]:.2f}" if k in lat else "–" for k in order) if lat else "–"
+        lines.append(f"| `torch_zoo:{r['model']}` | {' | '.join(cells)} | {transposes} | {lat_cell} |")
+    return "\n".join(lines)
+
+
+RENDER = {"latency.json": latency, "tflite.json": tflite, "shapes.json": shapes, "zoo.json": zoo, "fuzz.json": fuzz, "onnx2tf.json": onnx2tf, "memory.json": memory}
 
 
 def render(text: str, folder: Path) -> str:
