@@ -310,6 +310,50 @@ def test_push_binary_with_broadcast_to_higher_rank_is_left_alone():
     check(g.model("y"), TransposeOptimizer(), exact=True, expect_change=False)
 
 
+# --------------------------------------------------------------------------- push_pad
+
+
+@pytest.mark.parametrize("mode", ["constant", "reflect", "edge"])
+def test_pad_between_inverse_transposes_leaves_no_transpose(mode):
+    # Keras' ZeroPadding2D inside a channels-first graph (MobileNetV2): T -> Pad -> T^-1.
+    g = G()
+    x = g.input("x", [2, 5, 6, 3])
+    pads = g.const(np.array([0, 1, 0, 2, 0, 3, 1, 0], np.int64))  # every axis padded differently
+    y = g.op("Pad", g.t(x, NHWC_TO_NCHW), pads, mode=mode)
+    g.op("Transpose", y, perm=NCHW_TO_NHWC, out="y")
+    model = check(g.model("y"), TransposeOptimizer(), exact=True)
+    assert ops(model) == ["Pad"]
+
+
+def test_pad_with_axes_input_moves_only_the_axes():
+    g = G()
+    x = g.input("x", [2, 5, 6, 3])
+    pads = g.const(np.array([1, 2, 3, 0], np.int64))
+    axes = g.const(np.array([2, -1], np.int64))
+    y = g.op("Pad", g.t(x, NHWC_TO_NCHW), pads, "", axes)
+    g.op("Relu", y, out="y")
+    model = check(g.model("y"), Rule(T.push_pad), exact=True)
+    assert ops(model) == ["Pad", "Transpose", "Relu"]
+
+
+def test_pad_attribute_form_before_opset_11():
+    g = G(opset=10)
+    x = g.input("x", [2, 5, 6, 3])
+    y = g.op("Pad", g.t(x, NHWC_TO_NCHW), pads=[0, 1, 0, 2, 0, 3, 1, 0], value=1.5)
+    g.op("Transpose", y, perm=NCHW_TO_NHWC, out="y")
+    model = check(g.model("y"), TransposeOptimizer(), exact=True)
+    assert ops(model) == ["Pad"]
+
+
+def test_pad_with_runtime_pads_is_left_alone():
+    g = G()
+    x = g.input("x", [2, 5, 6, 3])
+    pads = g.input("pads", [8], I64)
+    g.op("Pad", g.t(x, NHWC_TO_NCHW), pads, out="y")
+    model = g.model("y")
+    assert not Rule(T.push_pad)(model).modified
+
+
 # --------------------------------------------------------------------------- push_axis_ops
 
 

@@ -9,6 +9,7 @@ Rules, each a small function ``rule(graph, node) -> bool``:
 - ``merge_transposes``   T(T(x, p), q)            -> T(x, p∘q), dropped if identity
 - ``push_elementwise``   op(T(a, p), T(b, p), c)  -> T(op(a, b, c'), p), c' = c re-laid-out
 - ``push_axis_ops``      Softmax/Reduce*/Concat/ArgMax over T(x, p): remap the axis
+- ``push_pad``           Pad(T(x, p), pads)       -> T(Pad(x, pads'), p), pads' = pads re-laid-out
 - ``push_squeeze``       Squeeze(T(x, p), A)      -> T(Squeeze(x, p[A]), p')
 - ``push_unsqueeze``     Unsqueeze(T(x, p), A)    -> T(Unsqueeze(x, ...), p')
 - ``cancel_unsqueeze``   Squeeze(Unsqueeze(x, A), A) -> x
@@ -262,6 +263,44 @@ def push_axis_ops(graph: ir.Graph, node: ir.Node) -> bool:
         _reroute_output(graph, node, out_perm)
     return True
 
+
+
+def push_pad(graph: ir.Graph, node: ir.Node) -> bool:
+    """Pad(T(x, p)) -> T(Pad'(x), p): every Pad mode works axis by axis, so padding axis ``i``
+    of the transposed tensor is padding axis ``p[i]`` of ``x``.  Pads (and axes, from opset 18)
+    must be constants; a Keras ``ZeroPadding2D`` between two convolutions of a channels-first
+    graph (MobileNetV2) then leaves no transposes behind."""
+    if node.domain != "" or node.op_type != "Pad":
+        return False
+    t = _upstream_transpose(node.inputs[0])
+    if t is None:
+        return False
+    perm = perm_of(t)
+    rank = len(perm)
+    inverse_perm = inverse(perm)
+    axes_in = node.inputs[3] if len(node.inputs) > 3 else None
+    if axes_in is not None:  # pads name their axes: only the axes move
+        axes = const_array(axes_in)
+        if axes is None:
+            return False
+        node.replace_input_with(3, add_initializer(
+            graph, np.array([perm[int(a) % rank] for a in axes.reshape(-1)], np.int64), "pad_axes"))
+    elif "pads" in node.attributes:  # before opset 11
+        pads = list(node.attributes.get_ints("pads"))
+        node.attributes["pads"] = ir.AttrInt64s("pads", [pads[inverse_perm[a] + k * rank]
+                                                         for k in (0, 1) for a in range(rank)])
+    else:
+        pads = const_array(node.inputs[1]) if len(node.inputs) > 1 and node.inputs[1] is not None else None
+        if pads is None or pads.size != 2 * rank:
+            return False
+        pads = pads.reshape(-1)
+        node.replace_input_with(1, add_initializer(
+            graph, np.array([pads[inverse_perm[a] + k * rank] for k in (0, 1) for a in range(rank)], np.int64),
+            "pads"))
+    node.replace_input_with(0, t.inputs[0])
+    remove_if_dead(graph, t)
+    _reroute_output(graph, node, perm)
+    return True
 
 def push_squeeze(graph: ir.Graph, node: ir.Node) -> bool:
     if node.op_type != "Squeeze" or node.domain != "":
@@ -707,6 +746,7 @@ RULES = (
     push_unsqueeze,
     push_elementwise,
     push_axis_ops,
+    push_pad,
     singleton_transpose,
     merge_reshapes,
     fan_out,
