@@ -454,8 +454,25 @@ def resolve(model: str, overrides: list[InputSpec] | None = None, dims: dict[str
     ``dims`` (``--dim SYMBOL=INT``) gives example sizes of symbols; every symbol of the
     returned inputs has one (a missing or conflicting size is bad input)."""
     source = _resolve(model, list(overrides or []))
-    source.inputs = with_sizes(source.inputs, dims)
+    source.inputs = with_sizes(source.inputs, _default_batch(source, dims or {}))
     return source
+
+
+# The example size of a Keras or SavedModel batch the model leaves open (``Input(shape=(32,
+# 32, 3))``): every such model would otherwise need ``--dim B=N``.  Two, not one: an exporter
+# may treat a size-1 dimension as a broadcast (parity checks size 1 too).
+DEFAULT_BATCH_EXAMPLE = 2
+
+
+def _default_batch(source: Source, dims: dict[str, int]) -> dict[str, int]:
+    """``dims`` plus ``B`` = :data:`DEFAULT_BATCH_EXAMPLE` where a Keras or SavedModel source's
+    open batch (the symbol ``B`` this module names it) has no example from the user."""
+    if source.framework not in ("keras", "tf") or "B" in dims:
+        return dims
+    batch = [d for s in source.inputs for d in s.dims[:1] if isinstance(d, Symbol) and d.name == "B"]
+    if batch and all(d.example is None for d in batch):
+        return {**dims, "B": DEFAULT_BATCH_EXAMPLE}
+    return dims
 
 
 def _resolve(model: str, overrides: list[InputSpec]) -> Source:
