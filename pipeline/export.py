@@ -495,6 +495,7 @@ def _tf2onnx(fn, specs, path: Path, opset: int | None, output_names: list[str], 
     _rename_outputs(model.graph, output_names)
     _erfc_to_erf(model.graph)
     _transpose_conv_extends_at_end(model.graph)
+    _grouped_conv_group(model.graph)
     _batch_norm_at_source_rank(model.graph)
     pins = stamp_input_dims(model.graph, specs)
     save_inline(model, path)
@@ -592,6 +593,32 @@ def _transpose_conv_extends_at_end(graph) -> None:
         ends = [e + min(b, 0) for b, e in zip(pads[:nd], pads[nd:])]
         node.attributes["pads"] = ir.AttrInt64s("pads", begins + ends)
 
+
+
+def _grouped_conv_group(graph) -> None:
+    """A Conv whose kernel takes fewer input channels than its input has gets ``group`` set.
+
+    TensorFlow's convolutions group implicitly (the group count is the input's channels over
+    the kernel's), and tf2onnx writes ``group`` for 1-D and 2-D convolutions only: a Keras
+    ``Conv3D(groups=3)`` came out with ``group=1``, an ONNX graph onnxruntime
+    refuses ("Input channels C is not equal to kernel channels * group").  ONNX requires
+    ``C == W.shape[1] * group``, so the group is that quotient; nothing else is changed, and a
+    Conv whose sizes are unknown or do not divide is left for the check to report."""
+    import onnx_ir as ir
+
+    for node in graph:
+        if node.op_type != "Conv" or node.domain != "" or len(node.inputs) < 2:
+            continue
+        x, w = node.inputs[0], node.inputs[1]
+        if x is None or w is None or x.shape is None or w.shape is None or len(x.shape) < 3:
+            continue
+        c, per_group, filters = x.shape[1], w.shape[1], w.shape[0]
+        if not all(isinstance(d, int) and d > 0 for d in (c, per_group, filters)):
+            continue
+        group = node.attributes.get_int("group", 1)
+        if c == per_group * group or c % per_group or filters % (c // per_group):
+            continue
+        node.attributes["group"] = ir.AttrInt64("group", c // per_group)
 
 def _rename_outputs(graph, names: list[str]) -> None:
     """Give graph outputs readable names (tf2onnx calls them ``Identity:0``)."""

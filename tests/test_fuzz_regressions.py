@@ -160,6 +160,14 @@ CASES = [
                                                output_padding=(1, 2)),)),
         {"torch": "pass", "keras": "pass"},
         id="keras-convtranspose-output-padding-beyond-end-pad"),
+    pytest.param(  # tf2onnx writes group only for 2-D convolutions: group=1, which onnxruntime refuses
+        Case("keras", 3, 1, 3, (5, 6, 5), (conv((4, 4, 4), (1, 1, 1), "same", filters=6, groups=3),)),
+        {"torch": "pass"},
+        id="keras-grouped-conv3d"),
+    pytest.param(
+        Case("keras", 1, 2, 4, (9,), (conv((3,), (2,), "valid", filters=6, groups=2),)),
+        {"torch": "pass"},
+        id="keras-grouped-conv1d"),
 ]
 
 
