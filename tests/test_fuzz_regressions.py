@@ -168,6 +168,11 @@ CASES = [
         Case("keras", 1, 2, 4, (9,), (conv((3,), (2,), "valid", filters=6, groups=2),)),
         {"torch": "pass"},
         id="keras-grouped-conv1d"),
+    pytest.param(  # with a varying batch the ceil_mode shape correction was skipped: a Dense after it read 3x5, not 2x5
+        Case("torch", 2, 2, 1, (6, 9), (pool("avgpool", (2, 4), (3, 2), "pad_layer", pads=(0, 2, 0, 0), ceil_mode=True,
+                                              count_include_pad=True),), head="reshape", units=3, seed=272),
+        {"keras": "pass"},
+        id="ceil-mode-pool-shape-with-a-varying-batch"),
 ]
 
 

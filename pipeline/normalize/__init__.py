@@ -160,25 +160,25 @@ def _ceil_pool_shapes(graph: ir.Graph, kept: set) -> bool:
     padding; onnxruntime and PyTorch drop it (``padding.pool_len``).  An existing shape
     survives inference, so the correct one set here carries to the nodes after the pool.
     """
-    from .graph import static_shape
-    from .padding import pool_len
+    from .padding import pool_len, spatial_sizes
 
     changed = False
     for node in graph:
         if (node.op_type not in ("MaxPool", "AveragePool") or node.domain != "" or not node.attributes.get_int("ceil_mode", 0)
                 or node.attributes.get_string("auto_pad", "NOTSET") != "NOTSET"):
             continue
-        shape, out = static_shape(node.inputs[0]), node.outputs[0]
-        if shape is None:
-            continue
+        sizes, out = spatial_sizes(node.inputs[0]), node.outputs[0]
+        if sizes is None:
+            continue  # the output's sizes follow from the spatial ones alone; batch and channels may vary
         kernel = node.attributes.get_ints("kernel_shape")
         nd = len(kernel)
         strides = node.attributes.get_ints("strides", [1] * nd)
         pads = node.attributes.get_ints("pads", [0] * (2 * nd))
         dil = node.attributes.get_ints("dilations", [1] * nd)
-        want = (*shape[:2], *(pool_len(n, k, s, b, e, d, True)
-                              for n, k, s, b, e, d in zip(shape[2:], kernel, strides, pads[:nd], pads[nd:], dil)))
-        if static_shape(out) != want:
+        want = (*list(node.inputs[0].shape)[:2], *(pool_len(n, k, s, b, e, d, True)
+                                                    for n, k, s, b, e, d in zip(sizes, kernel, strides, pads[:nd],
+                                                                                pads[nd:], dil)))
+        if out.shape is None or list(out.shape) != list(want):
             out.shape = ir.Shape(list(want))
             kept.add(out)
             changed = True

@@ -175,6 +175,14 @@ def ceil_end_pads(in_sizes, kernel, strides, dilations, pads) -> list[int]:
     return ends
 
 
+def spatial_sizes(value: ir.Value | None) -> list[int] | None:
+    """The sizes after batch and channels (``N, C, *spatial``) when each is known, else None:
+    what a convolution's or pool's padding and output length depend on."""
+    if value is None or value.shape is None or len(value.shape) < 3:
+        return None
+    sizes = list(value.shape)[2:]
+    return sizes if all(isinstance(d, int) for d in sizes) else None
+
 def drop_ceil_mode(node: ir.Node) -> bool:
     """``ceil_mode=1`` -> 0 on an explicitly padded pool, the same windows kept.
 
@@ -186,14 +194,14 @@ def drop_ceil_mode(node: ir.Node) -> bool:
         return False
     if node.attributes.get_string("auto_pad", "NOTSET") != "NOTSET":
         return False
-    kernel, shape = kernel_shape(node), static_shape(node.inputs[0])
-    if kernel is None or shape is None:
+    kernel, sizes = kernel_shape(node), spatial_sizes(node.inputs[0])
+    if kernel is None or sizes is None:
         return False
     n = len(kernel)
     strides = list(node.attributes.get_ints("strides", [1] * n))
     dilations = list(node.attributes.get_ints("dilations", [1] * n))
     pads = list(node.attributes.get_ints("pads", [0] * (2 * n)))
-    ends = ceil_end_pads(shape[2:], kernel, strides, dilations, pads)
+    ends = ceil_end_pads(sizes, kernel, strides, dilations, pads)
     if ends != pads[n:]:
         counts_pad = node.op_type == "AveragePool" and node.attributes.get_int("count_include_pad", 0)
         if counts_pad or any(e >= k for e, k in zip(ends, kernel)):
@@ -221,11 +229,11 @@ class ExplicitPads(ir.passes.InPlacePass):
             if mode == "NOTSET" and out_shape is None:
                 continue
             kernel = kernel_shape(node)
-            shape = static_shape(node.inputs[0])
-            if kernel is not None and shape is None and mode != "VALID" and out_shape is None:
+            sizes = spatial_sizes(node.inputs[0])  # the batch and channels may vary: pads do not see them
+            if kernel is not None and sizes is None and mode != "VALID" and out_shape is None:
                 changed |= _same_without_sizes(node, kernel, mode)
                 continue
-            if kernel is None or shape is None:
+            if kernel is None or sizes is None:
                 continue  # left for the importer to report
             n = len(kernel)
             strides = list(node.attributes.get_ints("strides", [1] * n))
@@ -234,7 +242,7 @@ class ExplicitPads(ir.passes.InPlacePass):
                 pads = [0] * (2 * n)
             elif out_shape is not None:
                 outpad = list(node.attributes.get_ints("output_padding", [0] * n))
-                found = pads_for_output_shape(shape[2:], kernel, strides, dilations, outpad, list(out_shape)[-n:],
+                found = pads_for_output_shape(sizes, kernel, strides, dilations, outpad, list(out_shape)[-n:],
                                               mode == "SAME_UPPER")
                 if found is None:
                     continue  # left for the importer to report
@@ -243,9 +251,9 @@ class ExplicitPads(ir.passes.InPlacePass):
                 node.attributes["output_padding"] = ir.AttrInt64s("output_padding", outpad)
             elif node.op_type == "ConvTranspose":
                 outpad = list(node.attributes.get_ints("output_padding", [0] * n))
-                pads = same_pads_transpose(shape[2:], kernel, strides, dilations, outpad, mode == "SAME_UPPER")
+                pads = same_pads_transpose(sizes, kernel, strides, dilations, outpad, mode == "SAME_UPPER")
             else:
-                pads = same_pads(shape[2:], kernel, strides, dilations, mode == "SAME_UPPER")
+                pads = same_pads(sizes, kernel, strides, dilations, mode == "SAME_UPPER")
             node.attributes["auto_pad"] = ir.AttrString("auto_pad", "NOTSET")
             node.attributes["pads"] = ir.AttrInt64s("pads", pads)
             changed = True
