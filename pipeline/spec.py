@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -277,13 +278,13 @@ def index_ranges(onnx_path, specs: list[InputSpec]) -> dict[str, tuple[int, int,
     import onnx
 
     graph = onnx.load(str(onnx_path), load_external_data=False).graph
-    return _GraphRanges(graph).ranges(wanted)
+    return _GraphRanges(graph, str(Path(onnx_path).parent)).ranges(wanted)
 
 
 class _GraphRanges:
     """The constraints a graph puts on its integer inputs' values (see :func:`index_ranges`)."""
 
-    def __init__(self, graph):
+    def __init__(self, graph, base_dir: str = ""):
         from onnx import numpy_helper
 
         self.consumers: dict[str, list] = {}
@@ -297,7 +298,7 @@ class _GraphRanges:
         self.constants = {}
         for t in graph.initializer:
             if int(np.prod(t.dims)) <= 4096:  # offsets and zeros are small; tables are not read
-                self.constants[t.name] = numpy_helper.to_array(t)
+                self.constants[t.name] = numpy_helper.to_array(t, base_dir)  # external data beside the file
         for node in graph.node:
             if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
                 t = node.attribute[0].t

@@ -25,7 +25,8 @@ tables = _bench("readme_tables")
 evidence = _bench("evidence")
 
 
-def _records(tmp_path: Path, memory_x=2.4, ratio=7.8, zoo_passed=True, fuzz_failures=0, refused=0, cases=10_000):
+def _records(tmp_path: Path, memory_x=2.4, ratio=7.8, zoo_passed=True, fuzz_failures=0, refused=0, cases=10_000,
+             cost=1.2, poly_latency=1.01, round_trip=0.98):
     rows_memory = [{"direction": "torch2keras", "peak_over_warm_x_weights": memory_x, "peak_over_imports_x_weights": 2.7,
                     "parity_passed": True, "stages": {"export": {"peak_rss": 1, "peak_over_warm_x_weights": 1.6}}}]
     side = {"best": {"seconds": 10.0}, "check": {"ok": True, "max_abs_err": 1e-6}}
@@ -36,8 +37,15 @@ def _records(tmp_path: Path, memory_x=2.4, ratio=7.8, zoo_passed=True, fuzz_fail
     fuzz = {"cases": cases, "seed": 5, "seconds": 60.0, "jobs": 2, "complete": True, "failures_total": fuzz_failures,
             "conversions": {"onnx->torch": {"pass": cases, "known_gap": 0, "refused": refused, "mismatch": 0,
                                             "crash": 0, "worst_passing_max_abs_err": 1e-6}}}
+    shapes = {"cost_goal": 1.3, "latency_goal": 1.05, "rows": [
+        {"model": "resnet", "cost_ratio": cost, "polymorphic": {"passed": True, "seconds": 12.0, "size_sets": 3},
+         "static": {"seconds": 10.0}, "latency": {"ratio": poly_latency}}]}
+    latency = {"goal_ratio": 1.05, "rows": [
+        {"model": "resnet", "framework": "torch", "exit_code": 0,
+         "batches": {"1": {"ratio": round_trip, "goal_met": round_trip <= 1.05}}}]}
     for kind, data in (("memory", {"bound_x_weights": 3.0, "rows": rows_memory}), ("onnx2tf", {"rows": rows_speed}),
-                       ("zoo", {"max_rel_err_allowed": 1e-4, "rows": rows_zoo}), ("fuzz", fuzz)):
+                       ("zoo", {"max_rel_err_allowed": 1e-4, "rows": rows_zoo}), ("fuzz", fuzz), ("shapes", shapes),
+                       ("latency", latency)):
         evidence.write(tmp_path / f"{kind}.json", kind, data, command=f"bench {kind}")
     return tmp_path
 
@@ -55,6 +63,9 @@ def test_goals_met_exit_0(tmp_path, capsys):
     ({"fuzz_failures": 2}, "2 failing cases"),
     ({"refused": 3}, "3 refusals outside the known gaps"),
     ({"cases": 50}, "50 cases < 10000"),
+    ({"cost": 1.7}, "polymorphic conversion 1.7x the static one > 1.3x"),
+    ({"poly_latency": 1.2}, "polymorphic latency 1.2x"),
+    ({"round_trip": 1.5}, "at batch 1: 1.5x the source > 1.05x"),
 ])
 def test_a_goal_not_met_exits_1(tmp_path, capsys, kwargs, needle):
     assert check.main(["--results", str(_records(tmp_path, **kwargs))]) == 1

@@ -42,15 +42,19 @@ def _body(out) -> str:
 
 @pytest.mark.parametrize("to", ["keras", pytest.param("torch", marks=pytest.mark.slow)])
 def test_transformer_encoder_any_batch(tmp_path, to):
-    """``ids=B=2,L=12``: the batch varies; the length is pinned by the position table (1, 12, 32),
-    which the conversion reports instead of failing."""
+    """``ids=B=2,12``: the batch varies.  The length cannot: the position table (1, 12, 32)
+    fixes it, and naming it (``L=12``) is bad input that names the source line."""
     factory = seeded_factory(tmp_path, "transformer")
     out = tmp_path / f"out_{to}"
+    from pipeline.errors import BadInput
     from pipeline.spec import parse_input
 
-    result = convert(Options(model=factory, to=to, out=str(out), inputs=[parse_input("ids=B=2,L=12:int64")]))
+    with pytest.raises(BadInput, match=r"L cannot vary: .*ids dimension 1.*torch_zoo\.py:\d+"):
+        convert(Options(model=factory, to=to, out=str(out), inputs=[parse_input("ids=B=2,L=12:int64")]))
+    assert not out.exists()
+    result = convert(Options(model=factory, to=to, out=str(out), inputs=[parse_input("ids=B=2,12:int64")]))
     assert result.exit_code == 0, result.report.get("error") or result.report.get("parity")
-    assert [p["symbol"] for p in result.report["pinned"]] == ["L"]
+    assert result.report["pinned"] == []
     assert "batch_size" not in _body(out)
     module = import_file(out / "model.py", "_test_shapes_models")
     source = import_file(factory.rsplit(":", 1)[0], "_test_seeded").build()
