@@ -1,10 +1,9 @@
 """MODEL given as a file: .pt2 (torch.export), .keras, SavedModel folder."""
 
-import pytest
 
 from pipeline.convert import Options, convert
-from pipeline.errors import BadInput
-from pipeline.spec import InputSpec
+from pipeline.sources import resolve
+from pipeline.spec import InputSpec, Symbol
 
 
 def test_pt2_file_to_keras(tmp_path):
@@ -43,9 +42,9 @@ def test_savedmodel_folder_to_torch(tmp_path):
     model = _small_keras_model()
     folder = tmp_path / "saved"
     model.export(str(folder), verbose=False)
-    # The exported signature has a dynamic batch: without its size (--dim or --input) that is a clear error.
-    with pytest.raises(BadInput, match=r"symbol 'B'.*--dim B=N \(or --input image=B=N,9,9,3\)"):
-        convert(Options(model=str(folder), out=str(tmp_path / "out")))
+    # The exported signature has an open batch: B, example 2 unless --dim B= or --input says otherwise.
+    assert resolve(str(folder)).inputs[0].dims == (Symbol("B", 2), 9, 9, 3)
+    assert resolve(str(folder), dims={"B": 5}).inputs[0].dims == (Symbol("B", 5), 9, 9, 3)
     result = convert(Options(model=str(folder), out=str(tmp_path / "out"), inputs=[InputSpec("image", (2, 9, 9, 3))]))
     assert result.exit_code == 0 and result.report["source"] == "tf"
     assert result.report["parity"]["outputs"][0]["max_abs_err"] <= 1e-5
