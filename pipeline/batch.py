@@ -3,7 +3,7 @@
 Schema::
 
     output_dir: build/            # optional, default build/
-    defaults:                     # optional: to, atol, rtol, opset, layout, seed, fold_bn
+    defaults:                     # optional: to, atol, rtol, opset, layout, seed, fold_bn, gradients, static
       atol: 1.0e-4
     models:
       - name: seed_keras_conv1d   # output lands in output_dir/name/
@@ -12,6 +12,8 @@ Schema::
         inputs: {x: [256, 237, 21]}   # optional; NAME: [dims] or NAME: {shape: [...], dtype: int64}
         atol: 1.0e-4              # optional, also rtol, opset, layout, seed
         fold_bn: true             # optional (default false): fold BatchNorm into the layer before it
+        gradients: true           # optional (default false): gradient parity, as --gradients
+        static: true              # optional (default false): every dimension fixed, as --static
         export: [tflite, saved_model]   # optional: deployable artifacts, each checked (see --export)
         calibration: data/cal.npz # optional: calibration batches for export tflite:int8
 
@@ -37,9 +39,10 @@ from . import __version__
 from .errors import BadInput
 from .spec import DTYPES, InputSpec
 
-ENTRY_KEYS = {"name", "model", "to", "inputs", "atol", "rtol", "opset", "layout", "seed", "fold_bn", "export",
+FLAGS = ("fold_bn", "gradients", "static")  # true/false, as --fold-bn, --gradients, --static; false by default
+ENTRY_KEYS = {"name", "model", "to", "inputs", "atol", "rtol", "opset", "layout", "seed", *FLAGS, "export",
               "calibration"}
-DEFAULT_KEYS = {"to", "atol", "rtol", "opset", "layout", "seed", "fold_bn", "export", "calibration"}
+DEFAULT_KEYS = {"to", "atol", "rtol", "opset", "layout", "seed", *FLAGS, "export", "calibration"}
 
 
 def load_config(path: str) -> dict:
@@ -82,10 +85,11 @@ def _settings(entry: dict, where: str, path: str) -> dict:
         if entry["layout"] not in ("source", "target"):
             raise BadInput(f"{path}: {where}.layout: expected 'source' or 'target', got {entry['layout']!r}")
         out["layout"] = entry["layout"]
-    if "fold_bn" in entry:
-        if not isinstance(entry["fold_bn"], bool):
-            raise BadInput(f"{path}: {where}.fold_bn: expected true or false, got {entry['fold_bn']!r}")
-        out["fold_bn"] = entry["fold_bn"]
+    for key in FLAGS:
+        if key in entry:
+            if not isinstance(entry[key], bool):
+                raise BadInput(f"{path}: {where}.{key}: expected true or false, got {entry[key]!r}")
+            out[key] = entry[key]
     out.update(_export_settings(entry, where, path))
     return out
 
@@ -231,8 +235,8 @@ def _fingerprint(entry: dict) -> str:
 
     h = hashlib.sha256()
     h.update(__version__.encode())
-    # fold_bn: false is the default, so it hashes like an entry without the key.
-    settings = {k: v for k, v in entry.items() if k != "inputs" and not (k == "fold_bn" and v is False)}
+    # A flag set to false is the default, so it hashes like an entry without the key.
+    settings = {k: v for k, v in entry.items() if k != "inputs" and not (k in FLAGS and v is False)}
     h.update(json.dumps(settings, sort_keys=True, default=str).encode())
     h.update(json.dumps([s.as_arg() for s in entry["inputs"]]).encode())  # symbols and ranges decide it too
     model = entry["model"]

@@ -48,6 +48,7 @@ def convert_entry(task: dict) -> dict:
                    inputs=[parse_input(text) for text in task["inputs"]],
                    atol=task.get("atol", 1e-4), rtol=task.get("rtol", 1e-4), opset=task.get("opset"),
                    layout=task.get("layout", "source"), seed=task.get("seed", 0), fold_bn=task.get("fold_bn", False),
+                   gradients=task.get("gradients", False), static=task.get("static", False),
                    export=list(task.get("export") or []), calibration=task.get("calibration"))
     try:
         result = convert(opts, Progress(True, stream=sys.stdout))

@@ -246,6 +246,23 @@ def test_zoo_member_converts_in_a_batch(tmp_path):
     assert report["parity"]["passed"] and report["model"] == "torch_zoo:vit_stem"
 
 
+def test_batch_flags_reach_the_conversion(tmp_path):
+    """``gradients: true`` and ``static: true`` act as ``--gradients`` and ``--static`` (in the
+    worker process, where the entry is converted); a flag that is not a bool is bad input."""
+    out = tmp_path / "out"
+    config = tmp_path / "f.yaml"
+    config.write_text(f"output_dir: {out}\ndefaults: {{gradients: true}}\nmodels:\n"
+                      "  - {name: enc, model: seed_torch_encoder, static: true}\n")
+    proc = run_cli("batch", str(config))
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((out / "enc" / "report.json").read_text())
+    assert report["symbols"] == [] and report["gradients"]["ran"]
+    from pipeline.errors import BadInput
+
+    with pytest.raises(BadInput, match=r"models\[0\]\.gradients: expected true or false"):
+        validate({"models": [{"name": "a", "model": "m", "gradients": "yes"}]}, "b.yaml")
+
+
 def test_a_batch_entry_can_name_a_whole_zoo():
     entries = validate({"models": [{"name": "tz", "model": "torch_zoo", "atol": 1e-3}]}, "b.yaml")["entries"]
     sys.path.insert(0, str(REPO / "models"))
