@@ -310,6 +310,18 @@ def test_push_binary_with_broadcast_to_higher_rank_is_left_alone():
     check(g.model("y"), TransposeOptimizer(), exact=True, expect_change=False)
 
 
+def test_pushed_transpose_moves_symbolic_sizes_with_their_axes():
+    # With a varying batch the pushed op's output kept its old (B, 2, 4, 1) shape although its
+    # data was now (B, 4, 1, 2); singleton_transpose then took the Transpose after it for one
+    # that moves only unit axes and wrote a Reshape (found by the fuzz, torch -> keras).
+    g = G()
+    x = g.input("x", ["B", 4, 1, 2])
+    s = g.op("Sigmoid", g.t(x, [0, 3, 1, 2]))
+    g.op("Reshape", s, g.const(np.array([0, 8], np.int64)), out="y")
+    model = check(g.model("y"), TransposeOptimizer(), exact=True, feeds={"x": np.random.default_rng(0).standard_normal((3, 4, 1, 2)).astype(np.float32)})
+    assert n_transposes(model) == 1
+
+
 # --------------------------------------------------------------------------- push_pad
 
 

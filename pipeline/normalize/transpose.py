@@ -92,7 +92,7 @@ def _reroute_output(graph: ir.Graph, node: ir.Node, perm: list[int]) -> None:
     output takes over every use (and the public name if it is a graph output).
     """
     out = node.outputs[0]
-    shape = static_shape(out)
+    shape = None if out.shape is None else list(out.shape)  # symbolic sizes move with their axes too
     if shape is not None:
         set_shape(out, [shape[i] for i in inverse(perm)])
     users = list(out.uses())
