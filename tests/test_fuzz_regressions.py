@@ -173,6 +173,12 @@ CASES = [
                                               count_include_pad=True),), head="reshape", units=3, seed=272),
         {"keras": "pass"},
         id="ceil-mode-pool-shape-with-a-varying-batch"),
+    pytest.param(  # a pushed transpose left the varying-batch shape behind: a real transpose became a Reshape
+        Case("torch", 2, 2, 2, (6, 1), (pool("avgpool", (2, 2), (2, 2), "explicit", pads=(1, 1, 1, 1),
+                                              count_include_pad=True, activation="sigmoid"),),
+             head="reshape", units=4, seed=65535),
+        {"keras": "pass"},
+        id="pushed-transpose-keeps-symbolic-shape"),
 ]
 
 
