@@ -21,33 +21,34 @@ import os
 
 
 def _torch_pad_swap():
-    from pipeline.importers import torch_ops
+    from pipeline.importers.ops import conv
 
-    original = torch_ops.conv_padding
+    original = conv.conv_padding
 
     def conv_padding(pads, kernel, strides, dilations):
         padding, pairs = original(pads, kernel, strides, dilations)
         return padding, (None if pairs is None else [(e, b) for b, e in pairs])
 
-    torch_ops.conv_padding = conv_padding
+    conv.conv_padding = conv_padding
 
 
 def _torch_pad_axes():
-    from pipeline.importers import torch_ops
+    from pipeline.importers import torch_emit
 
-    original = torch_ops.torch_pad_order
-    torch_ops.torch_pad_order = lambda pairs: original(list(reversed(list(pairs))))
+    original = torch_emit.pad_order
+    torch_emit.pad_order = lambda pairs: original(list(reversed(list(pairs))))
 
 
 def _keras_same_lower():
-    from pipeline.importers import keras_ops
+    from pipeline.importers import keras_emit
+    from pipeline.importers.ops import pool
 
-    original = keras_ops.same_pads
+    original = keras_emit.same_pads
 
     def same_pads(*args, upper=True, **kwargs):
         return original(*args, upper=not upper, **kwargs)
 
-    keras_ops.same_pads = same_pads
+    keras_emit.same_pads = pool.same_pads = same_pads
 
 
 MUTANTS = {"torch_pad_swap": _torch_pad_swap, "torch_pad_axes": _torch_pad_axes,
