@@ -993,7 +993,8 @@ def test_grid_gather_not_over_an_iota_is_left_alone():
 
 
 KERAS_LIKE = ["fold_constants", "loops_as_rnn", "where_from_masks", "grid_gathers", "explicit_pads", "squeeze_unit_conv",
-              "transposes", "fuse_conv_bias", "channels_last", "transposes", "interface_layout", "transposes", "cleanup"]
+              "transposes", "fuse_conv_bias", "channels_last", "transposes", "interface_layout", "transposes",
+              "cleanup"]
 
 
 def test_pass_plan_order():

@@ -187,7 +187,8 @@ class Arange(ReshapeTo):
 
     def apply(self, x, shape):
         steps = ops.arange(shape[0], dtype=self.value_dtype)
-        return ops.add(ops.multiply(steps, ops.cast(self.delta, self.value_dtype)), ops.cast(self.start, self.value_dtype))
+        delta, start = ops.cast(self.delta, self.value_dtype), ops.cast(self.start, self.value_dtype)
+        return ops.add(ops.multiply(steps, delta), start)
 
     def compute_output_spec(self, inputs):
         return keras.KerasTensor(self.compute_output_shape(None), dtype=self.value_dtype)

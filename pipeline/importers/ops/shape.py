@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import onnx_ir as ir
+
 from ...normalize.graph import PIN_IN, PIN_OUT, pin_role
 from .. import keras_emit as K
 from .. import torch_emit as T
@@ -313,21 +315,28 @@ class Expand(Op):
         return [0]  # the output's sizes come from shape inference
 
     def torch(self, t: Translation, dims) -> None:
+        x, arr = t.inp(0), t.const(0)
+        if arr is not None and arr.ndim == 0:  # a bare Python number has no .expand
+            dtype = T.DTYPE_NAMES.get(ir.DataType.from_numpy(arr.dtype).value, "torch.float32")
+            x = f"torch.tensor({x}, dtype={dtype})"
         if all(isinstance(d, int) for d in dims):
-            t.assign(f"{t.inp(0)}.expand{shape_literal(dims)}")
+            t.assign(f"{x}.expand{shape_literal(dims)}")
             return
         own = [None] * (len(dims) - t.rank(0)) + t.dims(0)
         codes = [str(d) if isinstance(d, int) else "-1" if d == o else t.size_code(d)  # -1: the input's own size
                  for d, o in zip(dims, own)]
         if any(c is None for c in codes):
             t.unsupported(f"an expand to sizes {dims} that cannot be written from the inputs' sizes")
-        t.assign(f"{t.inp(0)}.expand({', '.join(codes)}{',' if len(codes) == 1 else ''})")
+        t.assign(f"{x}.expand({', '.join(codes)}{',' if len(codes) == 1 else ''})")
 
     def keras(self, t: Translation, dims) -> None:
         if all(isinstance(d, int) for d in dims):
             t.assign(f"ops.broadcast_to({t.inp(0)}, {shape_literal(dims)})")
             return
-        t.assign(K.reshape_to(t, t.inp(0), dims, helper="BroadcastTo"), comment="sizes known at run time only")
+        x, arr = t.inp(0), t.const(0)
+        if arr is not None and arr.ndim == 0:  # a Keras layer takes arrays, not a bare Python number
+            x = f"np.array({x}, {str(arr.dtype)!r})"
+        t.assign(K.reshape_to(t, x, dims, helper="BroadcastTo"), comment="sizes known at run time only")
 
 
 @dataclass
