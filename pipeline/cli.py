@@ -182,7 +182,8 @@ def _print_result(result) -> None:
                 return ""
             step = f", a multiple of {c['multiple_of']}" + (f" plus {c['offset']}" if c["offset"] else "") \
                 if c["multiple_of"] > 1 else ""
-            return f", at least {c['min']}{step}"
+            low = f", at least {c['min']}" if c["min"] > 0 or c.get("max") is None else ""
+            return low + step + (f", at most {c['max']}" if c.get("max") is not None else "")
 
         print("  symbols: " + ", ".join(f"{s['name']} (example {s['example']}{sizes(s.get('constraint'))})"
                                         for s in rep["symbols"]))

@@ -338,15 +338,18 @@ _SUGGESTED_MULTIPLE = re.compile(r"^\s*([A-Za-z_]\w*)\s*=\s*(\d+)\*([A-Za-z_]\w*
 def _suggested_ranges(text: str) -> dict[str, dict]:
     """``{symbol: {"min": m, "multiple_of": k, "offset": c}}`` from torch's "Suggested fixes:"
     (``H = Dim('H', min=8)``, or ``_H = Dim('_H', min=1)`` with ``H = 4*_H``): the sizes a
-    symbol can take for the traced code to hold, ``k*n + c >= m``."""
+    symbol can take for the traced code to hold, ``k*n + c >= m``; with ``"max": M`` too where
+    torch bounds it from above (``S = Dim('S', max=32)``: a position table of 32 rows)."""
     lines = [line.strip() for line in text.splitlines()]
     if "Suggested fixes:" not in lines:
         return {}
-    bounds, derived = {}, {}
+    bounds, highs, derived = {}, {}, {}
     for line in lines[lines.index("Suggested fixes:") + 1:]:
         m = _SUGGESTED_DIM.match(line)
         if m:
             bounds[m.group(1)] = int(m.group(2) or 0)
+            if m.group(3) not in (None, "oo"):
+                highs[m.group(1)] = int(m.group(3))
             continue
         m = _SUGGESTED_MULTIPLE.match(line)
         if m:
@@ -355,8 +358,13 @@ def _suggested_ranges(text: str) -> dict[str, dict]:
         if line and not _SUGGESTED_CONSTANT.match(line):
             break
     out = {name: {"min": low, "multiple_of": 1, "offset": 0} for name, low in bounds.items() if not name.startswith("_")}
+    for name, high in highs.items():  # a table the size indexes (BERT's 32 positions): at most that
+        if name in out:
+            out[name]["max"] = high
     for name, (k, base, c) in derived.items():
         out[name] = {"min": k * max(bounds.get(base, 1), 1) + c, "multiple_of": k, "offset": c}
+        if base in highs:
+            out[name]["max"] = k * highs[base] + c
     return out
 
 
@@ -364,10 +372,13 @@ def _constrained_dim(Dim, name: str, constraint: dict | None):
     """A ``torch.export.Dim`` for ``name`` that satisfies ``constraint`` (see above)."""
     if not constraint:
         return Dim(name)
-    k, c, low = constraint["multiple_of"], constraint["offset"], constraint["min"]
+    k, c, low, high = constraint["multiple_of"], constraint["offset"], constraint["min"], constraint.get("max")
     if k == 1:
-        return Dim(name, min=max(low, 0))
-    base = Dim(f"_{name}", min=max((low - c + k - 1) // k, 1))
+        return Dim(name, min=max(low, 0)) if high is None else Dim(name, min=max(low, 0), max=high)
+    bounds = {"min": max((low - c + k - 1) // k, 1)}
+    if high is not None:
+        bounds["max"] = (high - c) // k
+    base = Dim(f"_{name}", **bounds)
     return k * base + c if c else k * base
 
 

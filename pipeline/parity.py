@@ -163,8 +163,8 @@ def candidate_size_sets(specs, constraints: dict[str, dict] | None = None) -> li
     """Size sets to try besides the examples, in order of preference; empty when nothing varies.
 
     ``constraints`` (``Source.constraints``: what the exporter proved a symbol's sizes must
-    satisfy, ``multiple_of * n + offset >= min``) moves each candidate size to the nearest
-    size at or above it that the traced code holds for."""
+    satisfy, ``multiple_of * n + offset >= min``, and ``<= max`` where given) moves each candidate
+    size to the nearest size at or above it that the traced code holds for (at most ``max``)."""
     examples = {d.name: d.example for s in specs for d in s.symbols}
     if not examples:
         return []
@@ -176,7 +176,10 @@ def candidate_size_sets(specs, constraints: dict[str, dict] | None = None) -> li
             return v
         k, off = c["multiple_of"], c["offset"]
         v = max(v, c["min"])
-        return v + (-(v - off)) % k
+        v += (-(v - off)) % k
+        if c.get("max") is not None and v > c["max"]:  # the largest allowed size instead
+            v = c["max"] - (c["max"] - off) % k
+        return v
 
     def odd_above(e: int) -> int:
         return e + 1 if e % 2 == 0 else e + 2

@@ -43,7 +43,8 @@ class Source:
     inputs: list[InputSpec]
     output_names: list[str] = field(default_factory=list)
     # What the exporter proved each symbol's sizes must satisfy (torch.export's suggested
-    # fixes): ``{symbol: {"min": m, "multiple_of": k, "offset": c}}``, size = k*n + c >= m.
+    # fixes): ``{symbol: {"min": m, "multiple_of": k, "offset": c}}``, size = k*n + c >= m
+    # (and <= ``"max"`` where torch bounds it).
     constraints: dict[str, dict] = field(default_factory=dict)
 
     @property

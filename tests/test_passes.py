@@ -976,18 +976,88 @@ def test_where_from_masks(dtype, expect_where):
     assert ("Where" in ops(model)) == expect_where and ("Mul" in ops(model)) != expect_where
 
 
+# --------------------------------------------------------------------------- grid_gathers
+
+
+def _grid_mask(order: str = "bs", extra: int = 1, start_reversed: bool = False) -> ir.Model:
+    """Hugging Face's vmap padding mask, ``mask[batch_idx, kv_idx]``, as torch.onnx writes it:
+    GatherND over a grid of ``Range``s of sizes read off ``Shape`` (``order="sb"``: the data is
+    (S, B) and its components come in grid order 3, 0; ``extra``: the grid's axis 1 is that
+    long, so the result broadcasts; ``start_reversed``: the S component counts down, no iota)."""
+    g = G()
+    x = g.input("x", ["B", "S"] if order == "bs" else ["S", "B"])
+    zero, one = g.const(np.array(0, np.int64)), g.const(np.array(1, np.int64))
+    pos = {"B": 0, "S": 1} if order == "bs" else {"S": 0, "B": 1}
+
+    def size(name):
+        return g.op("Squeeze", g.op("Shape", x, start=pos[name], end=pos[name] + 1), g.const(np.array([0], np.int64)))
+
+    b, s = size("B"), size("S")
+    rb = g.op("Reshape", g.op("Range", zero, b, one), g.const(np.array([-1, 1, 1, 1], np.int64)))
+    if start_reversed:
+        iota_s = g.op("Range", g.op("Sub", s, one), g.const(np.array(-1, np.int64)), g.const(np.array(-1, np.int64)))
+    else:
+        iota_s = g.op("Add", g.op("Range", zero, s, one), zero)
+    rs = g.op("Reshape", iota_s, g.const(np.array([1, 1, 1, -1], np.int64)))
+    grid = g.op("Max", rb, rs, g.const(np.zeros((1, extra, 1, 1), np.int64)))
+    shape = g.op("Shape", grid)
+    last = g.const(np.array([-1], np.int64))
+    parts = {k: g.op("Unsqueeze", g.op("Expand", r, shape), last) for k, r in (("B", rb), ("S", rs))}
+    idx = g.op("Concat", *(parts[k] for k in (["B", "S"] if order == "bs" else ["S", "B"])), axis=-1)
+    g.op("GatherND", x, idx, out="y")
+    return g.model("y")
+
+
+def _numpy_grid_mask(x: np.ndarray, order: str, extra: int) -> np.ndarray:
+    x = x if order == "bs" else x.T
+    return np.broadcast_to(x[:, None, None, :], (x.shape[0], extra, 1, x.shape[1]))
+
+
+@pytest.mark.parametrize("order, extra", [("bs", 1), ("sb", 1), ("bs", 3)])
+def test_grid_gathers_become_unsqueeze(order, extra):
+    """The padding-mask GatherND over symbolic B and S is the mask with unit axes inserted
+    (transposed first when the grid takes the data's axes in another order, broadcast where the
+    grid is longer), exact at every size; no Range is left to compute at run time."""
+    from pipeline.normalize.gather import GridGathers
+
+    rng = np.random.default_rng(3)
+    sizes = [(2, 5), (1, 1), (3, 7)]
+    feeds = [{"x": rng.standard_normal(s if order == "bs" else s[::-1]).astype(np.float32)} for s in sizes]
+    model = _grid_mask(order, extra)
+    check(model, GridGathers(), Cleanup(), feeds=feeds[0], exact=True)
+    assert "GatherND" not in ops(model) and "Unsqueeze" in ops(model)
+    assert ("Transpose" in ops(model)) == (order == "sb") and ("Expand" in ops(model)) == (extra > 1)
+    # the grid's Ranges are left only where the Expand reads its shape (which the importers do not write)
+    assert ("Range" in ops(model)) == (extra > 1)
+    for feed in feeds:  # every size, not only the one checked above
+        (got,) = run_onnx(model, feed)
+        np.testing.assert_array_equal(got, _numpy_grid_mask(feed["x"], order, extra))
+
+
+def test_grid_gather_not_over_an_iota_is_left_alone():
+    """A component that counts down is no iota: the GatherND stays (and still runs right)."""
+    from pipeline.normalize.gather import GridGathers
+
+    model = _grid_mask(start_reversed=True)
+    feed = {"x": np.arange(10, dtype=np.float32).reshape(2, 5)}
+    check(model, GridGathers(), feeds=feed, exact=True, expect_change=False)
+    assert "GatherND" in ops(model)
+    np.testing.assert_array_equal(run_onnx(model, feed)[0], feed["x"][:, None, None, ::-1])
+
+
 # --------------------------------------------------------------------------- normalize() end to end
 
 
-KERAS_LIKE = ["fold_constants", "loops_as_rnn", "where_from_masks", "explicit_pads", "squeeze_unit_conv", "transposes",
-              "fuse_conv_bias", "channels_last", "transposes", "interface_layout", "transposes", "cleanup"]
+KERAS_LIKE = ["fold_constants", "loops_as_rnn", "where_from_masks", "grid_gathers", "explicit_pads", "squeeze_unit_conv",
+              "transposes", "fuse_conv_bias", "channels_last", "transposes", "interface_layout", "transposes",
+              "cleanup"]
 
 
 def test_pass_plan_order():
     assert [n for n, _ in pass_plan("keras", "target")] == KERAS_LIKE
     assert [n for n, _ in pass_plan("torch", "source")] == [
-        "fold_constants", "loops_as_rnn", "where_from_masks", "explicit_pads", "squeeze_unit_conv", "transposes",
-        "fuse_conv_bias", "cleanup"]
+        "fold_constants", "loops_as_rnn", "where_from_masks", "grid_gathers", "explicit_pads", "squeeze_unit_conv",
+        "transposes", "fuse_conv_bias", "cleanup"]
 
 
 @pytest.mark.parametrize("target,layout", [("keras", "source"), ("keras", "target"), ("torch", "target")])

@@ -501,6 +501,34 @@ def test_torch_suggested_ranges_are_read_and_parity_sizes_respect_them():
     assert all(s["H"] % 4 == 0 and s["W"] >= 3 for s in sets)
 
 
+TORCH_BOUNDS = """Constraints violated (S)! For more information, run with TORCH_LOGS="+dynamic".
+  - Not all values of S = L['input_ids'].size()[1] in the specified range satisfy the generated guard 2 <= ...
+Suggested fixes:
+  S = Dim('S', max=32)
+"""
+
+
+def test_torch_suggested_upper_bound_is_kept_and_parity_sizes_stay_below_it():
+    """BERT's 32-row position table: torch suggests ``S = Dim('S', max=32)``; the export applies it,
+    and parity's other sizes never pass it (an odd size above an example of 31 would be 33)."""
+    from torch.export import Dim
+
+    from pipeline.export import _constrained_dim, _suggested_ranges
+    from pipeline.parity import candidate_size_sets
+
+    got = _suggested_ranges(TORCH_BOUNDS)
+    assert got == {"S": {"min": 0, "multiple_of": 1, "offset": 0, "max": 32}}
+    dim = _constrained_dim(Dim, "S", got["S"])
+    assert dim.max == 32
+    specs = [InputSpec.of("ids", (Symbol("B", 2), Symbol("S", 31)))]
+    sets = candidate_size_sets(specs, got)
+    assert sets and all(s["S"] <= 32 for s in sets) and {"B": 3, "S": 15} in sets
+    multiple = _suggested_ranges("Suggested fixes:\n  _T = Dim('_T', min=3, max=40)\n  T = 10*_T\n")
+    assert multiple == {"T": {"min": 30, "multiple_of": 10, "offset": 0, "max": 400}}
+    assert all(s["T"] % 10 == 0 and 30 <= s["T"] <= 400
+               for s in candidate_size_sets([InputSpec.of("x", (Symbol("T", 400),))], multiple))
+
+
 def test_pooled_then_upsampled_skip_exports_on_the_stride_torch_proves(tmp_path, capfd):
     """A pool-upsample-add skip only holds for even sizes: torch.export says H = 2*_H, the export
     applies it, and parity checks other even sizes against PyTorch itself."""

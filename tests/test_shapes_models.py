@@ -244,3 +244,51 @@ def test_reshape_size_from_onnxruntime_cancels_to_a_product():
     b = sympy.Symbol("B", integer=True, positive=True)
     assert expression("floor(32*B*(floor(T/10) - 1)/(8*floor(T/10) - 8))") == 4 * b
     assert str(expression("floor(T/2) + 1")) == "floor(T/2) + 1"  # a floor that is one stays one
+
+
+# -- sizes read off Shape at run time: Range, a slice to a run-time end --------------------------
+
+RUNTIME_SIZES = '''
+import torch
+from torch import nn
+
+
+class Positions(nn.Module):
+    """What transformers models do with the length they read off their input: positions
+    ``arange(L)`` (a causal mask of them), a position buffer cut to ``[:, :L]`` into an embedding,
+    and, after a strided convolution, ``arange`` over its frames (a size no product of L)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.table = nn.Embedding(16, 4)
+        self.register_buffer("pos", torch.arange(16)[None])
+        self.conv = nn.Conv1d(1, 4, 3, stride=2)
+
+    def forward(self, x):  # (N, L)
+        n = x.shape[1]
+        steps = torch.arange(n)
+        causal = (steps[None, :] <= steps[:, None]).float()  # (L, L)
+        y = self.table(self.pos[:, :n]) * x[..., None] + (causal @ x[..., None])  # (N, L, 4)
+        frames = self.conv(x[:, None])  # (N, 4, floor((L - 3) / 2) + 1)
+        z = frames + torch.arange(frames.shape[-1]).float()
+        return y, z
+
+
+def build():
+    return Positions().eval()
+'''
+
+
+@pytest.mark.parametrize("to", ["keras", "torch"])
+def test_runtime_ranges_and_slices(tmp_path, to):
+    """``Range`` of a length read off ``Shape`` (PyTorch: ``torch.arange(L)``; Keras: an ``Arange``
+    layer reading the length off a tensor that has it), ``buffer[:, :L]`` (``SliceTo``), both at
+    every length torch allows (3 to 16: the buffer has 16 positions)."""
+    path = tmp_path / "positions.py"
+    path.write_text(RUNTIME_SIZES)
+    out, module = converted(tmp_path, f"{path}:build", to, "x=N=2,L=9")
+    body = _body(out)
+    assert not re.search(r"(?<![\w.])9(?![\w.])", body), body
+    assert ("Arange(" in body and "SliceTo(" in body) if to == "keras" else "torch.arange(" in body
+    _check_outputs(module, to, import_file(str(path), "_test_positions").build(), [(2, 9), (1, 3), (3, 16), (1, 8)])

@@ -100,7 +100,11 @@ def py_literal(value) -> str:
             return "float('inf')" if item > 0 else "float('-inf')"
         if np.isnan(item):
             return "float('nan')"
-        return str(arr.astype(np.float32)) if arr.dtype == np.float32 else repr(float(item))
+        if arr.dtype == np.float32:
+            text = str(arr.astype(np.float32))  # the shortest text that reads back as this float32
+            if abs(float(text)) <= float(np.finfo(np.float32).max):  # -3.4028235e+38 would not fit (torch refuses)
+                return text
+        return repr(float(item))
     items = ", ".join(py_literal(v) for v in arr.reshape(-1))
     return f"({items},)" if arr.size == 1 else f"({items})"
 

@@ -153,45 +153,133 @@ class BroadcastTo(ReshapeTo):
     def apply(self, x, shape):
         return ops.broadcast_to(x, shape)
 ''',
+    "SliceTo": '''
+@keras.saving.register_keras_serializable(package="pipeline")
+class SliceTo(ReshapeTo):
+    """The slice of ``x`` from ``begin`` of sizes known at run time only (given as ``ReshapeTo``'s)."""
+
+    def __init__(self, sizes, begin, **kwargs):
+        super().__init__(sizes, **kwargs)
+        self.begin = begin
+
+    def apply(self, x, shape):
+        return ops.slice(x, self.begin, shape)
+
+    def compute_output_spec(self, inputs):
+        dtype = keras.backend.standardize_dtype(inputs[0].dtype)
+        return keras.KerasTensor(self.compute_output_shape(None), dtype=dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "begin": self.begin}
+''',
+    "Arange": '''
+@keras.saving.register_keras_serializable(package="pipeline")
+class Arange(ReshapeTo):
+    """``start + delta * [0, 1, ..., n - 1]`` for a length ``n`` known at run time only (one
+    ``ReshapeTo`` size, read off the tensors it is called on)."""
+
+    def __init__(self, sizes, start=0, delta=1, value_dtype="int64", **kwargs):
+        super().__init__(sizes, **kwargs)
+        self.start, self.delta, self.value_dtype = start, delta, value_dtype
+
+    def call(self, inputs):
+        return super().call([None, *inputs])
+
+    def apply(self, x, shape):
+        steps = ops.arange(shape[0], dtype=self.value_dtype)
+        delta, start = ops.cast(self.delta, self.value_dtype), ops.cast(self.start, self.value_dtype)
+        return ops.add(ops.multiply(steps, delta), start)
+
+    def compute_output_spec(self, inputs):
+        return keras.KerasTensor(self.compute_output_shape(None), dtype=self.value_dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "start": self.start, "delta": self.delta, "value_dtype": self.value_dtype}
+''',
 }
 
 
-def reshape_to(t: Translation, x: str, dims: list, helper: str = "ReshapeTo") -> str:
-    """``ReshapeTo(sizes)([x, *inputs])``: each varying size a product of the model inputs' axes
-    (``helper="BroadcastTo"``: broadcast to them).
+def reshape_to(t: Translation, x: str, dims: list, helper: str = "ReshapeTo", **config) -> str:
+    """``ReshapeTo(sizes)([x, *refs])``: each varying size a product of the model inputs' axes,
+    or the size of an axis of a tensor computed before that has it (``helper="BroadcastTo"``:
+    broadcast to them; ``"SliceTo"``: ``x``'s slice of those sizes from ``config["begin"]``).
 
-    One size that is no such product (a division, a sum) is ``-1`` in a reshape, what is left;
-    more, or any in a broadcast, are refused (``t.unsupported``)."""
+    One size that is neither (a division, a sum) is ``-1`` in a reshape, what is left; in a
+    broadcast or a slice, or more than one in a reshape, it is refused (``t.unsupported``)."""
 
+    sizes, refs = runtime_sizes(t, dims, rest=helper == "ReshapeTo")
+    if helper == "ReshapeTo" and sizes.count(-1) == 1 and sum(isinstance(z, list) for z in sizes) == 0:
+        return f"ops.reshape({x}, {tuple(sizes)})"
+    t.gen.helpers.update({"ReshapeTo", helper})  # the others are ReshapeTo's
+    suffix = {"ReshapeTo": "_reshape", "BroadcastTo": "_expand", "SliceTo": "_slice"}.get(helper, "_" + helper.lower())
+    name = t.gen.add_layer(t.layer_hint() + suffix, [])
+    args = ", ".join([x] + refs)
+    extra = "".join(f", {k}={v!r}" for k, v in config.items())
+    return f"{helper}({sizes}{extra}, name={name!r})([{args}])"
+
+
+def runtime_sizes(t: Translation, dims: list, rest: bool = False) -> tuple[list, list[str]]:
+    """``dims`` as sizes a ``ReshapeTo`` computes when it runs, and the tensors it reads them
+    off: an int as is; a product of the model inputs' sizes as ``[factor, [ref, axis], ...]``;
+    another size as ``[1, [ref, axis]]`` of a tensor computed earlier that has it on that axis
+    (wav2vec2's frames, ``floor(floor(T/5)/2) - 1``, read off its features); with ``rest``,
+    one size that is none of these as ``-1``.  Refused (``t.unsupported``) otherwise."""
     places = t.gen.symbol_places()
-    refs: list[ir.Value] = []
-    sizes = []
-    inferred = [d for d in dims if not isinstance(d, int) and _product_of(d, places) is None]
+    refs: list[str] = []
+    sizes: list = []
+
+    def ref(expr: str) -> int:
+        if expr not in refs:
+            refs.append(expr)
+        return refs.index(expr)
+
+    unknown = [d for d in dims if not isinstance(d, int) and _product_of(d, places) is None]
+    carried = {id(d): _carrier(t, d) for d in unknown}
+    left = [d for d in unknown if carried[id(d)] is None]
+    if rest and len(unknown) == 1:  # as before: a lone size that is no product is what is left
+        left, carried = unknown, {}
     for d in dims:
         if isinstance(d, int):
             sizes.append(d)
             continue
-        if len(inferred) == 1 and d is inferred[0] and helper == "ReshapeTo":
-            sizes.append(-1)  # the one size that is no product: what is left
+        if rest and len(left) == 1 and d is left[0]:
+            sizes.append(-1)
+            continue
+        if carried.get(id(d)) is not None:
+            value, axis = carried[id(d)]
+            sizes.append([1, [ref(value), axis]])
             continue
         found = _product_of(d, places)
         if found is None:
-            verb = "reshape" if helper == "ReshapeTo" else "broadcast"
-            t.unsupported(f"a {verb} to the size {d}, which is no product of the inputs' sizes")
+            t.unsupported(f"{t.op} to the size {d}, which is no product of the inputs' sizes and no size of a "
+                          "tensor computed before")
         factor, symbols = found
-        entry = []
-        for symbol in symbols:
-            value, axis = places[symbol]
-            if value not in refs:
-                refs.append(value)
-            entry.append([refs.index(value), axis])
-        sizes.append([factor, *entry])
-    if sizes.count(-1) == 1 and sum(isinstance(z, list) for z in sizes) == 0:
-        return f"ops.reshape({x}, {tuple(sizes)})"
-    t.gen.helpers.update({"ReshapeTo", helper})  # BroadcastTo is a ReshapeTo
-    name = t.gen.add_layer(t.layer_hint() + ("_reshape" if helper == "ReshapeTo" else "_expand"), [])
-    args = ", ".join([x] + [t.gen.expr(v) for v in refs])
-    return f"{helper}({sizes}, name={name!r})([{args}])"
+        sizes.append([factor, *[[ref(t.gen.expr(places[s][0])), places[s][1]] for s in symbols]])
+    return sizes, refs
+
+
+def _carrier(t: Translation, d) -> tuple[str, int] | None:
+    """A tensor computed before this node (its variable) and an axis on which its size is ``d``.
+
+    The tensors a channels-last op reads and writes in Keras are left out: their axes are
+    not the ONNX graph's (see ``channels_last``)."""
+    from ..normalize.symbolic import dims as dims_of
+
+    cache = t.gen.__dict__.setdefault("_dims_cache", {})
+    for value, expr in list(t.gen.values.items()):
+        if not isinstance(value, ir.Value) or not expr.isidentifier() or value.const_value is not None:
+            continue
+        maker = value.producer()
+        if maker is None and not value.is_graph_input():
+            continue
+        if (maker is not None and pin_role(maker) == PIN_IN) or any(pin_role(c) == PIN_OUT for c in value.consumers()):
+            continue
+        if value not in cache:
+            cache[value] = dims_of(value) or []
+        for axis, size in enumerate(cache[value]):
+            if not isinstance(size, int) and size == d:
+                return expr, axis
+    return None
 
 
 def _product_of(d, places: dict):
@@ -211,5 +299,5 @@ def _product_of(d, places: dict):
     return factor, symbols
 
 
-__all__ = ["KERAS_DTYPES", "add", "channels_last", "layer", "new_constant", "pool_pad", "spatial_padding",
-           "tf_3d_same_shifts", "tuple_or_int"]
+__all__ = ["KERAS_DTYPES", "add", "channels_last", "layer", "new_constant", "pool_pad", "reshape_to", "runtime_sizes",
+           "spatial_padding", "tf_3d_same_shifts", "tuple_or_int"]

@@ -178,6 +178,7 @@ def _drop_unread_weights(gen: KerasGenerator, outs: list[str]) -> None:
     for var, name in list(gen.weight_layers.items()):
         definition = f"{var} = Weight("
         text = "\n".join([li for li in gen.lines if not li.startswith(definition)] + outs)
+        text = re.sub(r"'[^']*'|\"[^\"]*\"", "''", text)  # a layer's name (name='v_2') is no use of v_2
         if re.search(rf"\b{re.escape(var)}\b", text):
             continue
         gen.lines = [li for li in gen.lines if not li.startswith(f"{var} = Weight(")]

@@ -18,6 +18,7 @@ from onnx_ir.passes.common import RemoveUnusedNodesPass, ShapeInferencePass, Top
 from ..errors import EXIT_PARITY, PipelineError
 from ..referee import compare, laid_out_inputs, ort_message, run_onnx
 from .fuse import FoldBatchNorm, FuseConvBias
+from .gather import GridGathers
 from .layout import ChannelsLast, InterfaceLayout, SqueezeUnitConv
 from .padding import ExplicitPads
 from .patterns import fill_kept_shapes
@@ -236,6 +237,7 @@ def pass_plan(target: str, layout: str, fold_bn: bool = False) -> list[tuple[str
         ("fold_constants", FoldConstants()),
         ("loops_as_rnn", LoopAsRecurrent(then=FoldConstants())),
         ("where_from_masks", WhereFromMasks()),
+        ("grid_gathers", GridGathers()),
         ("explicit_pads", ExplicitPads()),
         ("squeeze_unit_conv", SqueezeUnitConv()),
         ("transposes", TransposeOptimizer()),

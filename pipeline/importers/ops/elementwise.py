@@ -52,6 +52,8 @@ class Binary(Op):
             return
         a, b = t.inp(0), t.inp(1)
         if t.op in LOGIC:
+            if (first := t.const(0)) is not None and first.ndim == 0:  # torch.logical_and takes no bool first
+                a = f"torch.tensor({a})"
             t.assign(f"{LOGIC[t.op][0]}({a}, {b})")
         elif t.op == "Div" and _integer(t):
             t.assign(f"torch.div({a}, {b}, rounding_mode='trunc')")

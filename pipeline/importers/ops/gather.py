@@ -146,11 +146,16 @@ class GatherElements(Op):
     types = ("GatherElements",)
 
     def read(self, t: Translation) -> TakeAlong:
-        shape, ishape = t.const_shape(0), t.const_shape(1)
+        data, idx = t.const(0), t.const(1)
+        shape = list(data.shape) if data is not None else t.dims(0)
+        ishape = list(idx.shape) if idx is not None else t.dims(1)
         rank = len(shape)
         axis = t.int("axis", 0) % rank
         crop = tuple(ishape[a] if a != axis else shape[a] for a in range(rank))
-        data, idx = t.const(0), t.const(1)
+        if not isinstance(shape[axis], int) and not (idx is not None and (idx >= 0).all()):
+            t.unsupported(f"indices that may count from the end of axis {axis}, whose size ({shape[axis]}) varies")
+        if any(not isinstance(c, int) or not isinstance(n, int) for c, n in zip(crop, shape) if c is not n and c != n):
+            t.unsupported(f"indices of sizes {ishape} that may crop data of sizes {shape} by sizes that vary")
         if idx is not None:
             idx = np.where(idx < 0, idx + shape[axis], idx).astype(np.int64)
         value = None

@@ -139,26 +139,29 @@ class CumSum(Op):
         axis = int(t.need_const(1, "the axis").reshape(-1)[0]) % rank
         return CumPlan(axis, bool(t.int("reverse", 0)), bool(t.int("exclusive", 0)))
 
+    @staticmethod
+    def _all_but_last(axis: int) -> str:
+        """The index that drops the last element of ``axis`` (any size: ``[:, :-1]``)."""
+        return ", ".join([":"] * axis + [":-1"]) + ("," if axis == 0 else "")
+
     def torch(self, t: Translation, p: CumPlan) -> None:
-        shape = t.shape(0)
-        rank, axis = len(shape), p.axis
+        rank, axis = t.rank(0), p.axis
         x = f"{t.inp(0)}.flip({axis})" if p.reverse else t.inp(0)
         if p.exclusive:
             pad = (0, 0) * (rank - 1 - axis) + (1, 0)
-            x = f"F.pad({x}.narrow({axis}, 0, {shape[axis] - 1}), {pad})"
+            x = f"F.pad({x}[{self._all_but_last(axis)}], {pad})"
         dtype = T.DTYPE_NAMES.get(t.out_dtype().value)
         keep_int = np.issubdtype(T.np_dtype(t), np.integer) and dtype != "torch.int64"
         expr = f"torch.cumsum({x}, dim={axis}{f', dtype={dtype}' if keep_int else ''})"  # torch sums ints as int64
         t.assign(f"{expr}.flip({axis})" if p.reverse else expr)
 
     def keras(self, t: Translation, p: CumPlan) -> None:
-        shape = t.shape(0)
-        rank, axis = len(shape), p.axis
+        rank, axis = t.rank(0), p.axis
         x = f"ops.flip({t.inp(0)}, axis={axis})" if p.reverse else t.inp(0)
         if p.exclusive:
             width = [(0, 0)] * rank
             width[axis] = (1, 0)
-            x = f"ops.slice(ops.pad({x}, {width}), {(0,) * rank}, {tuple(shape)})"
+            x = f"ops.pad({x}, {width})[{self._all_but_last(axis)}]"
         expr = f"ops.cumsum({x}, axis={axis})"
         t.assign(f"ops.flip({expr}, axis={axis})" if p.reverse else expr)
 

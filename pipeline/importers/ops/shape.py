@@ -1,5 +1,5 @@
 """Shape and layout plumbing: Transpose, Reshape, Flatten, Squeeze, Unsqueeze, Concat, Split,
-Slice, Expand, Tile, Pad, DepthToSpace, SpaceToDepth.
+Slice, Expand, Range, Tile, Pad, DepthToSpace, SpaceToDepth.
 
 Readers take each op's arguments in every opset's form (Slice and Pad took attributes
 before opset 10 and 11, Split and Squeeze/Unsqueeze before 13) and return what the
@@ -9,6 +9,8 @@ emitters need; reshapes are written with the inferred output shape.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import onnx_ir as ir
 
 from ...normalize.graph import PIN_IN, PIN_OUT, pin_role
 from .. import keras_emit as K
@@ -78,6 +80,20 @@ class Reshape(Op):
             t.unsupported(f"a reshape to sizes {dims} that cannot be written from the inputs' sizes")
         return codes
 
+    @staticmethod
+    def _unit_axes(t: Translation) -> list[int] | None:
+        """A Squeeze's or Unsqueeze's axes (of its input or output), non-negative and sorted; None
+        when they are not constants."""
+        if t.has_input(1):
+            arr = t.const(1)
+            axes = None if arr is None else [int(a) for a in arr.reshape(-1)]
+        else:
+            axes = t.ints("axes")
+        if not axes:
+            return None
+        rank = len(t.out_dims()) if t.op == "Unsqueeze" else t.rank(0)
+        return sorted(a % rank for a in axes)
+
     def torch(self, t: Translation, into_layer: bool) -> None:
         x = t.inp(0)
         sizes = self._sizes(t, "torch")
@@ -92,6 +108,12 @@ class Reshape(Op):
     def keras(self, t: Translation, into_layer: bool) -> None:
         x = t.inp(0)
         sizes = self._sizes(t, "keras")
+        if sizes is None and t.op in ("Squeeze", "Unsqueeze") and not into_layer:
+            axes = self._unit_axes(t)
+            if axes is not None:  # unit axes in or out: no size to know
+                fn = "expand_dims" if t.op == "Unsqueeze" else "squeeze"
+                t.assign(f"ops.{fn}({x}, {axes[0] if len(axes) == 1 else tuple(axes)})")
+                return
         if sizes is None:
             t.assign(K.reshape_to(t, x, t.out_dims()), comment="sizes known at run time only")
             return
@@ -147,6 +169,7 @@ class Cut:
     stop: int | None
     step: int
     flipped: bool
+    length: object = None  # an end known at run time only: the slice's size (shape inference's), stop = start + it
 
 
 @register
@@ -159,9 +182,12 @@ class Slice(Op):
             starts, ends = t.ints("starts"), t.ints("ends")
             axes, steps = t.ints("axes") or list(range(len(starts))), [1] * len(starts)
         else:
-            starts, ends = t.need_const(1, "starts").tolist(), t.need_const(2, "ends").tolist()
+            starts = t.need_const(1, "starts").tolist()
             axes = t.need_const(3, "axes").tolist() if t.has_input(3) else list(range(len(starts)))
             steps = t.need_const(4, "steps").tolist() if t.has_input(4) else [1] * len(starts)
+            if t.const(2) is None:
+                return self._runtime_ends(t, shape, starts, axes, steps)
+            ends = t.need_const(2, "ends").tolist()
         cuts = []
         for s, e, a, st in zip(starts, ends, axes, steps):
             a %= len(shape)
@@ -177,6 +203,32 @@ class Slice(Op):
             else:  # index i of the axis is n - 1 - i of the flipped axis
                 s, e = max(0, min(n - 1, s)), max(-1, min(n - 1, e))
                 cuts.append(Cut(a, n - 1 - s, n - 1 - e, -st, True))
+        return cuts
+
+    def needs(self, t: Translation) -> list[int]:
+        """An end known at run time only is the output's size (see ``_runtime_ends``): the nodes
+        computing it are not written."""
+        return [i for i in range(len(t.node.inputs)) if i == 0 or t.const(i) is not None]
+
+    @staticmethod
+    def _runtime_ends(t: Translation, shape, starts, axes, steps) -> list[Cut]:
+        """Ends computed when the model runs (BERT's ``position_ids[:, :S]``, ``S`` read off
+        ``Shape``): each cut is ``[start:start + size]``, its size the output's on that axis
+        (shape inference's, which clamps the end to the axis as ONNX does)."""
+        out = t.out_dims()
+        cuts = []
+        for s, a, st in zip(starts, axes, steps):
+            a %= len(shape)
+            n = shape[a]
+            if st != 1:
+                t.unsupported(f"a slice of axis {a} with step {st} to an end known at run time only")
+            if s < 0 and not isinstance(n, int):
+                t.unsupported(f"a slice of axis {a}, whose size ({n}) varies, from the end to an end known at run "
+                              "time only")
+            s = max(0, min(n, s + n if s < 0 else s)) if isinstance(n, int) else s
+            if any(str(x).startswith("_unknown_") for x in getattr(out[a], "free_symbols", ())):
+                t.unsupported(f"a slice of axis {a} to an end that shape inference could not work out")
+            cuts.append(Cut(a, s, None, 1, False, length=out[a]))
         return cuts
 
     @staticmethod
@@ -201,6 +253,17 @@ class Slice(Op):
 
     def torch(self, t: Translation, cuts: list[Cut]) -> None:
         x = t.inp(0)
+        if any(c.length is not None for c in cuts):
+            index = [":"] * t.rank(0)
+            for c in cuts:
+                size = t.size_code(c.length)
+                if size is None:
+                    t.unsupported(f"a slice to the size {c.length}, which cannot be written from the inputs' sizes")
+                index[c.axis] = f"{c.start or ''}:{f'{c.start} + ' if c.start else ''}{size}"
+            while index and index[-1] == ":":
+                index.pop()
+            t.assign(f"{x}[{', '.join(index)}]", comment="an end known at run time only")
+            return
         flips = tuple(c.axis for c in cuts if c.flipped)
         if flips:
             x = f"{x}.flip({flips[0] if len(flips) == 1 else flips})"
@@ -209,6 +272,13 @@ class Slice(Op):
     def keras(self, t: Translation, cuts: list[Cut]) -> None:
         shape = t.dims(0)
         x = t.inp(0)
+        if any(c.length is not None for c in cuts):
+            begin = [0] * len(shape)
+            for c in cuts:
+                begin[c.axis] = c.start
+            t.assign(K.reshape_to(t, x, t.out_dims(), helper="SliceTo", begin=begin),
+                     comment="an end known at run time only")
+            return
         for c in cuts:
             if c.flipped:
                 x = f"ops.flip({x}, axis={c.axis})"
@@ -245,21 +315,84 @@ class Expand(Op):
         return [0]  # the output's sizes come from shape inference
 
     def torch(self, t: Translation, dims) -> None:
+        x, arr = t.inp(0), t.const(0)
+        if arr is not None and arr.ndim == 0:  # a bare Python number has no .expand
+            dtype = T.DTYPE_NAMES.get(ir.DataType.from_numpy(arr.dtype).value, "torch.float32")
+            x = f"torch.tensor({x}, dtype={dtype})"
         if all(isinstance(d, int) for d in dims):
-            t.assign(f"{t.inp(0)}.expand{shape_literal(dims)}")
+            t.assign(f"{x}.expand{shape_literal(dims)}")
             return
         own = [None] * (len(dims) - t.rank(0)) + t.dims(0)
         codes = [str(d) if isinstance(d, int) else "-1" if d == o else t.size_code(d)  # -1: the input's own size
                  for d, o in zip(dims, own)]
         if any(c is None for c in codes):
             t.unsupported(f"an expand to sizes {dims} that cannot be written from the inputs' sizes")
-        t.assign(f"{t.inp(0)}.expand({', '.join(codes)}{',' if len(codes) == 1 else ''})")
+        t.assign(f"{x}.expand({', '.join(codes)}{',' if len(codes) == 1 else ''})")
 
     def keras(self, t: Translation, dims) -> None:
         if all(isinstance(d, int) for d in dims):
             t.assign(f"ops.broadcast_to({t.inp(0)}, {shape_literal(dims)})")
             return
-        t.assign(K.reshape_to(t, t.inp(0), dims, helper="BroadcastTo"), comment="sizes known at run time only")
+        x, arr = t.inp(0), t.const(0)
+        if arr is not None and arr.ndim == 0:  # a Keras layer takes arrays, not a bare Python number
+            x = f"np.array({x}, {str(arr.dtype)!r})"
+        t.assign(K.reshape_to(t, x, dims, helper="BroadcastTo"), comment="sizes known at run time only")
+
+
+@dataclass
+class Steps:
+    """A Range: ``start + delta * [0, 1, ..., length - 1]``, its length shape inference's."""
+
+    start: object
+    delta: object
+    length: object  # an int, or an expression of the symbols
+    dtype: str
+
+
+@register
+class Range(Op):
+    """A Range whose limit is known at run time only (``torch.arange(x.shape[1])``): its length
+    is the output's size as shape inference gives it, so the nodes computing the limit are not
+    written; start and delta must be constants."""
+
+    types = ("Range",)
+
+    def read(self, t: Translation) -> Steps:
+        start, delta = t.need_const(0, "start"), t.need_const(2, "delta")
+        (length,) = t.out_dims()
+        if not isinstance(length, int) and any(s.name.startswith("_unknown_") for s in length.free_symbols):
+            t.unsupported("a range whose length shape inference could not work out")
+        names = {"INT64": "int64", "INT32": "int32", "FLOAT": "float32", "DOUBLE": "float64"}
+        dtype = names.get(t.out_dtype().name)
+        if dtype is None:
+            t.unsupported(f"a range of {t.out_dtype().name}")
+        return Steps(py_literal(start.reshape(())), py_literal(delta.reshape(())), length, dtype)
+
+    def needs(self, t: Translation) -> list[int]:
+        return [0, 2]  # the limit only sets the length, which shape inference gave
+
+    @staticmethod
+    def _affine(steps: str, p: Steps) -> str:
+        if p.delta not in ("1", "1.0"):
+            steps = f"{steps} * {p.delta}"
+        return steps if p.start in ("0", "0.0") else f"{steps} + {p.start}"
+
+    def torch(self, t: Translation, p: Steps) -> None:
+        n = t.size_code(p.length)
+        if n is None:
+            t.unsupported(f"a range of length {p.length}, which cannot be written from the inputs' sizes")
+        device = t.gen.values[t.gen.graph.inputs[0]] + ".device" if t.gen.graph.inputs else "None"
+        t.assign(self._affine(f"torch.arange({n}, dtype=torch.{p.dtype}, device={device})", p))
+
+    def keras(self, t: Translation, p: Steps) -> None:
+        if isinstance(p.length, int):
+            t.assign(self._affine(f"ops.arange({p.length}, dtype={p.dtype!r})", p))
+            return
+        sizes, refs = K.runtime_sizes(t, [p.length])
+        t.gen.helpers.update({"ReshapeTo", "Arange"})
+        name = t.gen.add_layer(t.layer_hint(), [])
+        t.assign(f"Arange({sizes}, start={p.start}, delta={p.delta}, value_dtype={p.dtype!r}, name={name!r})"
+                 f"([{', '.join(refs)}])", comment="a length known at run time only")
 
 
 @register
