@@ -33,18 +33,40 @@ def provenance(record: dict, target: str) -> str:
 def zoo(record: dict) -> str:
     data = record["data"]
     lines = [provenance(record, "make zoo"), "",
-             "| model | input | parameters | export s | convert s | max rel err | result |",
-             "| --- | --- | ---: | ---: | ---: | ---: | --- |"]
+             "| model | input | parameters | export s | convert s | max rel err | result | polymorphic |",
+             "| --- | --- | ---: | ---: | ---: | ---: | --- | --- |"]
     for r in data["rows"]:
         if "error" in r:
-            lines.append(f"| {r['model']} | | | | | | error: {r['error'][:80]} |")
+            lines.append(f"| {r['model']} | | | | | | error: {r['error'][:80]} | {_polymorphic(r)} |")
             continue
         params = f"{r['parameters'] / 1e6:.1f} M" if r.get("parameters") else ""
         lines.append(f"| {r['model']} | {r['input'][1]}x{r['input'][2]} | {params} | {r['export_s']:.1f} "
-                     f"| {r['convert_s']:.1f} | {r['max_rel_err']:.1e} | {'pass' if r['passed'] else 'FAIL'} |")
+                     f"| {r['convert_s']:.1f} | {r['max_rel_err']:.1e} | {'pass' if r['passed'] else 'FAIL'} "
+                     f"| {_polymorphic(r)} |")
     passed = sum(bool(r.get("passed")) for r in data["rows"])
     lines += ["", f"**{passed} of {len(data['rows'])} pass** (max rel err <= {data['max_rel_err_allowed']:g})."]
+    checked = [r for r in data["rows"] if r.get("symbolic")]
+    if checked:
+        batch = sum(r["symbolic"]["batch"] == "pass" for r in checked)
+        hw = sum(r["symbolic"]["hw"] == "pass" for r in checked)
+        able = sum(r["symbolic"]["hw"] != "n/a" for r in checked)
+        lines.append(f"Polymorphic (each converted again in a fresh process and checked at three size sets): "
+                     f"**{batch} of {len(checked)}** with a symbolic batch; **{hw} of {able}** built on "
+                     "`(None, None, 3)` with a symbolic height and width too.")
     return "\n".join(lines)
+
+
+def _polymorphic(row: dict) -> str:
+    """``B, H x W`` / ``B`` / what failed first (``make zoo``'s polymorphic column)."""
+    sym = row.get("symbolic")
+    if not sym:
+        return ""
+    short = {k: str(v).strip().replace("|", "/")[:70] for k, v in sym.items()}
+    if sym["batch"] != "pass":
+        return f"static only (B: {short['batch']})"
+    if sym["hw"] == "pass":
+        return "B, H x W"
+    return "B" if sym["hw"] == "n/a" else f"B (H x W fails: {short['hw']})"
 
 
 def fuzz(record: dict) -> str:
