@@ -277,7 +277,6 @@ def push_pad(graph: ir.Graph, node: ir.Node) -> bool:
         return False
     perm = perm_of(t)
     rank = len(perm)
-    inverse_perm = inverse(perm)
     axes_in = node.inputs[3] if len(node.inputs) > 3 else None
     if axes_in is not None:  # pads name their axes: only the axes move
         axes = const_array(axes_in)
@@ -286,21 +285,23 @@ def push_pad(graph: ir.Graph, node: ir.Node) -> bool:
         node.replace_input_with(3, add_initializer(
             graph, np.array([perm[int(a) % rank] for a in axes.reshape(-1)], np.int64), "pad_axes"))
     elif "pads" in node.attributes:  # before opset 11
-        pads = list(node.attributes.get_ints("pads"))
-        node.attributes["pads"] = ir.AttrInt64s("pads", [pads[inverse_perm[a] + k * rank]
-                                                         for k in (0, 1) for a in range(rank)])
+        node.attributes["pads"] = ir.AttrInt64s("pads", _source_pads(node.attributes.get_ints("pads"), perm))
     else:
         pads = const_array(node.inputs[1]) if len(node.inputs) > 1 and node.inputs[1] is not None else None
         if pads is None or pads.size != 2 * rank:
             return False
-        pads = pads.reshape(-1)
-        node.replace_input_with(1, add_initializer(
-            graph, np.array([pads[inverse_perm[a] + k * rank] for k in (0, 1) for a in range(rank)], np.int64),
-            "pads"))
+        node.replace_input_with(1, add_initializer(graph, np.array(_source_pads(pads.reshape(-1), perm), np.int64),
+                                                   "pads"))
     node.replace_input_with(0, t.inputs[0])
     remove_if_dead(graph, t)
     _reroute_output(graph, node, perm)
     return True
+
+
+def _source_pads(pads, perm: list[int]) -> list[int]:
+    """Pads (begins, then ends) of ``T(x, perm)``'s axes as pads of ``x``'s axes."""
+    rank, back = len(perm), inverse(perm)
+    return [int(pads[back[a] + k * rank]) for k in (0, 1) for a in range(rank)]
 
 def push_squeeze(graph: ir.Graph, node: ir.Node) -> bool:
     if node.op_type != "Squeeze" or node.domain != "":
