@@ -141,6 +141,16 @@ def external_copy(model: ir.Model):
 ONNX_DATA = "onnx.data"
 
 
+def _stored_once(out, raw: bytes, index: dict[tuple[bytes, int], int]) -> tuple[int, int]:
+    """``(offset, length)`` of ``raw`` in the data file open for appending as ``out``: where
+    ``index`` already has these bytes, else appended now and added to ``index``."""
+    key = _key(raw)
+    if key not in index:
+        index[key] = out.seek(0, os.SEEK_END)
+        out.write(raw)
+    return index[key], key[1]
+
+
 def _key(raw: bytes) -> tuple[bytes, int]:
     return hashlib.sha1(raw).digest(), len(raw)
 
@@ -166,20 +176,15 @@ def externalize(path, data: str = ONNX_DATA) -> dict[tuple[bytes, int], int]:
         return {}
     index: dict[tuple[bytes, int], int] = {}
     with open(path.parent / data, "ab") as out:
-        end = out.seek(0, os.SEEK_END)
         for tensor in proto.graph.initializer:
             if not tensor.HasField("raw_data"):
                 continue
             raw = tensor.raw_data
             if len(raw) < SHARE_MIN_BYTES:
                 continue
-            key = _key(raw)
-            if key not in index:
-                index[key] = end
-                out.write(raw)
-                end += len(raw)
+            offset, length = _stored_once(out, raw, index)
             del raw
-            _point_to(tensor, data, index[key], key[1])
+            _point_to(tensor, data, offset, length)
     partial = path.with_name(f".{path.name}.partial")
     onnx.save(proto, str(partial))
     os.replace(partial, path)
@@ -195,20 +200,15 @@ def save_shared(model: ir.Model, path, index: dict[tuple[bytes, int], int], data
     swapped: list[tuple[ir.Value, object]] = []
     try:
         with open(path.parent / data, "ab") as out:
-            end = out.seek(0, os.SEEK_END)
             for value in model.graph.initializers.values():
                 tensor = value.const_value
                 if tensor is None or tensor.nbytes < SHARE_MIN_BYTES or tensor.dtype == ir.DataType.STRING:
                     continue
                 raw = tensor.tobytes()
-                key = _key(raw)
-                if key not in index:
-                    index[key] = end
-                    out.write(raw)
-                    end += len(raw)
+                offset, length = _stored_once(out, raw, index)
                 del raw
                 swapped.append((value, tensor))
-                value.const_value = ir.ExternalTensor(data, index[key], key[1], tensor.dtype, shape=tensor.shape,
+                value.const_value = ir.ExternalTensor(data, offset, length, tensor.dtype, shape=tensor.shape,
                                                       name=value.name, base_dir=str(path.parent))
         proto = ir.to_proto(model)
         partial = path.with_name(f".{path.name}.partial")
