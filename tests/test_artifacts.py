@@ -23,6 +23,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402,F401  (imported before any capfd test: torch's log handlers keep the stderr they first see)
 
+from cli_capture import one_error_line, run  # noqa: E402
 from pipeline import artifacts  # noqa: E402
 from pipeline.batch import validate  # noqa: E402
 from pipeline.cli import main  # noqa: E402
@@ -69,19 +70,6 @@ def build():
     y = keras.layers.Dense(3, name="dense")(y)
     return keras.Model(x, y, name="k")
 '''
-
-
-def run(capfd, *args: str) -> tuple[int, list[str], str, str]:
-    code = main(list(args))
-    cap = capfd.readouterr()
-    return code, [line for line in cap.err.splitlines() if line.startswith("pipeline:")], cap.err, cap.out
-
-
-def one_error_line(capfd, *args: str) -> str:
-    code, lines, err, _ = run(capfd, *args)
-    assert code == 2, err
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
 
 
 def torch_reference(model_file, x: np.ndarray) -> np.ndarray:

@@ -26,24 +26,10 @@ import onnx  # noqa: E402
 import pytest  # noqa: E402
 from onnx import TensorProto, helper  # noqa: E402
 
-from pipeline.cli import main  # noqa: E402
+from cli_capture import one_error_line, run  # noqa: E402
 from pipeline.errors import BadInput  # noqa: E402
 from pipeline.referee import run_onnx  # noqa: E402
 from pipeline.spec import InputSpec, Symbol, make_inputs, parse_input, with_sizes  # noqa: E402
-
-
-def run(capfd, *args: str) -> tuple[int, list[str], str, str]:
-    code = main(list(args))
-    cap = capfd.readouterr()
-    return code, [line for line in cap.err.splitlines() if line.startswith("pipeline:")], cap.err, cap.out
-
-
-def one_error_line(capfd, *args: str) -> str:
-    code, lines, err, _ = run(capfd, *args)
-    assert code == 2, err
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    return lines[0]
 
 
 def relu_onnx(path, dims) -> None:
