@@ -195,15 +195,11 @@ def polymorphic(name: str, folder: Path, timeout: float) -> dict:
 
 
 def _polymorphic_cell(row: dict) -> str:
-    """``B, H x W`` / ``B`` / what failed first, for the table."""
-    sym = row.get("symbolic")
-    if not sym:
-        return ""
-    if sym["batch"] != "pass":
-        return f"static only (B: {sym['batch']})"
-    if sym["hw"] == "pass":
-        return "B, H x W"
-    return "B" if sym["hw"] == "n/a" else f"B (H x W: {sym['hw']})"
+    """``B, H x W`` / ``B`` / what failed first: the README table's cell (``bench/readme_tables.py``,
+    beside this file; imported here, where this file runs as a script)."""
+    from readme_tables import polymorphic_cell
+
+    return polymorphic_cell(row)
 
 
 def markdown(rows: list[dict]) -> str:

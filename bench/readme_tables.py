@@ -37,12 +37,12 @@ def zoo(record: dict) -> str:
              "| --- | --- | ---: | ---: | ---: | ---: | --- | --- |"]
     for r in data["rows"]:
         if "error" in r:
-            lines.append(f"| {r['model']} | | | | | | error: {r['error'][:80]} | {_polymorphic(r)} |")
+            lines.append(f"| {r['model']} | | | | | | error: {r['error'][:80]} | {polymorphic_cell(r)} |")
             continue
         params = f"{r['parameters'] / 1e6:.1f} M" if r.get("parameters") else ""
         lines.append(f"| {r['model']} | {r['input'][1]}x{r['input'][2]} | {params} | {r['export_s']:.1f} "
                      f"| {r['convert_s']:.1f} | {r['max_rel_err']:.1e} | {'pass' if r['passed'] else 'FAIL'} "
-                     f"| {_polymorphic(r)} |")
+                     f"| {polymorphic_cell(r)} |")
     passed = sum(bool(r.get("passed")) for r in data["rows"])
     lines += ["", f"**{passed} of {len(data['rows'])} pass** (max rel err <= {data['max_rel_err_allowed']:g})."]
     checked = [r for r in data["rows"] if r.get("symbolic")]
@@ -56,7 +56,7 @@ def zoo(record: dict) -> str:
     return "\n".join(lines)
 
 
-def _polymorphic(row: dict) -> str:
+def polymorphic_cell(row: dict) -> str:
     """``B, H x W`` / ``B`` / what failed first (``make zoo``'s polymorphic column)."""
     sym = row.get("symbolic")
     if not sym:
