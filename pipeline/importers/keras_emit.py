@@ -110,21 +110,22 @@ def add(a: str, a_shape: tuple | None, b: str, b_shape: tuple | None) -> tuple[s
     return f"ops.subtract({a}, ops.negative({b}))", note
 
 
-# Layers a generated model.py defines for itself, written only where used.
+# Operations a generated model.py defines for itself, written only where used.  They are
+# ``keras.Operation``s, not layers: they hold no weights, and a layer's call costs a tiny
+# model measurably more (bench/shapes.py, seed_torch_encoder).
 HELPERS = {
     "ReshapeTo": '''
 @keras.saving.register_keras_serializable(package="pipeline")
-class ReshapeTo(layers.Layer):
+class ReshapeTo(keras.Operation):
     """Reshape to sizes known at run time only: a functional model is built before the sizes
     of its inputs are.  Each size is an int, or ``[factor, [input, axis], ...]``: the factor
     times those axes' sizes of the tensors given after ``x`` (one may be -1: what is left)."""
 
-    def __init__(self, sizes, **kwargs):
-        super().__init__(**kwargs)
+    def __init__(self, sizes, name=None):
+        super().__init__(name=name)
         self.sizes = sizes
 
-    def call(self, inputs):
-        x, refs = inputs[0], inputs[1:]
+    def call(self, x, *refs):
         shape = []
         for size in self.sizes:
             if isinstance(size, int):
@@ -132,15 +133,19 @@ class ReshapeTo(layers.Layer):
                 continue
             value = size[0]
             for i, axis in size[1:]:
-                value = value * ops.shape(refs[i])[axis]
+                known = refs[i].shape[axis]  # an int when called eagerly, None in a traced graph
+                value = value * (ops.shape(refs[i])[axis] if known is None else known)
             shape.append(value)
         return self.apply(x, shape)
 
     def apply(self, x, shape):
         return ops.reshape(x, shape)
 
-    def compute_output_shape(self, input_shape):
+    def output_shape(self):
         return tuple(size if isinstance(size, int) and size >= 0 else None for size in self.sizes)
+
+    def compute_output_spec(self, x, *refs):
+        return keras.KerasTensor(self.output_shape(), dtype=x.dtype)
 
     def get_config(self):
         return {**super().get_config(), "sizes": self.sizes}
@@ -158,16 +163,12 @@ class BroadcastTo(ReshapeTo):
 class SliceTo(ReshapeTo):
     """The slice of ``x`` from ``begin`` of sizes known at run time only (given as ``ReshapeTo``'s)."""
 
-    def __init__(self, sizes, begin, **kwargs):
-        super().__init__(sizes, **kwargs)
+    def __init__(self, sizes, begin, name=None):
+        super().__init__(sizes, name=name)
         self.begin = begin
 
     def apply(self, x, shape):
         return ops.slice(x, self.begin, shape)
-
-    def compute_output_spec(self, inputs):
-        dtype = keras.backend.standardize_dtype(inputs[0].dtype)
-        return keras.KerasTensor(self.compute_output_shape(None), dtype=dtype)
 
     def get_config(self):
         return {**super().get_config(), "begin": self.begin}
@@ -178,20 +179,20 @@ class Arange(ReshapeTo):
     """``start + delta * [0, 1, ..., n - 1]`` for a length ``n`` known at run time only (one
     ``ReshapeTo`` size, read off the tensors it is called on)."""
 
-    def __init__(self, sizes, start=0, delta=1, value_dtype="int64", **kwargs):
-        super().__init__(sizes, **kwargs)
+    def __init__(self, sizes, start=0, delta=1, value_dtype="int64", name=None):
+        super().__init__(sizes, name=name)
         self.start, self.delta, self.value_dtype = start, delta, value_dtype
 
-    def call(self, inputs):
-        return super().call([None, *inputs])
+    def call(self, *refs):
+        return super().call(None, *refs)
 
     def apply(self, x, shape):
         steps = ops.arange(shape[0], dtype=self.value_dtype)
         delta, start = ops.cast(self.delta, self.value_dtype), ops.cast(self.start, self.value_dtype)
         return ops.add(ops.multiply(steps, delta), start)
 
-    def compute_output_spec(self, inputs):
-        return keras.KerasTensor(self.compute_output_shape(None), dtype=self.value_dtype)
+    def compute_output_spec(self, *refs):
+        return keras.KerasTensor(self.output_shape(), dtype=self.value_dtype)
 
     def get_config(self):
         return {**super().get_config(), "start": self.start, "delta": self.delta, "value_dtype": self.value_dtype}
@@ -200,7 +201,7 @@ class Arange(ReshapeTo):
 
 
 def reshape_to(t: Translation, x: str, dims: list, helper: str = "ReshapeTo", **config) -> str:
-    """``ReshapeTo(sizes)([x, *refs])``: each varying size a product of the model inputs' axes,
+    """``ReshapeTo(sizes)(x, *refs)``: each varying size a product of the model inputs' axes,
     or the size of an axis of a tensor computed before that has it (``helper="BroadcastTo"``:
     broadcast to them; ``"SliceTo"``: ``x``'s slice of those sizes from ``config["begin"]``).
 
@@ -215,7 +216,7 @@ def reshape_to(t: Translation, x: str, dims: list, helper: str = "ReshapeTo", **
     name = t.gen.add_layer(t.layer_hint() + suffix, [])
     args = ", ".join([x] + refs)
     extra = "".join(f", {k}={v!r}" for k, v in config.items())
-    return f"{helper}({sizes}{extra}, name={name!r})([{args}])"
+    return f"{helper}({sizes}{extra}, name={name!r})({args})"
 
 
 def runtime_sizes(t: Translation, dims: list, rest: bool = False) -> tuple[list, list[str]]:

@@ -392,7 +392,7 @@ class Range(Op):
         t.gen.helpers.update({"ReshapeTo", "Arange"})
         name = t.gen.add_layer(t.layer_hint(), [])
         t.assign(f"Arange({sizes}, start={p.start}, delta={p.delta}, value_dtype={p.dtype!r}, name={name!r})"
-                 f"([{', '.join(refs)}])", comment="a length known at run time only")
+                 f"({', '.join(refs)})", comment="a length known at run time only")
 
 
 @register
