@@ -560,6 +560,39 @@ def test_singleton_transpose_and_merge_reshapes():
     assert const_array(model.graph[0].inputs[1]).tolist() == [6, 4]
 
 
+def _view_from_input_sizes(g: G, inner=(-1, 8, 1), last: int = 8) -> ir.Model:
+    """``x.reshape(inner).view(B, K, last)`` with ``B, K`` read off ``x`` (the seed-2 encoder's
+    end, as torch.onnx writes it with a symbolic batch and length)."""
+    x = g.input("x", ["B", "K", 8])
+    r = g.op("Reshape", x, g.const(np.array(inner, np.int64)))
+    shape = g.op("Shape", x)
+    b = g.op("Slice", shape, g.const(np.array([0], np.int64)), g.const(np.array([1], np.int64)))
+    k = g.op("Slice", shape, g.const(np.array([1], np.int64)), g.const(np.array([2], np.int64)))
+    g.op("Reshape", r, g.op("Concat", b, k, g.const(np.array([last], np.int64)), axis=0), out="y")
+    return g.model("y")
+
+
+def test_reshape_of_reshape_to_sizes_read_at_run_time():
+    rng = np.random.default_rng(0)
+    model = _view_from_input_sizes(G())
+    original = ir.from_proto(ir.to_proto(model))
+    check(model, Rule(T.reshape_of_reshape), exact=True,
+          feeds={"x": rng.standard_normal((3, 5, 8)).astype(np.float32)})
+    assert [n.op_type for n in model.graph if n.op_type == "Reshape"] == ["Reshape"]
+    for size in [(1, 1, 8), (2, 7, 8)]:  # other sizes of B and K than the one checked above
+        x = {"x": rng.standard_normal(size).astype(np.float32)}
+        np.testing.assert_array_equal(run_onnx(model, x)[0], run_onnx(original, x)[0])
+
+
+def test_reshape_of_reshape_keeps_a_zero_that_reads_the_inner_shape():
+    # x.reshape(B, K, 8, 1).view(B, K, 0): the 0 keeps the inner tensor's size 8; on x it
+    # would read x's size there (8 too, but the rule cannot know an unread 0 is harmless).
+    model = _view_from_input_sizes(G(), inner=(0, 0, 8, 1), last=0)
+    x = {"x": np.random.default_rng(0).standard_normal((3, 5, 8)).astype(np.float32)}
+    assert run_onnx(model, x)[0].shape == (3, 5, 8)
+    assert not Rule(T.reshape_of_reshape)(model).modified
+
+
 def test_singleton_transpose_is_not_applied_when_real_axes_move():
     g = G()
     x = g.input("x", [2, 3, 4])

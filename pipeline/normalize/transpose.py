@@ -15,6 +15,7 @@ Rules, each a small function ``rule(graph, node) -> bool``:
 - ``cancel_unsqueeze``   Squeeze(Unsqueeze(x, A), A) -> x
 - ``singleton_transpose``  T that moves only size-1 axes next to a shape op -> Reshape
 - ``merge_reshapes``     chains of Reshape/Squeeze/Unsqueeze/Flatten with a static result -> one Reshape
+- ``reshape_of_reshape`` Reshape(S(x), sizes read at run time) -> Reshape(x, sizes)
 - ``push_reshape``       Reshape(T(x)) -> T'(Reshape'(x)) for a reshape that splits/merges axes; or
                          T2(Reshape(T1(x))) -> Reshape'(T(x))
 """
@@ -632,16 +633,49 @@ def push_reshape(graph: ir.Graph, node: ir.Node) -> bool:
     return _pull_through_reshape(graph, node, t, after, groups, src)
 
 
+def reshape_of_reshape(graph: ir.Graph, node: ir.Node) -> bool:
+    """``Reshape(S(x), sizes)`` -> ``Reshape(x, sizes)`` for a shape-only ``S`` (Reshape,
+    Squeeze, Unsqueeze, Flatten) and sizes computed at run time from ``Shape`` pieces
+    (``x.view(B, K, 64)`` with ``B, K`` read off an input; ``merge_reshapes`` takes the constant
+    targets).  Exact: a reshape keeps the elements in order, so only the last one's sizes count,
+    and no size is 0 ("keep the input's size", which would read ``x`` instead of ``S(x)``):
+    each piece is a nonzero constant or the size of a tensor's axis that is a nonzero int or a
+    symbol (a positive size, as every symbol here)."""
+    if node.op_type != "Reshape" or node.domain != "" or const_array(node.inputs[1]) is not None:
+        return False
+    data = node.inputs[0]
+    up = data.producer()
+    if up is None or up.op_type not in ops_with("shape") or up.domain != "":
+        return False
+    if single_consumer(data) is not node or data.is_graph_output():
+        return False
+    pieces = _shape_axes(node.inputs[1])
+    if pieces is None:
+        return False
+    for piece in pieces:
+        if isinstance(piece, int):
+            if piece == 0:
+                return False
+            continue
+        tensor, axis = piece
+        dims = _named_dims(graph, tensor)
+        if dims is None or axis >= len(dims) or dims[axis] == 0:
+            return False
+    node.replace_input_with(0, up.inputs[0])
+    remove_if_dead(graph, up)
+    return True
+
+
 def _shape_axes(value: ir.Value) -> list | None:
     """``value`` as the sizes of other tensors' axes, when a Concat of pieces computes it:
     each entry ``(tensor, axis)`` (read off ``Shape(tensor)`` by Gather or Slice) or an int
     (a constant); None for anything else."""
+    arr = const_array(value)  # an initializer has no producer
+    if arr is not None:
+        return [int(v) for v in arr.reshape(-1)] if arr.ndim <= 1 and arr.dtype.kind == "i" else None
     node = value.producer()
     if node is None:
         return None
-    arr = const_array(value)
-    if arr is not None:
-        return [int(v) for v in arr.reshape(-1)] if arr.ndim <= 1 and arr.dtype.kind == "i" else None
     if node.op_type == "Concat" and node.domain == "":
         out = []
         for piece in node.inputs:
@@ -750,6 +784,7 @@ RULES = (
     push_pad,
     singleton_transpose,
     merge_reshapes,
+    reshape_of_reshape,
     fan_out,
     push_reshape,
 )
