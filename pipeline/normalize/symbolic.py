@@ -14,6 +14,7 @@ expression), :func:`is_static`, :func:`has_symbols`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 
@@ -292,6 +293,15 @@ def _rename(value: ir.Value, renames: dict) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=4096)
+def _simplified(expr):
+    """``sympy.simplify(expr)``, remembered: shapes are inferred again after every pass, with the
+    same sizes each time, and simplifying is most of what that costs."""
+    import sympy
+
+    return sympy.simplify(expr)
+
+
 def _spatial_dims(node: ir.Node) -> list | None:
     """A Conv / ConvTranspose / pool's output dims as sympy expressions (None where not computed)."""
     import sympy
@@ -328,7 +338,7 @@ def _spatial_dims(node: ir.Node) -> list | None:
         else:
             q = (n + total - span) / sympy.Integer(s)
             size = (sympy.ceiling(q) if ceil else sympy.floor(q)) + 1
-        new.append(sympy.simplify(size))
+        new.append(_simplified(size))
     return new
 
 
@@ -346,7 +356,7 @@ def _reshape_dims(node: ir.Node) -> list | None:
            for i, v in enumerate(target)]
     if new.count(None) == 1:
         known = sympy.Mul(*[d for d in new if d is not None])
-        new[new.index(None)] = sympy.simplify(sympy.Mul(*xd) / known) if known != 0 else None
+        new[new.index(None)] = _simplified(sympy.Mul(*xd) / known) if known != 0 else None
     return new
 
 
