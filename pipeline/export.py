@@ -130,13 +130,25 @@ def stamp_input_dims(graph, specs) -> list[dict]:
                 new.append(int(want))
         value.shape = ir.Shape(new)
     if renames:
+        # a symbol renamed in expressions too (``s39//2 - 1`` is ``T//2 - 1``); a size the spec
+        # fixes only where it is the whole dimension
+        symbols = sorted((k for k, v in renames.items() if isinstance(v, str)), key=len, reverse=True)
+        inner = re.compile(r"(?<![\w.])(" + "|".join(map(re.escape, symbols)) + r")(?![\w.])") if symbols else None
+
+        def renamed(d):
+            if isinstance(d, int) or not d.value:
+                return d
+            if d.value in renames:
+                return renames[d.value]
+            return inner.sub(lambda m: renames[m.group(0)], d.value) if inner else d.value
+
         inputs = set(graph.inputs)
         for value in _all_values(graph):
             if value in inputs or value.shape is None:
                 continue
-            if any(not isinstance(d, int) and d.value in renames for d in value.shape):
-                value.shape = ir.Shape([renames.get(d.value, d.value) if not isinstance(d, int) else d
-                                        for d in value.shape])
+            new = [renamed(d) for d in value.shape]
+            if new != [d if isinstance(d, int) or not d.value else d.value for d in value.shape]:
+                value.shape = ir.Shape(new)
     return list(pins.values())
 
 
@@ -277,6 +289,9 @@ def _torch_export_symbolic(model, args, specs):
     # traced at 2 (non-strict export runs on fake tensors, so only the sizes matter); parity
     # still runs at the example.
     args = tuple(_at_least_two(a, s, Symbol) for a, s in zip(args, specs))
+    auto = _export_auto(model, args, specs)
+    if auto is not None:
+        return auto[0], [], auto[1]
     pins: dict[str, dict] = {}
     constraints: dict[str, dict] = {}  # torch's suggested ranges and strides, applied on the next try
     names = {d.name for s in specs for d in s.symbols}
@@ -308,6 +323,71 @@ def _torch_export_symbolic(model, args, specs):
                 pins[name] = {"symbol": name, "size": size, "places": places, "reason": reason.split(". ")[0],
                               "where": witness.where(size)}
     raise ExportError("torch.export kept specializing symbols")  # pragma: no cover - each round pins one more
+
+
+def _export_auto(model, args, specs):
+    """One ``torch.export.export`` with ``Dim.AUTO`` on each symbol's axes: (program,
+    constraints) when torch kept every symbol as one size of its own, else None and the
+    named-``Dim`` loop above runs (it names what pins a symbol and why).
+
+    The constraints are the ranges torch proved (``range_constraints``): a lower bound above
+    2 (torch assumes a varying size is at least 2 anyway) and a finite upper bound, in
+    ``_suggested_ranges``' form.  Only when torch's shape log shows the symbols made and no
+    guard that ties a size to a constant or a stride (``Eq(s53, 2*((s53//2)))``): such a guard
+    does not show in the program, and the named loop turns it into ``H = 2*_H``.  Guards that
+    only exclude a value (``Ne(((T - 9)//4) - 1, 1)``: an output length is not 1) are torch's
+    usual assumption about varying sizes; named ``Dim``s refuse them outright (a strided
+    Conv1d over ``T`` failed to export), here parity checks the smallest sizes torch allows.
+
+    One trace instead of one that fails and tells the range and one that succeeds: the audio
+    encoder's ``T >= 50`` cost a second trace before."""
+    torch = import_torch()
+    from torch.export import Dim
+    from torch.utils._sympy.numbers import int_oo
+
+    from .spec import Symbol
+
+    shapes = tuple({axis: Dim.AUTO for axis, d in enumerate(s.dims) if isinstance(d, Symbol)} or None for s in specs)
+    if _takes_varargs(model):
+        shapes = (shapes,)
+    witness = _GuardWitness()
+    try:
+        with torch.no_grad(), native_stderr_to_log(), witness:
+            program = torch.export.export(model, args, dynamic_shapes=shapes, strict=False)
+    except Exception:  # the named-Dim loop says why, in torch's words
+        return None
+    if not witness.symbols or witness.equalities:
+        return None  # a size tied to a constant or a stride (H = 2*_H): ranges cannot say it, the loop can
+    placeholders = {n.name: n for n in program.graph.nodes if n.op == "placeholder"}
+    names = program.graph_signature.user_inputs
+    if len(names) != len(specs):
+        return None
+    found: dict[str, object] = {}
+    for name, spec in zip(names, specs):
+        value = placeholders[name].meta.get("val")
+        if value is None or len(value.shape) != len(spec.dims):
+            return None
+        for axis, d in enumerate(spec.dims):
+            if not isinstance(d, Symbol):
+                continue
+            got = value.shape[axis]
+            expr = getattr(getattr(got, "node", None), "expr", None)
+            if expr is None or not expr.is_Symbol or found.setdefault(d.name, expr) != expr:
+                return None  # specialized, a stride of another size, or two sizes where one was named
+    if len(set(found.values())) != len(found):
+        return None  # two named symbols torch proved equal: the loop reports it
+    constraints = {}
+    for name, expr in found.items():
+        bounds = program.range_constraints.get(expr)
+        if bounds is None:
+            continue
+        low, high = int(bounds.lower), bounds.upper
+        c = {"min": low if low > 2 else 0, "multiple_of": 1, "offset": 0}
+        if high is not int_oo and high != int_oo:
+            c["max"] = int(high)
+        if low > 2 or "max" in c:
+            constraints[name] = c
+    return program, constraints
 
 
 def _at_least_two(arg, spec, symbol_type):
@@ -407,12 +487,18 @@ class _GuardWitness:
 
         self.logger = logging.getLogger("torch.fx.experimental.symbolic_shapes")
         self.seen: list[tuple[int, str]] = []
+        self.symbols = 0  # sizes torch made symbolic ("create_symbol s53 = 8 for L['x'].size()[2]")
+        self.equalities: list[str] = []  # guards that tie a size to a value or a stride ("Eq(s53, 2*((s53//2)))")
         witness = self
 
         class Handler(logging.Handler):
             def emit(self, record):
                 try:
-                    m = re.match(r"eval Eq\((s\d+), (\d+)\)", record.getMessage())
+                    text = record.getMessage()
+                    witness.symbols += text.startswith("create_symbol ")
+                    if text.startswith("eval ") and "[guard added]" in text and "Eq(" in text.split("[guard added]")[0]:
+                        witness.equalities.append(text.split(" [guard added]")[0][5:])
+                    m = re.match(r"eval Eq\((s\d+), (\d+)\)", text)
                     if m:
                         witness.seen.append((int(m.group(2)), _user_frame()))
                 except Exception:  # a diagnosis aid: never break the export

@@ -532,3 +532,32 @@ def test_pooled_then_upsampled_skip_exports_on_the_stride_torch_proves(tmp_path,
     checked = [s["sizes"] for s in report["parity"]["shapes"] if s.get("passed")]
     assert len(checked) >= 3 and all(s["H"] % 2 == 0 and s["W"] % 2 == 0 for s in checked)
     assert "a multiple of 2" in out
+
+
+def test_a_length_torch_bounds_exports_in_one_trace_with_its_range_and_names(tmp_path, capfd, monkeypatch):
+    """A strided Conv1d needs ``T >= 9``: ``Dim.AUTO`` gives torch's proven range in one trace
+    (``pipeline.export._export_auto``), and every size in source.onnx is written with the
+    user's symbol names, inside expressions too (``(T - 9)//4 + 1``, not ``s39``)."""
+    import re
+
+    path = tmp_path / "strided.py"
+    path.write_text("import torch\n\n\ndef build():\n    torch.manual_seed(0)\n"
+                    "    return torch.nn.Sequential(torch.nn.Conv1d(2, 4, 9, stride=4), torch.nn.ReLU(),\n"
+                    "                               torch.nn.Conv1d(4, 3, 3)).eval()\n")
+    import torch
+
+    traces, export = [], torch.export.export
+    monkeypatch.setattr(torch.export, "export", lambda *a, **k: traces.append(1) or export(*a, **k))
+    code, _, err, _ = run(capfd, "convert", f"{path}:build", "--to", "keras", "--input", "input=N=2,2,T=64",
+                          "--out", str(tmp_path / "o"))
+    assert code == 0, err
+    assert len(traces) == 1  # the named-Dim loop traced twice: once to fail with the range, once with it
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    constraint = {s["name"]: s.get("constraint") for s in report["symbols"]}["T"]
+    assert constraint["min"] == 17 and constraint["multiple_of"] == 1  # two convolutions: (T - 9)//4 + 1 >= 3
+    checked = [s["sizes"]["T"] for s in report["parity"]["shapes"] if s.get("passed")]
+    assert len(checked) >= 3 and any(t % 4 for t in checked)
+    model = onnx.load(str(tmp_path / "o" / "source.onnx"), load_external_data=False)
+    names = {d.dim_param for v in [*model.graph.value_info, *model.graph.output]
+             for d in v.type.tensor_type.shape.dim if d.dim_param}
+    assert names and not any(re.search(r"(?<![\w.])s\d+", n) for n in names), names

@@ -30,7 +30,7 @@ from test_shapes_import import converted
 import pipeline.quiet  # noqa: F401  (silences TensorFlow before anything imports it)
 
 TEXT_SIZES = [(2, 8), (1, 1), (3, 13), (5, 32)]  # (B, S); 32 = the position table's rows, S's maximum
-AUDIO_SIZES = [(2, 400), (1, 30), (3, 250), (1, 1010)]  # (B, T): torch proves T = 10*n, T >= 30
+AUDIO_SIZES = [(2, 400), (1, 30), (3, 257), (1, 1013)]  # (B, T): torch proves T >= 30, no stride
 
 
 def _body(out) -> str:
@@ -119,7 +119,9 @@ def test_wav2vec2_any_audio_length(tmp_path, to):
 
     out, module = converted(tmp_path, "hf_zoo:wav2vec2", to, "input_values=B=2,T=400")
     symbols = _symbols(out)
-    assert symbols["T"]["constraint"]["multiple_of"] == 10
+    # torch's range (T >= 30), not the stride its named-Dim export suggested (T = 10*_T, which
+    # only simplified its guards): the conversion holds at every length the source takes
+    assert symbols["T"]["constraint"] == {"min": 30, "multiple_of": 1, "offset": 0}
     body = _body(out)
     assert "batch_size" not in body and not re.search(r"(?<![\w.])(400|39|79)(?![\w.])", body), body
     if to == "keras":
