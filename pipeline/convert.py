@@ -345,15 +345,17 @@ def _convert(opts: Options, progress: Progress, extra_pins: list[dict] | None = 
         t = time.perf_counter() - source_run_s  # the source model's run counts as parity time
         progress("parity: source vs onnxruntime vs normalized vs generated model.py")
         with _timed_parity(profile.setdefault("parity", {})):
+            generated = parity.load_generated(tmp / "model.py")  # one model for every size set
             report_parity = parity.check(source, inputs, src_onnx, norm_onnx, tmp, target, result.interface,
-                                         input_order, output_names, opts.atol, opts.rtol, reference=reference)
+                                         input_order, output_names, opts.atol, opts.rtol, reference=reference,
+                                         generated=generated)
         bisect_inputs = inputs
         if size_sets:
             progress(f"parity at {sum('skipped' not in s for s in size_sets)} more size set(s) of the symbols")
             with _timed_parity(profile["parity"]):
                 report_parity["shapes"] = _parity_at_sizes(report_parity, source.inputs, size_sets, src_onnx,
                                                            norm_onnx, tmp, target, result.interface, input_order,
-                                                           output_names, opts)
+                                                           output_names, opts, generated)
             failing = parity.first_failing_set(report_parity["shapes"])
             if report_parity["passed"] and failing is not None:
                 report_parity["passed"] = False
@@ -364,11 +366,13 @@ def _convert(opts: Options, progress: Progress, extra_pins: list[dict] | None = 
             progress(f"parity on the sample {opts.sample}")
             report_parity["samples"] = parity.check_sample(opts.sample, sample, sample_sizes, sample_reference,
                                                            src_onnx, norm_onnx, tmp, target, result.interface,
-                                                           input_order, output_names, opts.atol, opts.rtol)
+                                                           input_order, output_names, opts.atol, opts.rtol,
+                                                           generated)
             if report_parity["passed"] and not report_parity["samples"]["passed"]:
                 report_parity["passed"] = False
                 report_parity["failed_on_sample"] = True
                 bisect_inputs = sample
+        del generated
         if not report_parity["passed"]:
             progress("bisect: comparing every intermediate tensor to find the first divergence")
             from .bisect import first_divergence
@@ -458,7 +462,7 @@ def _gradients(training, out_dir: Path, target: str, interface: dict, inputs: di
 
 def _parity_at_sizes(example: dict, specs: list[InputSpec], size_sets: list[dict], src_onnx: Path, norm_onnx: Path,
                      out_dir: Path, target: str, interface: dict, input_order: list[str], output_names: list[str],
-                     opts: Options) -> list[dict]:
+                     opts: Options, generated=None) -> list[dict]:
     """``report["parity"]["shapes"]``: the example sizes' result first, then each further set's."""
     from . import parity
 
@@ -466,7 +470,7 @@ def _parity_at_sizes(example: dict, specs: list[InputSpec], size_sets: list[dict
              "passed": example["passed"], "stages": example["stages"], "problems": example["problems"],
              "inputs": {k: v["shape"] for k, v in example["inputs"].items()}}
     return [first, *parity.check_shapes(size_sets, src_onnx, norm_onnx, out_dir, target, interface, input_order,
-                                        output_names, opts.atol, opts.rtol)]
+                                        output_names, opts.atol, opts.rtol, generated)]
 
 
 def _check_exports(report_parity: dict, exports: list[str], tmp: Path, specs: list[InputSpec],
@@ -562,7 +566,8 @@ class _timed_parity:
     (``onnxruntime``, ``load_generated`` = the generated model's build and weight load,
     ``spec_referee``).  Wraps ``parity``'s module functions for the call and puts them back."""
 
-    NAMES = {"run_onnx": "onnxruntime", "load_generated": "load_generated", "spec_opinion": "spec_referee"}
+    NAMES = {"run_onnx": "onnxruntime", "_onnx_runner": "onnxruntime", "_run_session": "onnxruntime",
+             "load_generated": "load_generated", "spec_opinion": "spec_referee"}
 
     def __init__(self, into: dict):
         self.into = into

@@ -17,7 +17,7 @@ import numpy as np
 
 from .quiet import native_stderr_to_log
 from .errors import BadInput
-from .referee import spec_opinion, compare, laid_out_inputs, non_finite, run_onnx
+from .referee import spec_opinion, compare, laid_out_inputs, non_finite, run_onnx, session
 from .sources import Source, import_file
 
 
@@ -88,30 +88,24 @@ def load_generated(path: Path):
 
 
 def run_generated(out_dir: Path, target: str, ordered_inputs: list[np.ndarray]) -> list[np.ndarray]:
-    model = load_generated(Path(out_dir) / "model.py")
-    if target == "torch":
-        import torch
-
-        with torch.no_grad():
-            out = model(*[torch.from_numpy(np.ascontiguousarray(x)) for x in ordered_inputs])
-    else:
-        with native_stderr_to_log():  # XLA announces itself on fd 2 (grouped convolutions run jit-compiled)
-            out = model(ordered_inputs if len(ordered_inputs) > 1 else ordered_inputs[0], training=False)
-    return [_to_numpy(o) for o in _as_list(out)]
+    return _run_loaded(load_generated(Path(out_dir) / "model.py"), target, ordered_inputs)
 
 
 def check(source: Source, inputs: dict[str, np.ndarray], source_onnx: Path, normalized_onnx: Path,
           out_dir: Path, target: str, interface: dict, input_order: list[str], output_names: list[str],
-          atol: float, rtol: float, reference: list[np.ndarray] | None = None) -> dict:
+          atol: float, rtol: float, reference: list[np.ndarray] | None = None, generated=None) -> dict:
     """Run all four executors and compare; return the ``parity`` section of the report.
 
     ``reference``: the source model's outputs when they were taken earlier (``run_source``).
+    ``generated``: the generated model, loaded (:func:`load_generated`) for this check and
+    :func:`check_shapes` both; loaded here when not given.
     """
     reference = run_source(source, inputs, source_onnx) if reference is None else reference
     exported = run_onnx(str(source_onnx), inputs)
     feed = laid_out_inputs(inputs, interface)
     normalized = run_onnx(str(normalized_onnx), feed)
-    converted = run_generated(out_dir, target, [feed[name] for name in input_order])
+    ordered = [feed[name] for name in input_order]
+    converted = run_generated(out_dir, target, ordered) if generated is None else _run_loaded(generated, target, ordered)
 
     def laid_out(arrays):
         return [a.transpose(interface["outputs"][n]) if n in interface["outputs"] else a
@@ -230,34 +224,41 @@ def reference_sets(source: Source, seed: int, onnx_path: Path | None = None,
 
 def check_shapes(sets: list[dict], source_onnx: Path, normalized_onnx: Path, out_dir: Path, target: str,
                  interface: dict, input_order: list[str], output_names: list[str], atol: float,
-                 rtol: float) -> list[dict]:
+                 rtol: float, generated=None) -> list[dict]:
     """Compare source vs onnxruntime(source.onnx) vs onnxruntime(normalized.onnx) vs the
     generated model at each size set of :func:`reference_sets`; one entry per set for
     ``report["parity"]["shapes"]``.
 
-    The generated model is loaded once.  An executor that raises at a set (a size baked
-    into the graph or the code) fails that set, with its message."""
-    results = []
-    model = None
+    Each executor is made once and run at every set in turn: one onnxruntime session per
+    file, alive one at a time, and the generated model (``generated`` when :func:`check`
+    loaded it already).  Made per set, a 100 M-parameter model's peak memory grew from 1.6x
+    to 3.3x its weights (``bench/memory.py``).  An executor that raises at a set (a size
+    baked into the graph or the code) fails that set, with its message."""
+    ran = [entry for entry in sets if "skipped" not in entry]
+    feeds = [laid_out_inputs(entry["inputs"], interface) for entry in ran]
+
+    def converted():
+        model = generated if generated is not None else load_generated(Path(out_dir) / "model.py")
+        return lambda ordered: _run_loaded(model, target, ordered)
+
+    outputs = {"exported": _each(lambda: _onnx_runner(source_onnx), [e["inputs"] for e in ran]),
+               "normalized": _each(lambda: _onnx_runner(normalized_onnx), feeds),
+               "converted": _each(converted, [[feed[n] for n in input_order] for feed in feeds])}
+    results, done = [], iter(range(len(ran)))
     for entry in sets:
         if "skipped" in entry:
             results.append({"sizes": entry["sizes"], "passed": None, "skipped": entry["skipped"]})
             continue
+        i = next(done)
         inputs, reference = entry["inputs"], entry["reference"]
-        feed = laid_out_inputs(inputs, interface)
         got, errors = {}, []
         for label in ("exported", "normalized", "converted"):
-            try:
-                if label == "exported":
-                    got[label] = run_onnx(str(source_onnx), inputs)
-                elif label == "normalized":
-                    got[label] = run_onnx(str(normalized_onnx), feed)
-                else:
-                    model = model or load_generated(Path(out_dir) / "model.py")
-                    got[label] = _run_loaded(model, target, [feed[n] for n in input_order])
-            except Exception as exc:
-                first = (str(exc).strip().splitlines() or [""])[0][:300]
-                errors.append(f"{label} raised {type(exc).__name__}: {first}")
+            value = outputs[label][i]
+            if isinstance(value, Exception):
+                first = (str(value).strip().splitlines() or [""])[0][:300]
+                errors.append(f"{label} raised {type(value).__name__}: {first}")
+            else:
+                got[label] = value
 
         stages = {}
         for label, ref, key in (("onnx_vs_source", reference, "exported"),
@@ -277,6 +278,35 @@ def check_shapes(sets: list[dict], source_onnx: Path, normalized_onnx: Path, out
         results.append({"sizes": entry["sizes"], "passed": passed, "stages": stages, "problems": errors,
                         "inputs": {k: list(v.shape) for k, v in inputs.items()}})
     return results
+
+
+def _onnx_runner(path: Path):
+    """A function running ``path`` under onnxruntime (one session) on a dict of inputs."""
+    sess = session(str(path))
+    names = {i.name for i in sess.get_inputs()}
+    return lambda inputs: _run_session(sess, {k: v for k, v in inputs.items() if k in names})
+
+
+def _run_session(sess, feed: dict) -> list[np.ndarray]:
+    return sess.run(None, feed)
+
+
+def _each(make, feeds: list) -> list:
+    """``make()``'s executor run on each feed in turn: its outputs, or the exception it (or
+    ``make`` itself) raised there.  The executor is dropped before the next one is made."""
+    if not feeds:
+        return []
+    try:
+        run = make()
+    except Exception as exc:
+        return [exc] * len(feeds)
+    out = []
+    for feed in feeds:
+        try:
+            out.append(run(feed))
+        except Exception as exc:
+            out.append(exc)
+    return out
 
 
 def _laid_out(arrays, interface: dict, output_names: list[str]) -> list[np.ndarray]:
@@ -328,12 +358,13 @@ def sample_reference(source: Source, arrays: dict[str, np.ndarray], path, onnx_p
 
 def check_sample(path, arrays: dict[str, np.ndarray], sizes: dict[str, int], reference: list,
                  source_onnx: Path, normalized_onnx: Path, out_dir: Path, target: str, interface: dict,
-                 input_order: list[str], output_names: list[str], atol: float, rtol: float) -> dict:
+                 input_order: list[str], output_names: list[str], atol: float, rtol: float,
+                 generated=None) -> dict:
     """``report["parity"]["samples"]``: the four executors compared on the ``--sample`` arrays,
     exactly as at a size set (see :func:`check_shapes`), with the file it came from."""
     entry = {"sizes": sizes, "inputs": arrays, "reference": reference}
     result = check_shapes([entry], source_onnx, normalized_onnx, out_dir, target, interface, input_order,
-                          output_names, atol, rtol)[0]
+                          output_names, atol, rtol, generated)[0]
     result["inputs"] = {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in arrays.items()}
     return {"file": str(path), **result}
 

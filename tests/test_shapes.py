@@ -275,10 +275,18 @@ def _hand_written(tmp_path, monkeypatch, returned: str):
 
 
 def test_hand_written_model_right_at_every_size_passes(tmp_path, monkeypatch, capfd):
+    from pipeline import parity
+
     path = _hand_written(tmp_path, monkeypatch, GOOD)
+    made = {"sessions": 0, "models": 0}  # each executor is made once for all size sets (peak memory)
+    session, load_generated = parity.session, parity.load_generated
+    monkeypatch.setattr(parity, "session", lambda *a: made.__setitem__("sessions", made["sessions"] + 1) or session(*a))
+    monkeypatch.setattr(parity, "load_generated",
+                        lambda *a: made.__setitem__("models", made["models"] + 1) or load_generated(*a))
     code, _, err, _ = run(capfd, "convert", f"{path}:build", "--to", "torch", "--input", "x=B=4,8",
                             "--out", str(tmp_path / "o"))
     assert code == 0, err
+    assert made == {"sessions": 2, "models": 1}  # source.onnx and normalized.onnx at B=1 and B=5; one model.py
     shapes = json.loads((tmp_path / "o" / "report.json").read_text())["parity"]["shapes"]
     assert [s["sizes"] for s in shapes] == [{"B": 4}, {"B": 1}, {"B": 5}]
     assert all(s["passed"] for s in shapes)
