@@ -343,10 +343,7 @@ def keras_factory(work: Path) -> Path:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import keras_zoo
 
-    work.mkdir(parents=True, exist_ok=True)
-    path = work / "app.py"
-    path.write_text(keras_zoo.FACTORY.format(name=KERAS_MODEL, size=KERAS_SIZE))
-    return path
+    return keras_zoo.write_factory(KERAS_MODEL, work, size=KERAS_SIZE)[0]
 
 
 def tf2onnx_child(factory: str, out: str) -> int:

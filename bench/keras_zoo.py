@@ -118,10 +118,11 @@ def accepts_any_size(name: str) -> bool:
     return True
 
 
-def write_factory(name: str, folder: Path, any_size: bool = False) -> tuple[Path, int]:
+def write_factory(name: str, folder: Path, any_size: bool = False, size: int | None = None) -> tuple[Path, int]:
     """Write ``folder/app.py`` (``build()`` and ``INPUTS``) for ``name``; return it and the input size
-    (``any_size``: the model is built on ``(None, None, 3)``, the size is the example's)."""
-    size = smallest_input(name)
+    (``any_size``: the model is built on ``(None, None, 3)``, the size is the example's; ``size``:
+    that size instead of the smallest the application takes)."""
+    size = size or smallest_input(name)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "app.py"
     shape = (None, None, 3) if any_size else (size, size, 3)

@@ -98,3 +98,16 @@ def test_readme_blocks_are_regenerated_from_the_files(tmp_path):
 
 def test_repo_readme_is_what_bench_results_say():
     assert tables.main(["--check"]) == 0, "run python bench/readme_tables.py"
+
+
+def test_the_keras_row_of_the_onnx2tf_bench_builds_resnet50_at_224(tmp_path):
+    """``make bench``'s Keras ResNet50 -> PyTorch row writes its factory with bench/keras_zoo.py;
+    that file's template once grew an ``input_shape`` the row did not give, and the bench
+    crashed after its 12 minutes of onnx2tf rows."""
+    compare = _bench("compare_onnx2tf")
+    path = compare.keras_factory(tmp_path)
+    spec = importlib.util.spec_from_file_location("bench_app", path)
+    app = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(app)
+    assert app.INPUTS == {"image": (1, 224, 224, 3)}
+    assert app.INPUT_SHAPE == (224, 224, 3)
