@@ -2,7 +2,7 @@
 converted to each target by the real pipeline and judged against the spec's outputs.
 
 A test is in scope for a target when every op in its graph has a translator there
-(``tests/conformance.py: translator_ops``).  Each in-scope test runs as shipped and with
+(``tests/node_tests.py: translator_ops``).  Each in-scope test runs as shipped and with
 the inputs after the first made constants; onnxruntime runs it too, to record where it
 departs from the spec.  Cases run in ``--workers`` processes (a crash or a hang past
 ``--timeout`` is that case's verdict: internal error).
@@ -40,7 +40,7 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import conformance  # noqa: E402
+import node_tests  # noqa: E402
 
 DEFAULT_OUT = REPO / "bench" / "results" / "conformance.json"
 README = REPO / "README.md"
@@ -170,7 +170,7 @@ def summary_lines(result: dict) -> list[str]:
         lines.append(f"to {target}:")
         lines.append(f"  {'variant':10} {'run':>5} {'pass':>5} {'refused':>8} {'internal':>9} {'wrong':>6}"
                      f" {'median s':>9} {'max s':>7}")
-        for variant in conformance.VARIANTS:
+        for variant in node_tests.VARIANTS:
             c = result["summary"].get(target, {}).get(variant)
             if c:
                 lines.append(f"  {variant:10} {c['run']:5} {c['pass']:5} {c['refused']:8} {c['internal']:9} {c['wrong']:6}"
@@ -216,7 +216,7 @@ def render(result: dict) -> str:
         out += [f"**To {'PyTorch' if target == 'torch' else 'Keras'}**", "",
                 "| variant | tests run | passed | refused (exit 2 / 3) | internal errors | wrong |",
                 "| --- | ---: | ---: | ---: | ---: | ---: |"]
-        for variant in conformance.VARIANTS:
+        for variant in node_tests.VARIANTS:
             c = result["summary"].get(target, {}).get(variant)
             if c:
                 ex = c["refused_exit"]
@@ -326,10 +326,10 @@ def op_usage(out: Path) -> int:
         try:
             source = resolve(model, specs)
             export.export(source, make_inputs(source.inputs, 0), path)
-            used[label] = conformance.graph_ops(onnx.load(str(path), load_external_data=False))
+            used[label] = node_tests.graph_ops(onnx.load(str(path), load_external_data=False))
             print(f"{label}: {len(used[label])} op types", flush=True)
         except Exception as exc:
-            failed[label] = f"{type(exc).__name__}: {conformance.first_line(exc)}"
+            failed[label] = f"{type(exc).__name__}: {node_tests.first_line(exc)}"
             print(f"{label}: {failed[label]}", flush=True)
         finally:
             shutil.rmtree(path.parent, ignore_errors=True)
@@ -348,7 +348,7 @@ def assemble(records, skipped, args, started, complete, names) -> dict:
               "command": " ".join(["python", "bench/conformance.py", *sys.argv[1:]]), "complete": complete,
               "seconds": round(time.perf_counter() - started, 1), "workers": args.workers, "tests_total": len(names),
               "targets": args.targets,
-              "tolerance": {str(k): {"atol": a, "rtol": r} for k, (a, r) in conformance.TOLERANCE.items()},
+              "tolerance": {str(k): {"atol": a, "rtol": r} for k, (a, r) in node_tests.TOLERANCE.items()},
               "skipped": skipped, "records": sorted(records, key=lambda r: (r["test"], r["target"], r["variant"]))}
     return derive(result)
 
@@ -358,7 +358,7 @@ def derive(result: dict) -> dict:
     (recomputed by ``--render``, so a results file renders with the current grouping rules)."""
     records, skipped = result["records"], result["skipped"]
     in_scope = {r["test"] for r in records if r["target"] != "onnxruntime"}
-    result["summary"] = {t: {v: counts(records, t, v) for v in conformance.VARIANTS
+    result["summary"] = {t: {v: counts(records, t, v) for v in node_tests.VARIANTS
                              if any(r["target"] == t and r["variant"] == v for r in records)}
                          for t in result["targets"]}
     referee = {r["test"]: r for r in records if r["target"] == "onnxruntime" and r["test"] in in_scope}
@@ -376,8 +376,8 @@ def derive(result: dict) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--targets", default=",".join(conformance.TARGETS))
-    p.add_argument("--variants", default=",".join(conformance.VARIANTS))
+    p.add_argument("--targets", default=",".join(node_tests.TARGETS))
+    p.add_argument("--variants", default=",".join(node_tests.VARIANTS))
     p.add_argument("--tests", default="", help="only tests whose name contains this (comma-separated: any of them)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--timeout", type=float, default=180.0, help="seconds one case may take")
@@ -399,16 +399,16 @@ def main(argv=None) -> int:
         return 0
     args.targets = [t for t in args.targets.split(",") if t]
     variants = [v for v in args.variants.split(",") if v]
-    names = conformance.test_names()
+    names = node_tests.test_names()
     wanted = [w for w in args.tests.split(",") if w]
     if wanted:
         names = [n for n in names if any(w in n for w in wanted)]
-    tasks, skipped = conformance.plan(names, args.targets, variants)
+    tasks, skipped = node_tests.plan(names, args.targets, variants)
     print(f"{len(names)} node tests, {len(tasks)} tasks ({args.workers} workers)", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     records = []
-    for record in conformance.Pool(args.workers, args.timeout, args.recycle).run(tasks):
+    for record in node_tests.Pool(args.workers, args.timeout, args.recycle).run(tasks):
         records.append(record)
         if record["status"] in ("internal", "wrong"):
             print(f"  {record['status']}: {record['test']} -> {record['target']} ({record['variant']}): "

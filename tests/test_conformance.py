@@ -2,7 +2,7 @@
 
 Each case converts one of ONNX's own backend node tests to a target with the real
 pipeline, runs the generated ``model.py`` on the test's inputs and compares with the
-spec's expected outputs (``tests/conformance.py``).  A case must pass or be refused
+spec's expected outputs (``tests/node_tests.py``).  A case must pass or be refused
 with exit 2/3 and a reason.  The cases that fail today are ``xfail(strict=True)`` with
 what they do: a fix flips them to XPASS, and the entry comes out of ``FAILING``.
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pytest
 
-import conformance
+import node_tests
 
 # Single-op tests of the ops that dominate exported CNNs, transformers and audio models.
 # Tests with several inputs run as exported models have them: inputs after the first as
@@ -40,9 +40,9 @@ FAILING: dict[tuple[str, str, str], str] = {}  # every subset case passes or is 
 def _cases() -> list:
     params = []
     for name in SUBSET:
-        model = conformance.load_model(name)
+        model = node_tests.load_model(name)
         variant = "constants" if len(model.graph.input) > 1 else "shipped"
-        for target in conformance.TARGETS:
+        for target in node_tests.TARGETS:
             marks = []
             why = FAILING.get((name, target, variant))
             if why:
@@ -63,16 +63,16 @@ def verdicts(request) -> dict:
         if item.module is request.module and spec and {"name", "target", "variant"} <= set(spec.params):
             wanted.append({"test": spec.params["name"], "target": spec.params["target"],
                            "variant": spec.params["variant"]})
-    pool = conformance.Pool(workers=2, timeout=120, recycle=len(wanted) + 1)
+    pool = node_tests.Pool(workers=2, timeout=120, recycle=len(wanted) + 1)
     return {(r["test"], r["target"], r["variant"]): r for r in pool.run(wanted)}
 
 
 def test_subset_is_in_scope():
     """Every subset test has a translator for each target: otherwise it measures nothing."""
     for name in SUBSET:
-        model = conformance.load_model(name)
-        for target in conformance.TARGETS:
-            assert not conformance.missing_ops(model, target), (name, target)
+        model = node_tests.load_model(name)
+        for target in node_tests.TARGETS:
+            assert not node_tests.missing_ops(model, target), (name, target)
 
 
 @pytest.mark.parametrize("name,target,variant", CASES)
@@ -85,7 +85,7 @@ def test_node_test_converts_or_is_refused(verdicts, name, target, variant):
     assert status == "pass", f"{status}: {record.get('error') or record.get('why')}"
 
 
-RESULTS = conformance.REPO / "bench" / "results" / "conformance.json"
+RESULTS = node_tests.REPO / "bench" / "results" / "conformance.json"
 
 
 @pytest.mark.slow
@@ -96,9 +96,22 @@ def test_whole_suite_has_no_new_failures():
 
     known = {(r["test"], r["target"], r["variant"]) for r in json.loads(RESULTS.read_text())["records"]
              if r["status"] in ("internal", "wrong")}
-    tasks, _ = conformance.plan(conformance.test_names())
+    tasks, _ = node_tests.plan(node_tests.test_names())
     tasks = [t for t in tasks if t["target"] != "onnxruntime"]
-    records = list(conformance.Pool(workers=2).run(tasks))
+    records = list(node_tests.Pool(workers=2).run(tasks))
     new = [f"{r['test']} -> {r['target']} ({r['variant']}): {r['status']}: {r.get('error') or r.get('why')}"
            for r in records if r["status"] in ("internal", "wrong") and (r["test"], r["target"], r["variant"]) not in known]
     assert not new, "\n".join(new)
+
+
+def test_helper_module_names_are_unique_across_tests_bench_and_models():
+    """The case pool's workers are spawned processes that import ``node_tests`` by name from
+    ``sys.path``; bench scripts put ``bench/`` first when a test imports them.  A module name
+    in ``tests/`` that ``bench/`` or ``models/`` also holds made every worker import the wrong
+    file (CI at 59b392c: 80 conformance cases "worker exit code 1")."""
+    names = {}
+    for folder in ("tests", "bench", "models"):
+        for path in (node_tests.REPO / folder).glob("*.py"):
+            names.setdefault(path.stem, []).append(folder)
+    shared = {name: folders for name, folders in names.items() if len(folders) > 1}
+    assert not shared, shared
