@@ -99,7 +99,9 @@ def session(model_bytes_or_path, threads: int | None = None):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
-    opts.log_severity_level = 3
+    # Fatal only: a failing run raises with the same message, which the caller reports in
+    # one line; at "error" onnxruntime also printed it in red on stderr first.
+    opts.log_severity_level = 4
     # Run the graph as written: the referee must not rewrite what it judges.
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     if threads:

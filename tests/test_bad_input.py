@@ -314,3 +314,17 @@ def test_ir_version_onnxruntime_cannot_read_is_one_line(tmp_path, capfd, ir_vers
     line = assert_one_line(capfd, 2, f"IR version: {ir_version}", "convert", path, "--to", "torch",
                            "--out", str(tmp_path / "o"))
     assert "onnxruntime_src" not in line
+
+
+def test_graph_that_fails_at_run_time_is_one_line_without_onnxruntime_log(tmp_path, capfd):
+    """A graph onnxruntime loads but cannot run (a Reshape of 6 values to 5): exit 2, our one
+    line with onnxruntime's reason, and not onnxruntime's own red log line before it."""
+    graph = helper.make_graph([helper.make_node("Reshape", ["x", "s"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [helper.make_tensor("s", TensorProto.INT64, [1], [5])])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), str(path))
+    code, lines, err = run(capfd, "convert", str(path), "--to", "torch", "--out", str(tmp_path / "o"))
+    assert code == 2 and len(lines) == 1 and "cannot be reshaped" in lines[0], err
+    assert "[E:onnxruntime" not in err and "sequential_executor" not in err, err
