@@ -42,13 +42,24 @@ def _to_numpy(x) -> np.ndarray:
     return np.asarray(x)
 
 
+class SourceFails(BadInput):
+    """The source model raised on the inputs it was called with (the cause is chained)."""
+
+
 def run_source(source: Source, inputs: dict[str, np.ndarray], onnx_path: Path | None = None) -> list[np.ndarray]:
     """The source model's outputs on ``inputs``; BadInput (exit 2) when any is not finite.
 
     Parity compares NaN with NaN as equal, so a source that gives NaN (or an infinity) on
     the parity inputs would let a wrong conversion pass there: refuse to call it proven.
+    A source that raises on them (a Keras model traced with open sizes that cannot add its
+    branches at these) is bad input too: the example sizes are the user's to change.
     """
-    outputs = _run_source(source, inputs, onnx_path)
+    try:
+        outputs = _run_source(source, inputs, onnx_path)
+    except Exception as exc:
+        shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in inputs.items())
+        raise SourceFails(f"the source model fails on the example inputs ({shapes}): {type(exc).__name__}: "
+                          f"{_gist(exc)}; choose other example sizes (--input, --dim)") from exc
     names = list(source.output_names) + [f"#{i}" for i in range(len(source.output_names), len(outputs))]
     reasons = [r for r in (non_finite(n, o) for n, o in zip(names, outputs)) if r]
     if reasons:
@@ -202,7 +213,8 @@ def reference_sets(source: Source, seed: int, onnx_path: Path | None = None,
     """Run the source model at further size sets (see above) while it is still loaded.
 
     Each entry: ``sizes``, and either ``inputs`` + ``reference`` (its outputs) or ``skipped``
-    (why the source refused that set).  Stops after ``wanted`` sets the source ran."""
+    (why the source refused that set, or that an output is empty there).  Stops after
+    ``wanted`` sets the source ran."""
     from .spec import make_inputs
 
     sets, ran = [], 0
@@ -214,8 +226,16 @@ def reference_sets(source: Source, seed: int, onnx_path: Path | None = None,
         try:
             reference = run_source(source, inputs, onnx_path)
         except Exception as exc:  # the source's own limit (e.g. a size too small to pool), not ours
-            first = (str(exc).strip().splitlines() or [""])[0][:200]
-            sets.append({"sizes": sizes, "skipped": f"the source model refuses these sizes: {type(exc).__name__}: {first}"})
+            cause = exc.__cause__ if isinstance(exc, SourceFails) else exc
+            first = _gist(cause)[:200]
+            sets.append({"sizes": sizes, "skipped": f"the source model refuses these sizes: {type(cause).__name__}: {first}"})
+            continue
+        names = list(source.output_names) + [f"#{i}" for i in range(len(source.output_names), len(reference))]
+        empty = [f"{name} {tuple(r.shape)}" for name, r in zip(names, reference) if r.size == 0]
+        if empty:  # nothing to compare, and frameworks part ways there (PyTorch's pooling refuses
+            # the output size 0 Keras gives): not a size the conversion can be proven at
+            sets.append({"sizes": sizes, "skipped": f"the source model gives an empty output at these sizes: "
+                                                    f"{', '.join(empty)}"})
             continue
         sets.append({"sizes": sizes, "inputs": inputs, "reference": reference})
         ran += 1

@@ -328,3 +328,33 @@ def test_graph_that_fails_at_run_time_is_one_line_without_onnxruntime_log(tmp_pa
     code, lines, err = run(capfd, "convert", str(path), "--to", "torch", "--out", str(tmp_path / "o"))
     assert code == 2 and len(lines) == 1 and "cannot be reshaped" in lines[0], err
     assert "[E:onnxruntime" not in err and "sequential_executor" not in err, err
+
+
+def test_source_that_fails_at_the_example_sizes_is_one_line(tmp_path, capfd):
+    """A Keras model traced with an open length adds a stride-2 branch (ceil(L/2) steps) to a
+    pooled one (floor(L/2)): an odd example length fails in Keras itself.  Exit 2, one line
+    with Keras' reason and the shapes, nothing written (NASNet with an odd image size)."""
+    path = tmp_path / "branches.py"
+    path.write_text("import keras\n\n\ndef build():\n"
+                    "    x = keras.Input(shape=(None, 3), name='x')\n"
+                    "    a = keras.layers.Conv1D(3, 1, strides=2, padding='same')(x)\n"
+                    "    b = keras.layers.MaxPooling1D(2)(x)\n"
+                    "    return keras.Model(x, keras.layers.Add()([a, b]))\n")
+    line = assert_one_line(capfd, 2, "fails on the example inputs (x (2, 7, 3))", "convert", f"{path}:build",
+                           "--input", "x=B=2,L=7,3", "--out", str(tmp_path / "o"))
+    assert "Incompatible shapes" in line and "--dim" in line, line
+    assert not (tmp_path / "o").exists()
+    # An even length converts, and parity's other lengths the source refuses are skipped, said why.
+    code, lines, err = run(capfd, "convert", f"{path}:build", "--input", "x=B=2,L=8,3", "--out", str(tmp_path / "e"))
+    assert code == 0 and not lines, err
+    import json
+    import re
+
+    shapes = json.loads((tmp_path / "e" / "report.json").read_text())["parity"]["shapes"]
+    skipped = {json.dumps(s["sizes"], sort_keys=True): s["skipped"] for s in shapes if "skipped" in s}
+    assert skipped['{"B": 3, "L": 9}'].startswith("the source model refuses these sizes: InvalidArgumentError: "
+                                                  "Exception encountered when calling Add.call()"), skipped
+    # At L = 1 Keras adds a length-1 branch to an empty one: an empty output, nothing to prove.
+    assert re.fullmatch(r"the source model gives an empty output at these sizes: add\w* \(2, 0, 3\)",
+                        skipped['{"B": 2, "L": 1}']), skipped
+    assert [s["sizes"] for s in shapes if s.get("passed")] == [{"B": 2, "L": 8}, {"B": 1, "L": 8}, {"B": 3, "L": 8}]
