@@ -18,8 +18,8 @@ from pathlib import Path
 
 from . import __version__
 from .errors import EXIT_OK, EXIT_PARITY, BadInput, Unsupported
-from .spec import (InputSpec, Symbol, check_range, check_sample, load_sample, make_inputs, symbol_sizes, trace_inputs,
-                   with_index_ranges)
+from .spec import (InputSpec, Symbol, check_range, check_sample, load_sample, make_inputs, symbol_sizes,
+                   symbols_metadata, trace_inputs, with_index_ranges)
 
 LAYOUTS = ("source", "target")
 # The graphs kept for debugging and one copy of their weights (``onnx_io.ONNX_DATA``).
@@ -303,7 +303,7 @@ def _convert(opts: Options, progress: Progress, extra_pins: list[dict] | None = 
         progress("normalize: graph passes, each checked with onnxruntime")
         shared = None
         if as_is is None:  # source.onnx's weights go to onnx.data, which normalized.onnx then shares
-            shared = externalize(src_onnx)
+            shared = externalize(src_onnx, metadata=symbols_metadata(source.inputs, source.constraints))
             profile["source_weights_to_onnx_data"] = round(time.perf_counter() - t, 3)
         mark = time.perf_counter()
         model = normalize.load(src_onnx)

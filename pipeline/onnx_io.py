@@ -162,17 +162,22 @@ def _point_to(tensor: onnx.TensorProto, data: str, offset: int, length: int) -> 
         tensor.external_data.add(key=k, value=v)
 
 
-def externalize(path, data: str = ONNX_DATA) -> dict[tuple[bytes, int], int]:
+def externalize(path, data: str = ONNX_DATA, metadata: dict[str, str] | None = None) -> dict[tuple[bytes, int], int]:
     """Move the inline weights (``SHARE_MIN_BYTES`` and up) of the ``.onnx`` file ``path`` into
     ``data`` beside it, each distinct tensor once; return ``{(sha1, length): offset}`` for
-    ``save_shared``.
+    ``save_shared``.  ``metadata`` entries are set in the model's ``metadata_props`` on the way.
 
     Works on the protobuf itself, so the graph is byte for byte the one written before except
-    for where its weights live.  Peak memory is about twice the file (its bytes and the parsed
-    graph).  A file that already keeps weights outside is left as it is (an empty index)."""
+    for where its weights live (and the metadata).  Peak memory is about twice the file (its
+    bytes and the parsed graph).  A file that already keeps weights outside keeps them there
+    (an empty index)."""
     path = Path(path)
     proto = onnx.load(str(path), load_external_data=False)
+    if metadata:
+        onnx.helper.set_model_props(proto, {**{p.key: p.value for p in proto.metadata_props}, **metadata})
     if any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer):
+        if metadata:
+            _save_replacing(proto, path)
         return {}
     index: dict[tuple[bytes, int], int] = {}
     with open(path.parent / data, "ab") as out:
@@ -185,10 +190,14 @@ def externalize(path, data: str = ONNX_DATA) -> dict[tuple[bytes, int], int]:
             offset, length = _stored_once(out, raw, index)
             del raw
             _point_to(tensor, data, offset, length)
+    _save_replacing(proto, path)
+    return index
+
+
+def _save_replacing(proto, path: Path) -> None:
     partial = path.with_name(f".{path.name}.partial")
     onnx.save(proto, str(partial))
     os.replace(partial, path)
-    return index
 
 
 def save_shared(model: ir.Model, path, index: dict[tuple[bytes, int], int], data: str = ONNX_DATA) -> None:

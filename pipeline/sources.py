@@ -24,7 +24,8 @@ from typing import Any
 
 from .errors import BadInput
 from .quiet import native_stderr_to_log
-from .spec import DTYPES, InputSpec, Symbol, check_range, parse_dim_token, parse_range, with_sizes
+from .spec import (DTYPES, InputSpec, Symbol, check_range, parse_dim_token, parse_range, recorded_symbols,
+                   symbol_sizes, with_sizes)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MODELS_DIR = REPO_ROOT / "models"
@@ -46,6 +47,9 @@ class Source:
     # fixes): ``{symbol: {"min": m, "multiple_of": k, "offset": c}}``, size = k*n + c >= m
     # (and <= ``"max"`` where torch bounds it).
     constraints: dict[str, dict] = field(default_factory=dict)
+    # Example sizes the file records for its symbols (an ONNX file this tool wrote:
+    # ``spec.SYMBOLS_KEY``), used where neither ``--dim`` nor ``--input`` gives one.
+    recorded_sizes: dict[str, int] = field(default_factory=dict)
 
     @property
     def default_target(self) -> str:
@@ -344,7 +348,12 @@ def _onnx_source(path: Path, overrides: list[InputSpec]) -> Source:
             specs.append(InputSpec.of(vi.name, dims, dtype))
     if given:
         raise BadInput(f"{path}: --input names {sorted(given)} are not inputs of the model ({[s.name for s in specs]})")
-    return Source("onnx", path.stem, str(path), str(path), specs, [o.name for o in proto.graph.output])
+    recorded = recorded_symbols({p.key: p.value for p in proto.metadata_props})
+    named = {d.name for s in specs for d in s.symbols}
+    return Source("onnx", path.stem, str(path), str(path), specs, [o.name for o in proto.graph.output],
+                  constraints={k: {c: v for c, v in r.items() if c != "example"}
+                               for k, r in recorded.items() if k in named and len(r) > 1},
+                  recorded_sizes={k: r["example"] for k, r in recorded.items() if k in named})
 
 
 def _keras_file_source(path: Path, overrides: list[InputSpec]) -> Source:
@@ -455,8 +464,15 @@ def resolve(model: str, overrides: list[InputSpec] | None = None, dims: dict[str
     ``dims`` (``--dim SYMBOL=INT``) gives example sizes of symbols; every symbol of the
     returned inputs has one (a missing or conflicting size is bad input)."""
     source = _resolve(model, list(overrides or []))
-    source.inputs = with_sizes(source.inputs, _default_batch(source, dims or {}))
+    source.inputs = with_sizes(source.inputs, _recorded(source, _default_batch(source, dims or {})))
     return source
+
+
+def _recorded(source: Source, dims: dict[str, int]) -> dict[str, int]:
+    """``dims`` plus the sizes the file records (``Source.recorded_sizes``) for symbols that
+    neither ``dims`` nor an ``--input`` sizes."""
+    stated = symbol_sizes(source.inputs, dims, complete=False)
+    return {**{k: v for k, v in source.recorded_sizes.items() if k not in stated}, **dims}
 
 
 # The example size of a Keras or SavedModel batch the model leaves open (``Input(shape=(32,

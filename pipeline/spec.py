@@ -8,6 +8,7 @@ places, in one input or several, is one size.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,6 +182,35 @@ def check_range(spec: InputSpec, where: str) -> None:
     low, high = spec.value_range
     if low < info.min or high - 1 > info.max:
         raise BadInput(f"{where}: range {low}..{high} does not fit {spec.dtype} ({info.min}..{info.max + 1})")
+
+
+# ``metadata_props`` key of the ONNX files a conversion writes (``source.onnx``,
+# ``normalized.onnx``): each symbol's example size and the range the exporter proved, as JSON
+# ``{"B": {"example": 4}, "T": {"example": 1013, "min": 30, "multiple_of": 1, "offset": 0}}``,
+# so converting such a file again needs no ``--dim``.
+SYMBOLS_KEY = "pipeline.symbols"
+
+
+def symbols_metadata(specs: list[InputSpec], constraints: dict[str, dict] | None = None) -> dict[str, str]:
+    """The :data:`SYMBOLS_KEY` entry for inputs ``specs`` (empty when nothing varies)."""
+    found: dict[str, dict] = {}
+    for s in specs:
+        for d in s.symbols:
+            found.setdefault(d.name, {"example": d.example, **(constraints or {}).get(d.name, {})})
+    return {SYMBOLS_KEY: json.dumps(found, sort_keys=True)} if found else {}
+
+
+def recorded_symbols(props: dict[str, str]) -> dict[str, dict]:
+    """What :func:`symbols_metadata` wrote, read back from ``metadata_props``; entries that are
+    not a name with a positive integer example are left out (the file is input, not ours)."""
+    try:
+        found = json.loads(props.get(SYMBOLS_KEY, "{}"))
+    except ValueError:
+        return {}
+    if not isinstance(found, dict):
+        return {}
+    return {k: v for k, v in found.items() if isinstance(v, dict) and isinstance(v.get("example"), int)
+            and not isinstance(v["example"], bool) and v["example"] >= 1}
 
 
 def parse_dim(text: str) -> tuple[str, int]:

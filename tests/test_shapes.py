@@ -569,3 +569,21 @@ def test_a_length_torch_bounds_exports_in_one_trace_with_its_range_and_names(tmp
     names = {d.dim_param for v in [*model.graph.value_info, *model.graph.output]
              for d in v.type.tensor_type.shape.dim if d.dim_param}
     assert names and not any(re.search(r"(?<![\w.])s\d+", n) for n in names), names
+
+    # source.onnx records each symbol's example size and proven range: converting it again
+    # needs no --dim, and parity keeps to T >= 17 (onnxruntime judges it as the source).
+    props = {p.key: p.value for p in model.metadata_props}
+    assert json.loads(props["pipeline.symbols"]) == {"N": {"example": 2}, "T": {"example": 64, **constraint}}
+    code, _, err, _ = run(capfd, "convert", str(tmp_path / "o" / "source.onnx"), "--to", "torch",
+                          "--out", str(tmp_path / "again"))
+    assert code == 0, err
+    again = json.loads((tmp_path / "again" / "report.json").read_text())
+    assert {s["name"]: (s["example"], s.get("constraint")) for s in again["symbols"]} == \
+        {"N": (2, None), "T": (64, constraint)}
+    assert len(again["parity"]["shapes"]) >= 3 and all(s["sizes"]["T"] >= 17 for s in again["parity"]["shapes"])
+    # A size given on the command line wins over the recorded one.
+    code, _, err, _ = run(capfd, "convert", str(tmp_path / "o" / "source.onnx"), "--to", "torch", "--dim", "T=40",
+                          "--out", str(tmp_path / "given"))
+    assert code == 0, err
+    given = json.loads((tmp_path / "given" / "report.json").read_text())
+    assert {s["name"]: s["example"] for s in given["symbols"]} == {"N": 2, "T": 40}
