@@ -20,7 +20,8 @@ Run with `make zoo` (or `python bench/keras_zoo.py [--models A,B] [--out build/z
   ``include_top=False, pooling="avg"``), built so and converted with a symbolic batch, height
   and width (``image=B=2,H=S,W=S,3``); the pipeline checks each at two more size sets.  The
   row's ``symbolic`` holds ``batch`` and ``hw`` (pass, FAIL, an error, or ``n/a``: the
-  application needs a fixed size); ``--static-only`` skips these two conversions.
+  application needs a fixed size, or builds on ``(None, None, 3)`` but Keras cannot run it
+  there, see ``accepts_any_size``); ``--static-only`` skips these two conversions.
 
 Writes build/zoo/keras_applications.json and a Markdown table build/zoo/keras_applications.md;
 each model's conversion stays in build/zoo/keras/NAME/ (its factory ``app.py`` can be
@@ -109,11 +110,21 @@ ANY_SIZE_HEAD = 'include_top=False, pooling="avg"'
 
 
 def accepts_any_size(name: str) -> bool:
-    """Whether ``name`` builds on ``input_shape=(None, None, 3)`` (see ``ANY_SIZE_HEAD``)."""
+    """Whether ``name`` builds on ``input_shape=(None, None, 3)`` (see ``ANY_SIZE_HEAD``) and then
+    runs at its smallest size.  NASNet builds so but runs at no size: its cells compare the
+    sides of two branches to decide whether to reduce one, both are None, and the addition of
+    a 7x7 to a 3x3 branch fails inside Keras."""
+    import numpy as np
+
     try:
-        getattr(_keras().applications, name)(weights=None, input_shape=(None, None, 3), include_top=False,
-                                              pooling="avg")
+        model = getattr(_keras().applications, name)(weights=None, input_shape=(None, None, 3),
+                                                     include_top=False, pooling="avg")
     except ValueError:
+        return False
+    size = smallest_input(name)
+    try:
+        model(np.zeros((1, size, size, 3), np.float32), training=False)
+    except Exception:
         return False
     return True
 
