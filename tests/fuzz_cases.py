@@ -849,6 +849,17 @@ def _forget_generated_modules() -> None:
 _KERAS_BUILDS = [0]
 
 
+def scratch_dir(prefix: str) -> Path:
+    """A temporary folder for ``run_case``, removed when the process exits (made at import by
+    the fuzz test modules, which pytest and every worker that imports them load)."""
+    import atexit
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
 def run_case(case: Case, workdir: Path) -> Outcome:
     """Build ``case`` in its rendering and convert it to every target; never raises."""
     from pipeline.spec import InputSpec, Symbol

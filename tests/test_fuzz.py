@@ -18,9 +18,6 @@ keep invalid cases (and cases onnxruntime cannot referee) out.
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
 import pytest
 from fuzz_cases import (
     MAX_ABS_ERR,
@@ -32,13 +29,14 @@ from fuzz_cases import (
     onnx_model,
     profile,
     run_case,
+    scratch_dir,
     torch_model,
 )
 from hypothesis import example, given, settings
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding=.same.:UserWarning")
 
-_WORK = Path(tempfile.mkdtemp(prefix="pipeline-fuzz-"))
+_WORK = scratch_dir("pipeline-fuzz-")
 
 
 _COLLECT: list = []  # [list]: profile_cases() is collecting; check() records instead of converting

@@ -10,13 +10,10 @@ referee or the source framework disagrees with the spec) are strict xfails.
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
 import pytest
-from fuzz_cases import Case, Layer, run_case
+from fuzz_cases import Case, Layer, run_case, scratch_dir
 
-_WORK = Path(tempfile.mkdtemp(prefix="pipeline-fuzz-regressions-"))
+_WORK = scratch_dir("pipeline-fuzz-regressions-")
 
 
 def verdicts(case: Case) -> dict[str, str]:

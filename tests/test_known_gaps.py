@@ -6,20 +6,19 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import tempfile
 from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-from fuzz_cases import Case, Layer, run_case  # noqa: E402
+from fuzz_cases import Case, Layer, run_case, scratch_dir  # noqa: E402
 from known_gaps import GAPS, excusing, markdown_table  # noqa: E402
 
 from pipeline.errors import Unsupported  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-_WORK = Path(tempfile.mkdtemp(prefix="pipeline-known-gaps-"))
+_WORK = scratch_dir("pipeline-known-gaps-")
 
 
 def statuses(case: Case) -> dict[str, str]:
