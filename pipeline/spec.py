@@ -209,8 +209,21 @@ def recorded_symbols(props: dict[str, str]) -> dict[str, dict]:
         return {}
     if not isinstance(found, dict):
         return {}
-    return {k: v for k, v in found.items() if isinstance(v, dict) and isinstance(v.get("example"), int)
-            and not isinstance(v["example"], bool) and v["example"] >= 1}
+
+    def whole(v, least: int) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= least
+
+    out = {}
+    for name, entry in found.items():
+        if not (isinstance(entry, dict) and whole(entry.get("example"), 1)):
+            continue
+        out[name] = {"example": entry["example"]}
+        ranged = {k: entry.get(k) for k in ("min", "multiple_of", "offset")}
+        if whole(ranged["min"], 0) and whole(ranged["multiple_of"], 1) and whole(ranged["offset"], -(1 << 62)):
+            out[name].update(ranged)
+            if whole(entry.get("max"), ranged["min"]):
+                out[name]["max"] = entry["max"]
+    return out
 
 
 def parse_dim(text: str) -> tuple[str, int]:

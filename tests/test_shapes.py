@@ -587,3 +587,18 @@ def test_a_length_torch_bounds_exports_in_one_trace_with_its_range_and_names(tmp
     assert code == 0, err
     given = json.loads((tmp_path / "given" / "report.json").read_text())
     assert {s["name"]: s["example"] for s in given["symbols"]} == {"N": 2, "T": 40}
+
+
+def test_recorded_symbols_keep_only_well_formed_entries():
+    """An ONNX file's ``pipeline.symbols`` is input: an entry without a positive integer example
+    is dropped, a range without all of min/multiple_of/offset as integers is dropped (parity
+    would read them), and text that is not JSON is no entry at all."""
+    from pipeline.spec import recorded_symbols
+
+    text = json.dumps({"B": {"example": 4}, "T": {"example": 64, "min": 17, "multiple_of": 2, "offset": 1, "max": 99},
+                       "X": {"example": "4"}, "Y": {"example": 3, "min": "x", "multiple_of": 1, "offset": 0},
+                       "Z": [1], "W": {"example": 0}, "V": {"example": True}})
+    assert recorded_symbols({"pipeline.symbols": text}) == {
+        "B": {"example": 4}, "T": {"example": 64, "min": 17, "multiple_of": 2, "offset": 1, "max": 99},
+        "Y": {"example": 3}}
+    assert recorded_symbols({"pipeline.symbols": "{not json"}) == {} and recorded_symbols({}) == {}
