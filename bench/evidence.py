@@ -24,8 +24,12 @@ def commit() -> dict:
         except (OSError, subprocess.SubprocessError):
             return ""
 
+    # The results and the README tables rendered from them are what a bench run writes:
+    # changed, they do not make the measured code "uncommitted" (make bench runs five
+    # benches in a row, and each saw the files of the ones before it as changes).
     return {"commit": git("rev-parse", "--short=12", "HEAD") or "unknown",
-            "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+            "dirty": bool(git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                              ":(exclude)bench/results", ":(exclude)README.md"))}
 
 
 def machine() -> dict:

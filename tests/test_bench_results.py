@@ -111,3 +111,33 @@ def test_the_keras_row_of_the_onnx2tf_bench_builds_resnet50_at_224(tmp_path):
     spec.loader.exec_module(app)
     assert app.INPUTS == {"image": (1, 224, 224, 3)}
     assert app.INPUT_SHAPE == (224, 224, 3)
+
+
+def test_a_bench_run_does_not_call_its_own_results_uncommitted(tmp_path):
+    """``make bench`` runs five benches in a row; each wrote its results (and the README
+    tables) before the next recorded "dirty": a changed results file or README is not a
+    change to the measured code, a changed source file is."""
+    import shutil
+    import subprocess
+
+    (tmp_path / "bench" / "results").mkdir(parents=True)
+    (tmp_path / "pipeline").mkdir()
+    shutil.copy(REPO / "bench" / "evidence.py", tmp_path / "bench" / "evidence.py")
+    for name in ("bench/results/memory.json", "README.md", "pipeline/a.py"):
+        (tmp_path / name).write_text("0\n")
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "x")
+    copy = importlib.util.spec_from_file_location("evidence_copy", tmp_path / "bench" / "evidence.py")
+    module = importlib.util.module_from_spec(copy)
+    copy.loader.exec_module(module)
+    (tmp_path / "bench" / "results" / "memory.json").write_text("1\n")
+    (tmp_path / "README.md").write_text("1\n")
+    assert module.commit()["dirty"] is False
+    (tmp_path / "pipeline" / "a.py").write_text("1\n")
+    assert module.commit()["dirty"] is True
