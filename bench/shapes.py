@@ -15,7 +15,7 @@ plus the symbols a model's row names).  Reported per model:
 Writes bench/results/shapes.json (with commit and machine); the README table is rendered
 from it by bench/readme_tables.py and ``make bench-check`` checks both goals.
 
-    python bench/shapes.py [--models seed_torch_encoder,torch_zoo:resnet] [--runs 1] [--calls 50]
+    python bench/shapes.py [--models seed_torch_encoder,torch_zoo:resnet] [--runs 2] [--calls 50]
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ def bench(model: str, extra: list[str], runs: int, calls: int) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", help=f"comma-separated (default: {','.join(MODELS)})")
-    p.add_argument("--runs", type=int, default=1, help="conversions per side; the minimum is kept")
+    p.add_argument("--runs", type=int, default=2, help="conversions per side; the minimum is kept")
     p.add_argument("--calls", type=int, default=50, help="timed calls per model in the latency check")
     args = p.parse_args(argv)
     names = args.models.split(",") if args.models else list(MODELS)
