@@ -141,11 +141,14 @@ def test_onnx_file_round_trip_and_tolerance_failure(tmp_path, cli):
     first = tmp_path / "enc"
     assert convert(Options(model="seed_torch_encoder", out=str(first))).exit_code == 0
     # An .onnx file is a MODEL too; converting into torch is a round trip for this PyTorch model.
-    # Its batch is the symbol B (a dim_param): an ONNX file says no example size, so one is given.
+    # Its batch is the symbol B (a dim_param); source.onnx records its example size (4), and
+    # --dim gives another.
     proc = cli("convert", str(first / "source.onnx"), "--to", "torch", "--out", str(tmp_path / "rt"))
-    assert proc.returncode == 2 and "--dim B=N" in proc.stderr
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "rt" / "report.json").read_text())["symbols"][0]["example"] == 4
     proc = cli("convert", str(first / "source.onnx"), "--to", "torch", "--dim", "B=3", "--out", str(tmp_path / "rt"))
     assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "rt" / "report.json").read_text())["symbols"][0]["example"] == 3
     # Zero tolerance on a float computation fails parity: exit 1, report kept.
     proc = cli("convert", str(first / "source.onnx"), "--to", "keras", "--dim", "B=4", "--out", str(tmp_path / "strict"),
                "--atol", "0", "--rtol", "0")
