@@ -42,6 +42,11 @@ def _to_numpy(x) -> np.ndarray:
     return np.asarray(x)
 
 
+def _output_names(source: Source, outputs: list) -> list[str]:
+    """The source's output names for ``outputs``, ``#i`` past the ones it names."""
+    return list(source.output_names) + [f"#{i}" for i in range(len(source.output_names), len(outputs))]
+
+
 class SourceFails(BadInput):
     """The source model raised on the inputs it was called with (the cause is chained)."""
 
@@ -60,7 +65,7 @@ def run_source(source: Source, inputs: dict[str, np.ndarray], onnx_path: Path | 
         shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in inputs.items())
         raise SourceFails(f"the source model fails on the example inputs ({shapes}): {type(exc).__name__}: "
                           f"{_gist(exc)}; choose other example sizes (--input, --dim)") from exc
-    names = list(source.output_names) + [f"#{i}" for i in range(len(source.output_names), len(outputs))]
+    names = _output_names(source, outputs)
     reasons = [r for r in (non_finite(n, o) for n, o in zip(names, outputs)) if r]
     if reasons:
         raise BadInput(f"the source model's {'; '.join(reasons)} on the parity inputs, so parity cannot "
@@ -230,7 +235,7 @@ def reference_sets(source: Source, seed: int, onnx_path: Path | None = None,
             first = _gist(cause)[:200]
             sets.append({"sizes": sizes, "skipped": f"the source model refuses these sizes: {type(cause).__name__}: {first}"})
             continue
-        names = list(source.output_names) + [f"#{i}" for i in range(len(source.output_names), len(reference))]
+        names = _output_names(source, reference)
         empty = [f"{name} {tuple(r.shape)}" for name, r in zip(names, reference) if r.size == 0]
         if empty:  # nothing to compare, and frameworks part ways there (PyTorch's pooling refuses
             # the output size 0 Keras gives): not a size the conversion can be proven at
@@ -368,7 +373,7 @@ def sample_reference(source: Source, arrays: dict[str, np.ndarray], path, onnx_p
         outputs = _run_source(source, arrays, onnx_path)
     except Exception as exc:
         raise BadInput(f"--sample {path}: the source model refuses it: {type(exc).__name__}: {_gist(exc)}") from exc
-    names = list(source.output_names) + [f"#{i}" for i in range(len(source.output_names), len(outputs))]
+    names = _output_names(source, outputs)
     reasons = [r for r in (non_finite(n, o) for n, o in zip(names, outputs)) if r]
     if reasons:
         raise BadInput(f"--sample {path}: the source model's {'; '.join(reasons)} on it, so parity cannot "

@@ -352,7 +352,7 @@ def _onnx_source(path: Path, overrides: list[InputSpec]) -> Source:
     named = {d.name for s in specs for d in s.symbols}
     return Source("onnx", path.stem, str(path), str(path), specs, [o.name for o in proto.graph.output],
                   constraints={k: {c: v for c, v in r.items() if c != "example"}
-                               for k, r in recorded.items() if k in named and len(r) > 1},
+                               for k, r in recorded.items() if k in named and "min" in r},
                   recorded_sizes={k: r["example"] for k, r in recorded.items() if k in named})
 
 

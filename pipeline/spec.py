@@ -210,8 +210,8 @@ def recorded_symbols(props: dict[str, str]) -> dict[str, dict]:
     if not isinstance(found, dict):
         return {}
 
-    def whole(v, least: int) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool) and v >= least
+    def whole(v, least: int | None = None) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and (least is None or v >= least)
 
     out = {}
     for name, entry in found.items():
@@ -219,7 +219,7 @@ def recorded_symbols(props: dict[str, str]) -> dict[str, dict]:
             continue
         out[name] = {"example": entry["example"]}
         ranged = {k: entry.get(k) for k in ("min", "multiple_of", "offset")}
-        if whole(ranged["min"], 0) and whole(ranged["multiple_of"], 1) and whole(ranged["offset"], -(1 << 62)):
+        if whole(ranged["min"], 0) and whole(ranged["multiple_of"], 1) and whole(ranged["offset"]):
             out[name].update(ranged)
             if whole(entry.get("max"), ranged["min"]):
                 out[name]["max"] = entry["max"]
